@@ -1,0 +1,115 @@
+/*
+ * area.c - areas as the library's users see them: a backend area plus the
+ * allocator that lives inside it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "area_alloc.h"
+#include "orbit_internal.h"
+
+struct orbit_area {
+	struct orbit_sys_area *sys;
+	void *base;
+	size_t size;
+	pthread_mutex_t lock;	/* the allocator */
+};
+
+struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a)
+{
+	return a->sys;
+}
+
+struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
+{
+	struct orbit_area *a;
+	int rc;
+
+	if (!size || (int)mode < ORBIT_SNAPSHOT_AUTO || mode > ORBIT_SNAPSHOT_FULL) {
+		errno = EINVAL;
+		return NULL;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	rc = orbit_sys->area_create(size, mode, &a->sys, &a->base);
+	if (rc) {
+		free(a);
+		errno = rc == -E2BIG ? ENOMEM : -rc;
+		return NULL;
+	}
+	a->size = (size + 4095) & ~(size_t)4095;
+	pthread_mutex_init(&a->lock, NULL);
+	area_alloc_init(a->base, a->size);
+	return a;
+}
+
+void orbit_area_destroy(struct orbit_area *a)
+{
+	if (!a)
+		return;
+	orbit_sys->area_destroy(a->sys);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+void *orbit_area_base(const struct orbit_area *a)
+{
+	return a->base;
+}
+
+size_t orbit_area_size(const struct orbit_area *a)
+{
+	return a->size;
+}
+
+enum orbit_snapshot_mode orbit_area_mode(const struct orbit_area *a)
+{
+	return orbit_sys->area_mode(a->sys);
+}
+
+const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode)
+{
+	switch (mode) {
+	case ORBIT_SNAPSHOT_UFFD: return "uffd";
+	case ORBIT_SNAPSHOT_MPROTECT: return "mprotect";
+	case ORBIT_SNAPSHOT_FULL: return "full";
+	default: return "auto";
+	}
+}
+
+size_t orbit_reservation_size(void)
+{
+	return orbit_sys->reservation_size();
+}
+
+void *orbit_alloc(struct orbit_area *a, size_t size)
+{
+	void *p;
+
+	pthread_mutex_lock(&a->lock);
+	p = area_alloc(a->base, size);
+	pthread_mutex_unlock(&a->lock);
+	if (!p)
+		errno = ENOMEM;
+	return p;
+}
+
+void orbit_free(struct orbit_area *a, void *ptr)
+{
+	if (!ptr)
+		return;
+	pthread_mutex_lock(&a->lock);
+	if (area_alloc_owns(a->base, ptr))
+		area_free(a->base, ptr);
+	pthread_mutex_unlock(&a->lock);
+}
+
+void orbit_area_stats(struct orbit_area *a, struct orbit_area_stats *st)
+{
+	pthread_mutex_lock(&a->lock);
+	st->size = a->size;
+	area_alloc_usage(a->base, &st->used, &st->allocations);
+	pthread_mutex_unlock(&a->lock);
+}

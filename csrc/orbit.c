@@ -1,0 +1,627 @@
+/*
+ * orbit.c - orbits above the seam: calls, the message pump, crashes,
+ * timeouts and restarts, and the loop an orbit process runs.
+ *
+ * Locking.  ob->lock guards the orbit's state and is held only briefly.
+ * ob->submit_lock orders submissions (sequence numbers follow send order).
+ * Waits drop the caller's interpreter lock through the hooks; to stay free of
+ * deadlocks, nothing reacquires the interpreter lock while holding ob->lock,
+ * and submit_lock is only waited for with the interpreter lock dropped.
+ *
+ * The pump.  The orbit answers calls in order.  A thread that needs progress
+ * (a waiter on a future, a puller of updates, a submitter waiting for room)
+ * becomes the reader if nobody is, pulls one message and routes it; everyone
+ * else sleeps on ob->cond.  So a synchronous caller reads its own answer with
+ * no hand-off between threads.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "orbit_internal.h"
+
+uint64_t orbit_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+const char *orbit_strerror(int code)
+{
+	if (code < 0)
+		code = -code;
+	switch (code) {
+	case ORBIT_E_CRASHED: return "the orbit process died";
+	case ORBIT_E_TIMEOUT: return "the call overran the orbit's timeout";
+	case ORBIT_E_CLOSED: return "the orbit is closed";
+	case ORBIT_E_RESTART_LIMIT: return "the orbit crashed too often in a row";
+	case ORBIT_E_SKIPPED: return "the orbit was busy and the call was skipped";
+	case ORBIT_E_CANCELLED: return "the call was cancelled before it ran";
+	default: return strerror(code);
+	}
+}
+
+void orbit_options_init(struct orbit_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->restart = 1;
+	o->restart_limit = 5;
+	o->backoff_ms = 10;
+	o->max_backoff_ms = 1000;
+}
+
+static void *blk_begin(struct orbit *ob)
+{
+	return ob->hooks.block_begin ? ob->hooks.block_begin(ob->hooks.ctx) : NULL;
+}
+
+static void blk_end(struct orbit *ob, void *st)
+{
+	if (ob->hooks.block_end)
+		ob->hooks.block_end(ob->hooks.ctx, st);
+}
+
+void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m)
+{
+	void *st;
+
+	if (pthread_mutex_trylock(m) == 0)
+		return;
+	st = blk_begin(ob);
+	pthread_mutex_lock(m);
+	blk_end(ob, st);
+}
+
+static void wake_all(struct orbit *ob)
+{
+	pthread_cond_broadcast(&ob->cond);
+}
+
+/* Sleep on ob->cond (ob->lock held on entry and exit) until woken or the
+ * deadline, without the interpreter lock. */
+void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns)
+{
+	uint64_t cap = orbit_now_ns() + 200000000ULL;	/* re-check now and then */
+	struct timespec ts;
+	void *st;
+
+	if (deadline_ns > cap)
+		deadline_ns = cap;
+	pthread_mutex_unlock(&ob->lock);
+	st = blk_begin(ob);
+	pthread_mutex_lock(&ob->lock);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	{
+		uint64_t now = orbit_now_ns();
+		uint64_t rel = deadline_ns > now ? deadline_ns - now : 0;
+		uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec + rel;
+
+		ts.tv_sec = (time_t)(abs / 1000000000ULL);
+		ts.tv_nsec = (long)(abs % 1000000000ULL);
+	}
+	/* Whoever changes what we wait for broadcasts under ob->lock; we held it
+	 * from the caller's check until here except across blk_begin, so a
+	 * wake-up can be missed only for the bounded wait above. */
+	pthread_cond_timedwait(&ob->cond, &ob->lock, &ts);
+	pthread_mutex_unlock(&ob->lock);
+	blk_end(ob, st);
+	pthread_mutex_lock(&ob->lock);
+}
+
+static void maybe_free(struct orbit *ob);
+
+/*
+ * The process is gone (or must go): detach it, fail its calls, reap it.
+ * ob->lock held on entry and exit; dropped while reaping.
+ */
+static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
+{
+	struct orbit_sys *sys = ob->sys;
+	struct orbit_future *list = ob->pending;
+	int status = -1, crashed;
+	void *st;
+
+	if (!sys)
+		return;
+	ob->sys = NULL;
+	ob->pending = ob->pending_tail = NULL;
+	ob->reading++;		/* nobody pulls from a process being reaped */
+	pthread_mutex_unlock(&ob->lock);
+	if (kill_first)
+		orbit_sys->kill(sys);
+	st = blk_begin(ob);
+	orbit_sys->destroy(sys, kill_first ? 0 : 2000, &status);
+	blk_end(ob, st);
+	pthread_mutex_lock(&ob->lock);
+	ob->reading--;
+
+	crashed = head_err == -ORBIT_E_CRASHED && !ob->want_restart && !ob->closed;
+	if (ob->closed)
+		head_err = -ORBIT_E_CLOSED;
+	if (crashed) {
+		ob->crashes_in_row++;
+		ob->stats.crashes++;
+		ob->last_crash_ns = orbit_now_ns();
+	} else {
+		ob->want_restart = 1;
+	}
+	ob->last_status = status;
+	for (struct orbit_future *f = list, *next; f; f = next) {
+		next = f->next;
+		future_complete(f, f == list ? head_err : (ob->closed ? -ORBIT_E_CLOSED
+								     : -ORBIT_E_CRASHED),
+				status, 0, NULL, 0);
+		future_put_locked(f);
+	}
+	wake_all(ob);
+}
+
+static void route(struct orbit *ob, struct orbit_msg *m)
+{
+	struct orbit_future *f;
+
+	if (m->kind == ORBIT_MSG_UPDATE) {
+		for (f = ob->pending; f && f->seq != m->seq; f = f->next)
+			;
+		if (f && !f->done)
+			future_add_update(f, m->data, m->len);
+		else
+			free(m->data);
+		return;
+	}
+	f = ob->pending;
+	if (!f || f->seq != m->seq) {	/* cannot happen with a sane orbit */
+		free(m->data);
+		orbit_lose(ob, -ORBIT_E_CRASHED, 1);
+		return;
+	}
+	ob->pending = f->next;
+	if (!ob->pending)
+		ob->pending_tail = NULL;
+	ob->head_start_ns = orbit_now_ns();
+	ob->stats.pages_reset += m->pages_reset;
+	if (m->skipped) {
+		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
+	} else {
+		ob->stats.calls++;
+		ob->crashes_in_row = 0;
+		future_complete(f, 0, 0, m->retval, m->data, m->len);
+	}
+	future_put_locked(f);
+}
+
+int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
+{
+	uint64_t call_deadline = UINT64_MAX, until, now;
+	struct orbit_sys *sys = ob->sys;
+	struct orbit_msg m;
+	int rc, tmo, intr = 0, ret = 0;
+	void *st;
+
+	if (ob->reading || !ob->pending || !sys) {
+		orbit_cond_wait(ob, deadline_ns);
+		return 0;
+	}
+	ob->reading++;
+	if (ob->opt.timeout_ms > 0)
+		call_deadline = ob->head_start_ns + (uint64_t)ob->opt.timeout_ms * 1000000ULL;
+	until = deadline_ns < call_deadline ? deadline_ns : call_deadline;
+	now = orbit_now_ns();
+	if (until == UINT64_MAX)
+		tmo = -1;
+	else if (until <= now)
+		tmo = 0;
+	else
+		tmo = (until - now) / 1000000ULL > 1000 ? 1000
+							: (int)((until - now + 999999) / 1000000ULL);
+	pthread_mutex_unlock(&ob->lock);
+	st = blk_begin(ob);
+	rc = orbit_sys->pull(sys, tmo, &m);
+	if (rc == -EINTR && ob->hooks.interrupted)
+		intr = ob->hooks.interrupted(ob->hooks.ctx);
+	blk_end(ob, st);
+	pthread_mutex_lock(&ob->lock);
+	ob->reading--;
+	if (rc == 0)
+		route(ob, &m);
+	else if (rc == -ETIMEDOUT) {
+		if (orbit_now_ns() >= call_deadline && ob->sys == sys)
+			orbit_lose(ob, -ORBIT_E_TIMEOUT, 1);
+	} else if (rc == -EINTR) {
+		if (intr)
+			ret = -EINTR;
+	} else if (ob->sys == sys) {
+		orbit_lose(ob, -ORBIT_E_CRASHED, 0);
+	}
+	wake_all(ob);
+	return ret;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static struct orbit *child_ob;
+static struct orbit_sys *child_sys;
+static const struct orbit_request *child_rq;
+static void *child_ret;
+static size_t child_ret_len;
+
+int orbit_in_orbit(void)
+{
+	return child_sys != NULL;
+}
+
+int orbit_return_data(const void *data, size_t len)
+{
+	void *copy;
+
+	if (!child_rq)
+		return -EPERM;
+	copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, data, len);
+	free(child_ret);
+	child_ret = copy;
+	child_ret_len = len;
+	return 0;
+}
+
+int orbit_push(const void *data, size_t len)
+{
+	if (!child_rq)
+		return -EPERM;
+	return orbit_sys->push(child_sys, child_rq->seq, data, len);
+}
+
+static void child_main(struct orbit_sys *s, void *arg)
+{
+	struct orbit *ob = arg;
+	void *store;
+
+	child_ob = ob;
+	child_sys = s;
+	store = ob->init ? ob->init() : NULL;
+	for (;;) {
+		struct orbit_request rq;
+		long r = 0;
+		void *st = blk_begin(ob);
+		int rc = orbit_sys->recv(s, &rq);
+
+		blk_end(ob, st);
+		if (rc)
+			_exit(rc == -EPIPE ? 0 : 70);
+		if (!rq.cancelled) {
+			child_rq = &rq;
+			r = (rq.entry ? rq.entry : ob->entry)(rq.arg, rq.argsize, store);
+			child_rq = NULL;
+		}
+		rc = orbit_sys->ret(s, &rq, r, child_ret, child_ret_len);
+		free(child_ret);
+		child_ret = NULL;
+		child_ret_len = 0;
+		if (rc)
+			_exit(rc == -EPIPE ? 0 : 71);
+	}
+}
+
+struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
+			   const struct orbit_options *opts)
+{
+	struct orbit *ob;
+
+	if (!entry) {
+		errno = EINVAL;
+		return NULL;
+	}
+	ob = calloc(1, sizeof(*ob));
+	if (!ob)
+		return NULL;
+	snprintf(ob->name, sizeof(ob->name), "%s", name ? name : "orbit");
+	ob->entry = entry;
+	ob->init = init;
+	if (opts)
+		ob->opt = *opts;
+	else
+		orbit_options_init(&ob->opt);
+	if (ob->opt.hooks)
+		ob->hooks = *ob->opt.hooks;
+	ob->opt.hooks = NULL;
+	pthread_mutex_init(&ob->lock, NULL);
+	pthread_mutex_init(&ob->submit_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_cond_init(&ob->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	return ob;
+}
+
+/* Start a process if none runs.  submit_lock held, ob->lock not held. */
+static int ensure_process(struct orbit *ob)
+{
+	struct orbit_spawn sp = { 0 };
+	struct orbit_sys *sys;
+	uint64_t delay_ns = 0;
+	int rc;
+
+	pthread_mutex_lock(&ob->lock);
+	if (ob->closed) {
+		pthread_mutex_unlock(&ob->lock);
+		return -ORBIT_E_CLOSED;
+	}
+	if (ob->sys) {
+		pthread_mutex_unlock(&ob->lock);
+		return 0;
+	}
+	if (ob->started && !ob->want_restart) {	/* after a crash */
+		uint64_t backoff, since = orbit_now_ns() - ob->last_crash_ns;
+		int n = ob->crashes_in_row;
+
+		if (!ob->opt.restart) {
+			pthread_mutex_unlock(&ob->lock);
+			return -ORBIT_E_CLOSED;
+		}
+		if (n > ob->opt.restart_limit) {
+			pthread_mutex_unlock(&ob->lock);
+			return -ORBIT_E_RESTART_LIMIT;
+		}
+		backoff = (uint64_t)ob->opt.backoff_ms * 1000000ULL << (n > 1 ? (n - 1 > 20 ? 20 : n - 1) : 0);
+		if (backoff > (uint64_t)ob->opt.max_backoff_ms * 1000000ULL)
+			backoff = (uint64_t)ob->opt.max_backoff_ms * 1000000ULL;
+		if (backoff > since)
+			delay_ns = backoff - since;
+	}
+	pthread_mutex_unlock(&ob->lock);
+	if (delay_ns) {
+		struct timespec ts = { (time_t)(delay_ns / 1000000000ULL),
+				       (long)(delay_ns % 1000000000ULL) };
+		void *st = blk_begin(ob);
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		blk_end(ob, st);
+	}
+	sp.name = ob->name;
+	sp.nice = ob->opt.nice;
+	sp.cpu_mask = ob->opt.cpu_mask;
+	sp.memory_limit = ob->opt.memory_limit;
+	sp.hooks = &ob->hooks;
+	sp.child_main = child_main;
+	sp.child_arg = ob;
+	rc = orbit_sys->create(&sp, &sys);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&ob->lock);
+	ob->sys = sys;
+	if (ob->started)
+		ob->stats.restarts++;
+	ob->started = 1;
+	ob->want_restart = 0;
+	pthread_mutex_unlock(&ob->lock);
+	return 0;
+}
+
+pid_t orbit_pid(struct orbit *ob)
+{
+	pid_t pid;
+
+	pthread_mutex_lock(&ob->lock);
+	pid = ob->sys ? orbit_sys->pid(ob->sys) : 0;
+	pthread_mutex_unlock(&ob->lock);
+	return pid;
+}
+
+void orbit_stats(struct orbit *ob, struct orbit_stats *st)
+{
+	pthread_mutex_lock(&ob->lock);
+	*st = ob->stats;
+	pthread_mutex_unlock(&ob->lock);
+}
+
+int orbit_restart(struct orbit *ob)
+{
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	pthread_mutex_lock(&ob->lock);
+	if (ob->sys) {
+		ob->want_restart = 1;
+		if (ob->reading) {
+			struct orbit_sys *old = ob->sys;
+
+			orbit_sys->kill(old);
+			while (ob->sys == old)
+				orbit_cond_wait(ob, UINT64_MAX);
+		} else {
+			orbit_lose(ob, -ORBIT_E_CRASHED, 1);
+		}
+	}
+	pthread_mutex_unlock(&ob->lock);
+	pthread_mutex_unlock(&ob->submit_lock);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+#define MAX_CALL_AREAS 64
+
+struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
+				      struct orbit_area *const *areas, orbit_entry entry,
+				      const void *arg, size_t argsize)
+{
+	struct orbit_sys_area *sa[MAX_CALL_AREAS];
+	struct orbit_future *f = NULL;
+	int rc = 0;
+
+	if (!ob || (narea && !areas) || (argsize && !arg)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (narea > MAX_CALL_AREAS) {
+		errno = E2BIG;
+		return NULL;
+	}
+	for (size_t i = 0; i < narea; i++) {
+		if (!areas[i]) {
+			errno = EINVAL;
+			return NULL;
+		}
+		sa[i] = orbit_area_sys(areas[i]);
+	}
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	for (int attempt = 0;; attempt++) {
+		struct orbit_sync_stats sync = { 0 };
+		struct orbit_sys *sys;
+		uint64_t seq;
+		int idle;
+
+		rc = ensure_process(ob);
+		if (rc)
+			break;
+		pthread_mutex_lock(&ob->lock);
+		if ((flags & ORBIT_CALL_SKIP_IF_BUSY) && ob->pending) {
+			pthread_mutex_unlock(&ob->lock);
+			rc = -ORBIT_E_SKIPPED;
+			break;
+		}
+		sys = ob->sys;
+		seq = ++ob->next_seq;
+		if (flags & ORBIT_CALL_CANCEL_QUEUED) {
+			/* Calls behind the oldest are surely queued; the oldest is
+			 * skipped by the orbit if it has not started it yet. */
+			for (struct orbit_future *p = ob->pending ? ob->pending->next : NULL; p;
+			     p = p->next)
+				future_complete(p, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+			orbit_sys->cancel(sys, seq);
+			wake_all(ob);
+		}
+		idle = !ob->pending;
+		pthread_mutex_unlock(&ob->lock);
+
+		f = future_new(ob, seq);
+		if (!f) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, &sync);
+		if (rc == -EAGAIN) {
+			/* No room to stage the snapshot: wait until the orbit has
+			 * caught up, then write it straight into its view. */
+			pthread_mutex_lock(&ob->lock);
+			while (ob->pending && ob->sys == sys)
+				orbit_pump(ob, UINT64_MAX);
+			rc = ob->sys == sys ? 0 : -EPIPE;
+			pthread_mutex_unlock(&ob->lock);
+			if (!rc)
+				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize, &sync);
+		}
+		pthread_mutex_lock(&ob->lock);
+		ob->stats.pages_copied += sync.pages_copied;
+		ob->stats.full_syncs += sync.full_syncs;
+		ob->stats.bytes_synced += (sync.pages_copied << 12) + argsize;
+		if (!rc) {
+			if (!ob->pending)
+				ob->head_start_ns = orbit_now_ns();
+			if (ob->pending_tail)
+				ob->pending_tail->next = f;
+			else
+				ob->pending = f;
+			ob->pending_tail = f;
+			ob->live_futures++;
+			pthread_mutex_unlock(&ob->lock);
+			break;
+		}
+		free(f);
+		f = NULL;
+		if (rc == -EPIPE && attempt == 0) {
+			/* The process died since the last call: reap it, fail what
+			 * it owed, and try once more on a new one. */
+			if (ob->sys == sys)
+				orbit_lose(ob, -ORBIT_E_CRASHED, 0);
+			pthread_mutex_unlock(&ob->lock);
+			continue;
+		}
+		if (rc == -EPIPE)
+			rc = -ORBIT_E_CRASHED;
+		pthread_mutex_unlock(&ob->lock);
+		break;
+	}
+	pthread_mutex_unlock(&ob->submit_lock);
+	if (rc) {
+		errno = -rc;
+		return NULL;
+	}
+	return f;
+}
+
+int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
+	       orbit_entry entry, const void *arg, size_t argsize, long *ret)
+{
+	struct orbit_future *f = orbit_call_async(ob, 0, narea, areas, entry, arg, argsize);
+	int rc;
+
+	if (!f)
+		return -errno;
+	rc = orbit_future_get(f, ret);
+	orbit_future_release(f);
+	return rc;
+}
+
+int orbit_destroy(struct orbit *ob)
+{
+	if (!ob)
+		return -EINVAL;
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	pthread_mutex_lock(&ob->lock);
+	ob->closed = 1;
+	while (ob->sys && ob->reading) {
+		orbit_sys->kill(ob->sys);
+		orbit_cond_wait(ob, UINT64_MAX);
+	}
+	/* An idle orbit exits by itself when its channel closes; a busy one is
+	 * killed at once. */
+	orbit_lose(ob, -ORBIT_E_CLOSED, ob->pending != NULL);
+	ob->handle_gone = 1;
+	pthread_mutex_unlock(&ob->lock);
+	pthread_mutex_unlock(&ob->submit_lock);
+	maybe_free(ob);
+	return 0;
+}
+
+static void maybe_free(struct orbit *ob)
+{
+	int gone;
+
+	pthread_mutex_lock(&ob->lock);
+	gone = ob->handle_gone && ob->live_futures == 0 && !ob->freeing;
+	if (gone)
+		ob->freeing = 1;
+	pthread_mutex_unlock(&ob->lock);
+	if (!gone)
+		return;
+	pthread_mutex_destroy(&ob->lock);
+	pthread_mutex_destroy(&ob->submit_lock);
+	pthread_cond_destroy(&ob->cond);
+	free(ob);
+}
+
+void orbit_future_release(struct orbit_future *f)
+{
+	struct orbit *ob = f->ob;
+
+	pthread_mutex_lock(&ob->lock);
+	ob->live_futures--;
+	future_put_locked(f);
+	pthread_mutex_unlock(&ob->lock);
+	maybe_free(ob);
+}

@@ -1,0 +1,207 @@
+/*
+ * orbit.h - the orbit abstraction in C.
+ *
+ * An orbit is an auxiliary task bound to the main program.  It runs in its own
+ * process (so its faults and its CPU and memory use are isolated), yet on every
+ * call it sees a consistent snapshot of the memory areas the caller names: the
+ * areas live at the same virtual address in main and in every orbit, and each
+ * call transfers only the pages written since the previous one.  Results and
+ * "updates" flow back as bytes; the orbit never writes main's memory.
+ *
+ * Semantics follow Table 1 of Jing & Huang, "Operating System Support for Safe
+ * and Efficient Auxiliary Execution" (OSDI '22).  All functions return 0 or a
+ * non-negative value on success and a negative error code (-errno or one of the
+ * ORBIT_E* codes below) on failure, unless stated otherwise.
+ *
+ * Threads: every function may be called from any thread of main.  Blocking
+ * functions call the orbit's hooks (struct orbit_hooks) around every wait, so a
+ * language runtime can drop its interpreter lock there.
+ */
+#ifndef ORBIT_H
+#define ORBIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes beyond errno, returned negated. */
+enum {
+	ORBIT_E_CRASHED = 4096,	/* the orbit process died; see orbit_future_status() */
+	ORBIT_E_TIMEOUT,	/* the call overran the orbit's timeout; the orbit was killed */
+	ORBIT_E_CLOSED,		/* the orbit was destroyed, or restarting it is disabled */
+	ORBIT_E_RESTART_LIMIT,	/* the orbit crashed more often in a row than its policy allows */
+	ORBIT_E_SKIPPED,	/* ORBIT_CALL_SKIP_IF_BUSY and the orbit was busy */
+	ORBIT_E_CANCELLED,	/* cancelled by ORBIT_CALL_CANCEL_QUEUED */
+};
+
+/* Returns a static, human readable text for a (negative or positive) code. */
+const char *orbit_strerror(int code);
+
+/* ---------------------------------------------------------------- areas */
+
+/* How main finds the pages it wrote since the previous snapshot. */
+enum orbit_snapshot_mode {
+	ORBIT_SNAPSHOT_AUTO = 0,	/* best available: uffd, then mprotect, then full */
+	ORBIT_SNAPSHOT_UFFD,		/* userfaultfd async write-protect + PAGEMAP_SCAN */
+	ORBIT_SNAPSHOT_MPROTECT,	/* mprotect + SIGSEGV handler */
+	ORBIT_SNAPSHOT_FULL,		/* no tracking: copy every populated page each call */
+};
+
+struct orbit_area;
+
+/*
+ * Create an area of `size` bytes (rounded up to pages) inside the address
+ * space reserved for areas.  The area has the same address in main and in
+ * every orbit, including orbits started before it.  `mode` AUTO takes the
+ * environment variable ORBITPY_SNAPSHOT (auto|uffd|mprotect|full) into account.
+ * Returns NULL and sets errno on failure (EINVAL for size 0, ENOMEM when the
+ * reservation is exhausted, ENOTSUP when a forced mode is unavailable).
+ */
+struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode);
+/* Unmap an area.  Orbits that used it keep their last snapshot of it. */
+void orbit_area_destroy(struct orbit_area *area);
+void *orbit_area_base(const struct orbit_area *area);
+size_t orbit_area_size(const struct orbit_area *area);
+enum orbit_snapshot_mode orbit_area_mode(const struct orbit_area *area);
+const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode);
+/* Size of the address-space reservation that all areas share. */
+size_t orbit_reservation_size(void);
+
+/*
+ * Allocate from / free to an area.  The allocator keeps its metadata inside
+ * the area, so every snapshot of the area is self-consistent.  Thread-safe.
+ * orbit_alloc returns NULL (errno ENOMEM) when the area is full.
+ */
+void *orbit_alloc(struct orbit_area *area, size_t size);
+void orbit_free(struct orbit_area *area, void *ptr);
+struct orbit_area_stats {
+	size_t size;		/* bytes in the area */
+	size_t used;		/* bytes handed out by orbit_alloc (incl. headers) */
+	size_t allocations;	/* live allocations */
+};
+void orbit_area_stats(struct orbit_area *area, struct orbit_area_stats *st);
+
+/* --------------------------------------------------------------- orbits */
+
+/*
+ * An entry function runs inside the orbit.  `arg` points to a private copy of
+ * the caller's argument bytes; `store` is what the init function returned.
+ * The long it returns is the call's result; orbit_return_data() may attach
+ * bytes to it.
+ */
+typedef long (*orbit_entry)(void *arg, size_t argsize, void *store);
+typedef void *(*orbit_init)(void);
+
+struct orbit_hooks {
+	/* Around the fork that starts an orbit process (language runtimes). */
+	void (*before_fork)(void *ctx);
+	void (*after_fork_parent)(void *ctx);
+	void (*after_fork_child)(void *ctx);
+	/* Around every blocking wait in main; the value from begin goes to end. */
+	void *(*block_begin)(void *ctx);
+	void (*block_end)(void *ctx, void *state);
+	/* A wait was interrupted by a signal; return non-zero to abandon it. */
+	int (*interrupted)(void *ctx);
+	void *ctx;
+};
+
+struct orbit_options {
+	int timeout_ms;		/* per call, from when the call starts running; 0 = none */
+	int nice;		/* added to the orbit's nice value; 0 = inherit */
+	uint64_t cpu_mask;	/* CPUs the orbit may run on (bit n = CPU n); 0 = inherit */
+	size_t memory_limit;	/* bytes the orbit may allocate beyond its areas; 0 = none */
+	int restart;		/* restart automatically after a crash (default 1) */
+	int restart_limit;	/* consecutive crashes tolerated before giving up (default 5) */
+	int backoff_ms;		/* delay before the n-th consecutive restart: backoff*2^(n-1) */
+	int max_backoff_ms;	/* ...capped at this (default 1000) */
+	const struct orbit_hooks *hooks;	/* may be NULL */
+};
+/* Fill `o` with the defaults described above. */
+void orbit_options_init(struct orbit_options *o);
+
+struct orbit;
+
+/*
+ * Create an orbit named `name` running `entry` for calls that do not name
+ * another entry.  `init` (may be NULL) runs once in each new orbit process.
+ * The process is started lazily by the first call (and again after a crash).
+ * Returns NULL and sets errno on failure.
+ */
+struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
+			   const struct orbit_options *opts);
+/* Stop the orbit process (pending calls fail with ORBIT_E_CLOSED) and free it. */
+int orbit_destroy(struct orbit *ob);
+/* Kill the orbit process now; pending calls fail with ORBIT_E_CRASHED and the
+ * next call starts a new process (whatever the restart policy says). */
+int orbit_restart(struct orbit *ob);
+/* pid of the current orbit process, or 0 when none is running. */
+pid_t orbit_pid(struct orbit *ob);
+
+struct orbit_stats {
+	uint64_t calls;		/* calls completed with a result */
+	uint64_t pages_copied;	/* main pages copied into the orbit's snapshot */
+	uint64_t pages_reset;	/* pages the orbit wrote, discarded before a later call */
+	uint64_t bytes_synced;	/* pages_copied * page size + argument bytes */
+	uint64_t restarts;	/* processes started after the first one */
+	uint64_t crashes;	/* processes that died without being asked to */
+	uint64_t full_syncs;	/* area snapshots sent in full (first call, restarts) */
+};
+void orbit_stats(struct orbit *ob, struct orbit_stats *st);
+
+/* ---------------------------------------------------------------- calls */
+
+#define ORBIT_CALL_SKIP_IF_BUSY	 0x1	/* fail with ORBIT_E_SKIPPED if a call is pending */
+#define ORBIT_CALL_CANCEL_QUEUED 0x2	/* cancel calls not yet started */
+
+struct orbit_future;
+
+/*
+ * Snapshot `areas` and queue a call of `entry` (NULL: the orbit's entry) with a
+ * copy of `arg`.  When this returns, the call's view of the areas is fixed:
+ * later writes by main are not seen by it.  Returns NULL and sets errno
+ * (positive ORBIT_E_* codes included) on failure.
+ */
+struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
+				      struct orbit_area *const *areas, orbit_entry entry,
+				      const void *arg, size_t argsize);
+/* Synchronous call; stores the entry's return value in *ret. */
+int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
+	       orbit_entry entry, const void *arg, size_t argsize, long *ret);
+
+/* Wait for the call; 0 and *ret on success, a negative code on failure. */
+int orbit_future_get(struct orbit_future *f, long *ret);
+/* Like get, but waits at most timeout_ms (-1 = forever); -ETIMEDOUT if pending. */
+int orbit_future_wait(struct orbit_future *f, int timeout_ms, long *ret);
+/* Non-zero once the call has a result or an error. */
+int orbit_future_done(struct orbit_future *f);
+/* Bytes attached by orbit_return_data(), valid until the future is released. */
+const void *orbit_future_data(struct orbit_future *f, size_t *len);
+/* Wait status of the dead orbit process for ORBIT_E_CRASHED / _TIMEOUT. */
+int orbit_future_status(struct orbit_future *f);
+/* Sequence number of the call (1, 2, ... per orbit). */
+uint64_t orbit_future_seq(struct orbit_future *f);
+/*
+ * Take the next update the orbit pushed for this call.  Returns 1 and a
+ * malloc'ed buffer (free it) in *data, 0 when the call has ended and every
+ * update was taken, or a negative code.  timeout_ms -1 waits forever.
+ */
+int orbit_pull(struct orbit_future *f, int timeout_ms, void **data, size_t *len);
+void orbit_future_release(struct orbit_future *f);
+
+/* ----------------------------------------------------- inside an orbit */
+
+/* Non-zero when running inside an orbit process. */
+int orbit_in_orbit(void);
+/* Attach bytes to the current call's result (copied). */
+int orbit_return_data(const void *data, size_t len);
+/* Hand an update to main for the current call (copied). */
+int orbit_push(const void *data, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ORBIT_H */

@@ -1,0 +1,76 @@
+/*
+ * orbit_internal.h - state shared by the files above the seam.
+ */
+#ifndef ORBIT_INTERNAL_H
+#define ORBIT_INTERNAL_H
+
+#include <pthread.h>
+
+#include "orbit.h"
+#include "orbit_sys.h"
+
+struct orbit_update {
+	struct orbit_update *next;
+	void *data;
+	size_t len;
+};
+
+struct orbit_future {
+	struct orbit *ob;
+	uint64_t seq;
+	int refs;		/* the caller's, plus one while pending */
+	int done;
+	int err;		/* 0 or a negative code */
+	int status;		/* wait status for CRASHED / TIMEOUT */
+	long retval;
+	void *data;
+	size_t len;
+	struct orbit_update *upd_head, *upd_tail;
+	struct orbit_future *next;	/* in the orbit's pending list */
+};
+
+struct orbit {
+	char name[64];
+	orbit_entry entry;
+	orbit_init init;
+	struct orbit_options opt;
+	struct orbit_hooks hooks;
+
+	pthread_mutex_t submit_lock;	/* one submission at a time: seq order */
+	pthread_mutex_t lock;		/* everything below */
+	pthread_cond_t cond;		/* a future finished or the reader left */
+	struct orbit_sys *sys;		/* NULL when no process runs */
+	int closed;
+	int started;			/* a process was started once */
+	int want_restart;		/* restart requested, no backoff */
+	int reading;			/* a thread is pulling messages */
+	uint64_t next_seq;
+	struct orbit_future *pending, *pending_tail;
+	uint64_t head_start_ns;		/* when the oldest pending call began */
+	int crashes_in_row;
+	int last_status;
+	uint64_t last_crash_ns;
+	uint64_t cancel_below;
+	struct orbit_stats stats;
+	int live_futures;		/* futures the caller still holds */
+	int handle_gone;		/* orbit_destroy was called */
+	int freeing;
+};
+
+/* future.c */
+struct orbit_future *future_new(struct orbit *ob, uint64_t seq);
+void future_complete(struct orbit_future *f, int err, int status, long retval, void *data,
+		     size_t len);
+void future_add_update(struct orbit_future *f, void *data, size_t len);
+void future_put_locked(struct orbit_future *f);
+
+/* area.c */
+struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a);
+
+/* orbit.c */
+void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);
+void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns);
+int orbit_pump(struct orbit *ob, uint64_t deadline_ns);
+uint64_t orbit_now_ns(void);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * channel.c - framed messages over the orbit's stream socket.
+ *
+ * Every message is a struct us_hdr and hdr.len payload bytes; descriptors
+ * (a new base for an area) ride on the first byte of a call.  Main reads
+ * incrementally so that a wait with a deadline can stop in the middle of a
+ * message and resume later; the orbit reads whole messages.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "us.h"
+
+#define US_MAX_FDS 64
+
+uint64_t us_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void us_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* How long a side spins for the other's answer before sleeping.  A hot
+ * caller then gets an answer in microseconds instead of two scheduler
+ * wake-ups; ORBITPY_SPIN_US=0 turns it off. */
+unsigned us_spin_ns(void)
+{
+	static int spin = -1;
+
+	if (spin < 0) {
+		const char *v = getenv("ORBITPY_SPIN_US");
+
+		spin = v && *v ? atoi(v) : 100;
+		if (spin < 0)
+			spin = 0;
+	}
+	return (unsigned)spin * 1000u;
+}
+
+int us_send_all(int fd, const struct iovec *iov_in, int iovcnt, const int *fds, int nfds)
+{
+	struct iovec iov[8];
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * US_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { 0 };
+
+	if (iovcnt > 8 || nfds > US_MAX_FDS)
+		return -EINVAL;
+	memcpy(iov, iov_in, sizeof(*iov) * (size_t)iovcnt);
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)iovcnt;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	while (mh.msg_iovlen) {
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+				poll(&p, 1, 100);
+				continue;
+			}
+			return -errno;
+		}
+		mh.msg_control = NULL;	/* descriptors go with the first byte only */
+		mh.msg_controllen = 0;
+		while (mh.msg_iovlen && (size_t)n >= mh.msg_iov->iov_len) {
+			n -= (ssize_t)mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + n;
+			mh.msg_iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* Read what is available without blocking; 1 when the message is complete,
+ * 0 when more is needed, -EPIPE at end of stream. */
+static int rx_step(int fd, struct us_rx *rx)
+{
+	for (;;) {
+		void *dst;
+		size_t want;
+		ssize_t n;
+
+		if (rx->hdr_got < sizeof(rx->hdr)) {
+			dst = (char *)&rx->hdr + rx->hdr_got;
+			want = sizeof(rx->hdr) - rx->hdr_got;
+		} else {
+			if (rx->hdr.magic != US_MAGIC)
+				return -EPROTO;
+			if (!rx->payload && rx->hdr.len) {
+				rx->payload = malloc(rx->hdr.len);
+				if (!rx->payload)
+					return -ENOMEM;
+			}
+			if (rx->got == rx->hdr.len)
+				return 1;
+			dst = rx->payload + rx->got;
+			want = rx->hdr.len - rx->got;
+		}
+		n = recv(fd, dst, want, MSG_DONTWAIT);
+		if (n == 0)
+			return -EPIPE;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == ECONNRESET)
+				return -EPIPE;
+			return -errno;
+		}
+		if (rx->hdr_got < sizeof(rx->hdr))
+			rx->hdr_got += (size_t)n;
+		else
+			rx->got += (size_t)n;
+	}
+}
+
+int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms)
+{
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+					   : us_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int rc = rx_step(fd, rx), wait;
+		uint64_t now;
+
+		if (rc)
+			return rc;
+		now = us_now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		wait = deadline == UINT64_MAX ? -1
+					      : (int)((deadline - now + 999999) / 1000000);
+		rc = poll(&p, 1, wait);
+		if (rc < 0 && errno == EINTR)
+			return -EINTR;
+	}
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		if (r == 0)
+			return -EPIPE;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+int us_read_msg(int fd, struct us_hdr *h, char **buf, size_t *cap, int *fds, int *nfds,
+		int maxfds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * US_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { h, sizeof(*h) };
+	struct msghdr mh = { 0 };
+	ssize_t n;
+	int err;
+
+	*nfds = 0;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	do
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return -EPIPE;
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+		for (int i = 0; i < cnt; i++) {
+			int fdv;
+
+			memcpy(&fdv, CMSG_DATA(c) + sizeof(int) * (size_t)i, sizeof(int));
+			if (*nfds < maxfds)
+				fds[(*nfds)++] = fdv;
+			else
+				close(fdv);
+		}
+	}
+	if ((size_t)n < sizeof(*h) && (err = read_full(fd, (char *)h + n, sizeof(*h) - (size_t)n)))
+		return err;
+	if (h->magic != US_MAGIC)
+		return -EPROTO;
+	if (h->len > *cap) {
+		char *nb = realloc(*buf, h->len);
+
+		if (!nb)
+			return -ENOMEM;
+		*buf = nb;
+		*cap = h->len;
+	}
+	return h->len ? read_full(fd, *buf, h->len) : 0;
+}

@@ -1,0 +1,82 @@
+/*
+ * dirty_track.c - choosing a dirty-page tracker, and the pagemap-based
+ * queries the fallbacks share.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dirty_track.h"
+
+int dirty_track_populated_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	return pagemap_runs(addr, len, 0, cb, ctx);
+}
+
+int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	return pagemap_runs(addr, len, 1, cb, ctx);
+}
+
+static const struct dirty_track_ops *const all_trackers[] = {
+	&dirty_track_uffd, &dirty_track_mprotect, &dirty_track_full,
+};
+
+const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode)
+{
+	for (size_t i = 0; i < sizeof(all_trackers) / sizeof(all_trackers[0]); i++)
+		if (all_trackers[i]->mode == mode)
+			return all_trackers[i];
+	return NULL;
+}
+
+static enum orbit_snapshot_mode mode_from_env(void)
+{
+	const char *v = getenv("ORBITPY_SNAPSHOT");
+
+	if (!v || !*v || !strcmp(v, "auto"))
+		return ORBIT_SNAPSHOT_AUTO;
+	if (!strcmp(v, "uffd"))
+		return ORBIT_SNAPSHOT_UFFD;
+	if (!strcmp(v, "mprotect"))
+		return ORBIT_SNAPSHOT_MPROTECT;
+	if (!strcmp(v, "full"))
+		return ORBIT_SNAPSHOT_FULL;
+	return (enum orbit_snapshot_mode)-1;
+}
+
+const struct dirty_track_ops *dirty_track_select(enum orbit_snapshot_mode mode)
+{
+	const struct dirty_track_ops *t;
+
+	if (mode == ORBIT_SNAPSHOT_AUTO)
+		mode = mode_from_env();
+	if ((int)mode < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (mode != ORBIT_SNAPSHOT_AUTO) {
+		t = dirty_track_for_mode(mode);
+		if (!t) {
+			errno = EINVAL;
+			return NULL;
+		}
+		if (!t->available()) {
+			errno = ENOTSUP;
+			return NULL;
+		}
+		return t;
+	}
+	for (size_t i = 0; i < sizeof(all_trackers) / sizeof(all_trackers[0]); i++)
+		if (all_trackers[i]->available())
+			return all_trackers[i];
+	errno = ENOTSUP;
+	return NULL;
+}
+
+void dirty_track_child_reset(void)
+{
+	for (size_t i = 0; i < sizeof(all_trackers) / sizeof(all_trackers[0]); i++)
+		if (all_trackers[i]->child_reset)
+			all_trackers[i]->child_reset();
+}

@@ -1,0 +1,53 @@
+/*
+ * dirty_track.h - how main learns which pages of an area it wrote since the
+ * previous snapshot, and how an orbit learns which pages of its private view
+ * it wrote itself.  One implementation per mechanism:
+ *
+ *   dirty_track_uffd.c      userfaultfd async write-protect + PAGEMAP_SCAN
+ *   dirty_track_mprotect.c  mprotect + SIGSEGV (any Linux)
+ *   dirty_track_full.c      no tracking: every populated page, every time
+ */
+#ifndef ORBIT_DIRTY_TRACK_H
+#define ORBIT_DIRTY_TRACK_H
+
+#include "../orbit.h"
+#include "pagemap.h"
+
+struct dirty_track_ops {
+	enum orbit_snapshot_mode mode;
+	const char *name;
+	/* Can this mechanism work in this process? */
+	int (*available)(void);
+	/* Start tracking [addr, addr+len): from now on every page is clean. */
+	int (*attach)(void *addr, size_t len, void **state);
+	void (*detach)(void *state, void *addr, size_t len);
+	/* Report the pages written since attach or the previous collect, and
+	 * make them clean again.  A page written while collect runs is reported
+	 * now or by the next collect, never lost. */
+	int (*collect)(void *state, void *addr, size_t len, page_run_cb cb, void *ctx);
+	/* Report the populated pages (the content of a first, full snapshot). */
+	int (*populated)(void *addr, size_t len, page_run_cb cb, void *ctx);
+	/* Orbit side: report the pages of a private file view that the orbit
+	 * wrote (its copy-on-write copies), to be discarded before a call.  NULL
+	 * means "discard the whole view". */
+	int (*own_writes)(void *addr, size_t len, page_run_cb cb, void *ctx);
+	/* In a new orbit process: forget main's tracking state. */
+	void (*child_reset)(void);
+};
+
+extern const struct dirty_track_ops dirty_track_uffd;
+extern const struct dirty_track_ops dirty_track_mprotect;
+extern const struct dirty_track_ops dirty_track_full;
+
+/* The tracker for `mode`; AUTO picks the best available, honouring the
+ * ORBITPY_SNAPSHOT environment variable.  NULL (errno set) if unavailable. */
+const struct dirty_track_ops *dirty_track_select(enum orbit_snapshot_mode mode);
+/* The tracker for a known mode, available or not (orbit side). */
+const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode);
+void dirty_track_child_reset(void);
+
+/* Helpers the trackers share. */
+int dirty_track_populated_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);
+int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * dirty_track_mprotect.c - dirty pages from mprotect and SIGSEGV, for kernels
+ * without userfaultfd write-protection.
+ *
+ * Tracked pages are read-only.  The first write to one faults; our handler
+ * makes the page writable and records it in the area's bitmap.  Faults that
+ * are not ours go to the handler that was installed before us, so main's own
+ * SIGSEGV handling (faulthandler, crash reporters) keeps working.
+ *
+ * Limit: the kernel does not raise SIGSEGV for its own writes, so a system
+ * call that writes into a still-protected page (read(2), recv_into) fails
+ * with EFAULT in this mode.  orbit_area users who need that use the uffd or
+ * full mode; the Python layer documents it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "dirty_track.h"
+
+#define MP_MAX_RANGES 1024
+
+struct mp_range {
+	_Atomic uintptr_t start;	/* 0: slot free */
+	uintptr_t end;
+	_Atomic uint64_t *bits;
+	size_t nwords;
+};
+
+static struct mp_range ranges[MP_MAX_RANGES];
+static pthread_mutex_t mp_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction mp_prev;	/* handler to chain to */
+static int mp_installed;
+
+static void mp_chain(int sig, siginfo_t *si, void *uc)
+{
+	if (mp_prev.sa_flags & SA_SIGINFO) {
+		mp_prev.sa_sigaction(sig, si, uc);
+	} else if (mp_prev.sa_handler == SIG_DFL || mp_prev.sa_handler == SIG_IGN) {
+		/* Restore the default action; returning re-executes the faulting
+		 * instruction, which now kills the process as it would have. */
+		signal(sig, SIG_DFL);
+	} else {
+		mp_prev.sa_handler(sig);
+	}
+}
+
+static void mp_on_segv(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t a = (uintptr_t)si->si_addr;
+	int saved = errno;
+
+	if (si->si_code == SEGV_ACCERR) {
+		for (int i = 0; i < MP_MAX_RANGES; i++) {
+			uintptr_t s = atomic_load_explicit(&ranges[i].start, memory_order_acquire);
+
+			if (!s || a < s || a >= ranges[i].end)
+				continue;
+			size_t pg = (a - s) >> PM_PAGE_SHIFT;
+			/* Unprotect first, then mark: collect marks-clean before it
+			 * protects, so no write can slip between the two. */
+			if (mprotect((void *)(s + (pg << PM_PAGE_SHIFT)), PM_PAGE_SIZE,
+				     PROT_READ | PROT_WRITE) == 0) {
+				atomic_fetch_or(&ranges[i].bits[pg / 64], 1ULL << (pg % 64));
+				errno = saved;
+				return;
+			}
+			break;
+		}
+	}
+	errno = saved;
+	mp_chain(sig, si, uc);
+}
+
+/* (Re)install our handler on top of whatever is there now. */
+static int mp_install_locked(void)
+{
+	struct sigaction sa, cur;
+
+	if (sigaction(SIGSEGV, NULL, &cur) < 0)
+		return -errno;
+	if (mp_installed && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == mp_on_segv)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = mp_on_segv;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	mp_prev = cur;
+	if (sigaction(SIGSEGV, &sa, NULL) < 0)
+		return -errno;
+	mp_installed = 1;
+	return 0;
+}
+
+static int mp_available(void)
+{
+	return 1;
+}
+
+static int mp_attach(void *addr, size_t len, void **state)
+{
+	size_t nwords = ((len >> PM_PAGE_SHIFT) + 63) / 64;
+	_Atomic uint64_t *bits = calloc(nwords ? nwords : 1, sizeof(*bits));
+	int slot = -1, err;
+
+	if (!bits)
+		return -ENOMEM;
+	pthread_mutex_lock(&mp_lock);
+	err = mp_install_locked();
+	for (int i = 0; !err && i < MP_MAX_RANGES; i++)
+		if (!atomic_load(&ranges[i].start)) {
+			slot = i;
+			break;
+		}
+	if (!err && slot < 0)
+		err = -ENOSPC;
+	if (!err) {
+		ranges[slot].end = (uintptr_t)addr + len;
+		ranges[slot].bits = bits;
+		ranges[slot].nwords = nwords;
+		atomic_store_explicit(&ranges[slot].start, (uintptr_t)addr, memory_order_release);
+		if (mprotect(addr, len, PROT_READ) < 0) {
+			err = -errno;
+			atomic_store(&ranges[slot].start, 0);
+		}
+	}
+	pthread_mutex_unlock(&mp_lock);
+	if (err) {
+		free(bits);
+		return err;
+	}
+	*state = &ranges[slot];
+	return 0;
+}
+
+static void mp_detach(void *state, void *addr, size_t len)
+{
+	struct mp_range *r = state;
+
+	pthread_mutex_lock(&mp_lock);
+	mprotect(addr, len, PROT_READ | PROT_WRITE);
+	atomic_store(&r->start, 0);
+	free(r->bits);
+	r->bits = NULL;
+	pthread_mutex_unlock(&mp_lock);
+}
+
+static int mp_protect(uintptr_t base, size_t first, size_t n)
+{
+	return mprotect((void *)(base + (first << PM_PAGE_SHIFT)), n << PM_PAGE_SHIFT, PROT_READ);
+}
+
+static int mp_collect(void *state, void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	struct mp_range *r = state;
+	uintptr_t base = (uintptr_t)addr;
+	size_t run_start = 0, run_len = 0, npages = len >> PM_PAGE_SHIFT;
+	int err;
+
+	/* Someone may have installed a SIGSEGV handler over ours since. */
+	pthread_mutex_lock(&mp_lock);
+	err = mp_install_locked();
+	pthread_mutex_unlock(&mp_lock);
+	if (err)
+		return err;
+	for (size_t w = 0; w < r->nwords; w++) {
+		uint64_t x;
+
+		if (!atomic_load_explicit(&r->bits[w], memory_order_relaxed))
+			continue;
+		/* Clear, then protect, then report (the caller copies after):
+		 * a write after the clear either lands before the protect and is
+		 * copied, or faults and is marked again. */
+		x = atomic_exchange(&r->bits[w], 0);
+		while (x) {
+			size_t pg = w * 64 + (size_t)__builtin_ctzll(x);
+
+			x &= x - 1;
+			if (pg >= npages)
+				break;
+			if (run_len && run_start + run_len == pg) {
+				run_len++;
+				continue;
+			}
+			if (run_len) {
+				if (mp_protect(base, run_start, run_len) < 0)
+					return -errno;
+				cb(ctx, run_start, run_len);
+			}
+			run_start = pg;
+			run_len = 1;
+		}
+	}
+	if (run_len) {
+		if (mp_protect(base, run_start, run_len) < 0)
+			return -errno;
+		cb(ctx, run_start, run_len);
+	}
+	return 0;
+}
+
+static void mp_child_reset(void)
+{
+	/* An orbit maps its own views over the areas; it must not treat faults
+	 * in its reservation as main's tracking faults. */
+	for (int i = 0; i < MP_MAX_RANGES; i++)
+		atomic_store(&ranges[i].start, 0);
+	if (mp_installed)
+		sigaction(SIGSEGV, &mp_prev, NULL);
+	mp_installed = 0;
+	pthread_mutex_init(&mp_lock, NULL);
+}
+
+const struct dirty_track_ops dirty_track_mprotect = {
+	.mode = ORBIT_SNAPSHOT_MPROTECT,
+	.name = "mprotect",
+	.available = mp_available,
+	.attach = mp_attach,
+	.detach = mp_detach,
+	.collect = mp_collect,
+	.populated = dirty_track_populated_pagemap,
+	.own_writes = dirty_track_own_writes_pagemap,
+	.child_reset = mp_child_reset,
+};

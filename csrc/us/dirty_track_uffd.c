@@ -1,0 +1,134 @@
+/*
+ * dirty_track_uffd.c - dirty pages from userfaultfd write-protection in async
+ * mode (Linux >= 6.7).
+ *
+ * Every tracked page starts write-protected.  In async mode the kernel
+ * resolves a write fault by itself (no message, no signal, also for writes
+ * the kernel makes on our behalf, e.g. read(2) into an area) and the page
+ * loses its protection.  PAGEMAP_SCAN then reports the unprotected pages and
+ * protects them again in the same page-table walk, so collect is one ioctl.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "dirty_track.h"
+#include "uapi_compat.h"
+
+#define UFFD_WANT (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
+
+static int uffd = -1;
+static int uffd_avail = -1;
+static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int uffd_open_locked(void)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_WANT };
+	int fd;
+
+	if (uffd >= 0)
+		return uffd;
+	/* User-mode-only faults are all we need, and they are what an
+	 * unprivileged process may ask for when vm.unprivileged_userfaultfd=0. */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0 && errno == EINVAL)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0 || (api.features & UFFD_WANT) != UFFD_WANT) {
+		close(fd);
+		return -ENOTSUP;
+	}
+	uffd = fd;
+	return fd;
+}
+
+static int uffd_available(void)
+{
+	pthread_mutex_lock(&uffd_lock);
+	if (uffd_avail < 0)
+		uffd_avail = pm_scan_available() && uffd_open_locked() >= 0;
+	pthread_mutex_unlock(&uffd_lock);
+	return uffd_avail;
+}
+
+static int uffd_attach(void *addr, size_t len, void **state)
+{
+	struct uffdio_register reg = { .range = { (uintptr_t)addr, len },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+	int fd;
+
+	pthread_mutex_lock(&uffd_lock);
+	fd = uffd_open_locked();
+	pthread_mutex_unlock(&uffd_lock);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		int err = -errno;
+		struct uffdio_range r = { (uintptr_t)addr, len };
+
+		ioctl(fd, UFFDIO_UNREGISTER, &r);
+		return err;
+	}
+	*state = NULL;
+	return 0;
+}
+
+static void uffd_detach(void *state, void *addr, size_t len)
+{
+	struct uffdio_range r = { (uintptr_t)addr, len };
+
+	(void)state;
+	if (uffd >= 0)
+		ioctl(uffd, UFFDIO_UNREGISTER, &r);
+}
+
+static int uffd_collect(void *state, void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	(void)state;
+	return pm_scan(addr, len, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
+		       PAGE_IS_WRITTEN, 0, cb, ctx);
+}
+
+static int uffd_populated(void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	return pm_scan(addr, len, 0, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, cb, ctx);
+}
+
+static int uffd_own_writes(void *addr, size_t len, page_run_cb cb, void *ctx)
+{
+	/* Copy-on-write copies are the pages that are not file pages (nor the
+	 * shared zero page) but present or swapped. */
+	return pm_scan(addr, len, 0, PAGE_IS_FILE | PAGE_IS_PFNZERO,
+		       PAGE_IS_FILE | PAGE_IS_PFNZERO, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		       cb, ctx);
+}
+
+static void uffd_child_reset(void)
+{
+	/* Without UFFD_FEATURE_EVENT_FORK the child's mappings are not
+	 * registered; the inherited descriptor is only main's. */
+	if (uffd >= 0)
+		close(uffd);
+	uffd = -1;
+	uffd_avail = -1;
+	pthread_mutex_init(&uffd_lock, NULL);
+}
+
+const struct dirty_track_ops dirty_track_uffd = {
+	.mode = ORBIT_SNAPSHOT_UFFD,
+	.name = "uffd",
+	.available = uffd_available,
+	.attach = uffd_attach,
+	.detach = uffd_detach,
+	.collect = uffd_collect,
+	.populated = uffd_populated,
+	.own_writes = uffd_own_writes,
+	.child_reset = uffd_child_reset,
+};

@@ -1,0 +1,260 @@
+/*
+ * orbit_view.c - the orbit's half: its views of the areas, and its messages
+ * to main.
+ *
+ * A view is the orbit's base copy of an area mapped MAP_PRIVATE at the
+ * area's address.  Reads see the base; a write makes a private copy of the
+ * page, which never reaches main.  Before each call the orbit finds the
+ * pages it wrote (the tracker's own_writes query) and drops them
+ * (MADV_DONTNEED), so the call sees the base, which main keeps current.
+ *
+ * Messages to main go through a queue flushed without blocking: the orbit
+ * never waits for main to read, so a main that is busy (or blocked sending
+ * the next call) cannot deadlock with an orbit pushing updates.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "us.h"
+
+struct us_view {
+	struct us_view *next;
+	uint32_t id;
+	enum orbit_snapshot_mode mode;
+	char *addr;
+	size_t size;
+	char *base;		/* MAP_SHARED view of the base, for staged copies */
+};
+
+struct us_outq {
+	struct us_outq *next;
+	size_t len, off;
+	char data[];
+};
+
+int us_out_flush(struct orbit_sys *s)
+{
+	while (s->outq) {
+		struct us_outq *q = s->outq;
+		ssize_t n = send(s->osock, q->data + q->off, q->len - q->off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;	/* main is gone */
+		}
+		q->off += (size_t)n;
+		if (q->off < q->len)
+			continue;
+		s->outq = q->next;
+		if (!s->outq)
+			s->outq_tail = NULL;
+		free(q);
+		atomic_fetch_add(&s->ctl->resp_count, 1);
+	}
+	return 0;
+}
+
+int us_out_send(struct orbit_sys *s, uint32_t kind, uint64_t seq, long retval, uint64_t aux,
+		const void *data, size_t len)
+{
+	struct us_outq *q = malloc(sizeof(*q) + sizeof(struct us_hdr) + len);
+	struct us_hdr h = { .magic = US_MAGIC, .kind = kind, .seq = seq, .len = len,
+			    .retval = retval, .aux = aux };
+
+	if (!q)
+		return -ENOMEM;
+	q->next = NULL;
+	q->len = sizeof(h) + len;
+	q->off = 0;
+	memcpy(q->data, &h, sizeof(h));
+	if (len)
+		memcpy(q->data + sizeof(h), data, len);
+	if (s->outq_tail)
+		s->outq_tail->next = q;
+	else
+		s->outq = q;
+	s->outq_tail = q;
+	return us_out_flush(s);
+}
+
+static struct us_view *view_find(struct orbit_sys *s, uint32_t id)
+{
+	for (struct us_view *v = s->views; v; v = v->next)
+		if (v->id == id)
+			return v;
+	return NULL;
+}
+
+static int view_map(struct orbit_sys *s, const struct us_area_rec *rec, int fd)
+{
+	struct us_view *v = view_find(s, rec->id);
+	void *p;
+
+	if (!v) {
+		v = calloc(1, sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		v->next = s->views;
+		s->views = v;
+		if (s->memory_limit)	/* the view is not the orbit's allocation */
+			us_raise_data_limit(rec->size);
+	} else if (v->base) {
+		munmap(v->base, v->size);	/* a new base replaces the old one */
+	}
+	v->id = rec->id;
+	v->mode = (enum orbit_snapshot_mode)rec->mode;
+	v->addr = (char *)(uintptr_t)rec->addr;
+	v->size = rec->size;
+	v->base = mmap(NULL, v->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (v->base == MAP_FAILED) {
+		v->base = NULL;
+		return -errno;
+	}
+	p = mmap(v->addr, v->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	return 0;
+}
+
+struct discard_ctx {
+	char *addr;
+	uint64_t pages;
+};
+
+static void discard_cb(void *ctx, size_t first, size_t n)
+{
+	struct discard_ctx *d = ctx;
+
+	madvise(d->addr + (first << PM_PAGE_SHIFT), n << PM_PAGE_SHIFT, MADV_DONTNEED);
+	d->pages += n;
+}
+
+/* Drop the orbit's own writes to a view; returns pages dropped or -errno. */
+static int64_t view_discard(struct us_view *v)
+{
+	const struct dirty_track_ops *t = dirty_track_for_mode(v->mode);
+	struct discard_ctx d = { v->addr, 0 };
+	int err;
+
+	if (!t || !t->own_writes) {
+		/* No way to tell: drop every private page. */
+		if (madvise(v->addr, v->size, MADV_DONTNEED) < 0)
+			return -errno;
+		return 0;
+	}
+	err = t->own_writes(v->addr, v->size, discard_cb, &d);
+	return err ? err : (int64_t)d.pages;
+}
+
+/* Wait for the next message from main, flushing our queue meanwhile. */
+static int wait_readable(struct orbit_sys *s)
+{
+	uint64_t spin_until = us_now_ns() + us_spin_ns();
+
+	/* A hot caller: answer without a scheduler round trip. */
+	while (!s->outq && atomic_load_explicit(&s->ctl->req_count, memory_order_acquire) ==
+				   s->req_seen) {
+		if (us_now_ns() >= spin_until)
+			break;
+		us_cpu_relax();
+	}
+	for (;;) {
+		struct pollfd p = { .fd = s->osock, .events = POLLIN };
+		int err;
+
+		if (s->outq)
+			p.events |= POLLOUT;
+		if (poll(&p, 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (p.revents & POLLOUT) {
+			err = us_out_flush(s);
+			if (err)
+				return err;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR))
+			return 0;
+	}
+}
+
+int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
+{
+	int fds[US_MAX_CALL_AREAS_WIRE], nfds = 0, fdi = 0, err;
+	struct us_call_body body;
+	struct us_hdr h;
+	const char *p;
+	int64_t reset = 0;
+
+	err = wait_readable(s);
+	if (err)
+		return err;
+	err = us_read_msg(s->osock, &h, &s->inbuf, &s->inbuf_cap, fds, &nfds,
+			  US_MAX_CALL_AREAS_WIRE);
+	if (err)
+		return err;
+	s->req_seen++;
+	if (h.kind != US_MSG_CALL || h.aux > h.len || h.aux < sizeof(body))
+		return -EPROTO;
+	memcpy(&body, s->inbuf, sizeof(body));
+	p = s->inbuf + sizeof(body);
+	for (uint32_t i = 0; i < body.narea; i++) {
+		struct us_area_rec rec;
+		struct us_view *v;
+		uint64_t pos;
+
+		memcpy(&rec, p, sizeof(rec));
+		p += sizeof(rec);
+		if (rec.new_fd) {
+			if (fdi >= nfds)
+				return -EPROTO;
+			err = view_map(s, &rec, fds[fdi]);
+			close(fds[fdi++]);
+			if (err)
+				return err;
+			v = view_find(s, rec.id);
+		} else {
+			int64_t r;
+
+			v = view_find(s, rec.id);
+			if (!v)
+				return -EPROTO;
+			r = view_discard(v);
+			if (r < 0)
+				return (int)r;
+			reset += r;
+		}
+		pos = rec.stage_off;
+		for (uint32_t k = 0; k < rec.nranges; k++) {
+			struct us_range r;
+
+			memcpy(&r, p, sizeof(r));
+			p += sizeof(r);
+			memcpy(v->base + (r.first << PM_PAGE_SHIFT), s->stage + (pos % s->stage_size),
+			       r.npages << PM_PAGE_SHIFT);
+			pos += r.npages << PM_PAGE_SHIFT;
+		}
+	}
+	if (body.stage_end)
+		atomic_store_explicit(&s->ctl->stage_tail, body.stage_end, memory_order_release);
+	rq->seq = h.seq;
+	rq->entry = (orbit_entry)(uintptr_t)body.entry;
+	rq->arg = s->inbuf + h.aux;
+	rq->argsize = h.len - h.aux;
+	rq->pages_reset = (uint64_t)reset;
+	rq->cancelled = h.seq < atomic_load(&s->ctl->cancel_below);
+	return 0;
+}

@@ -1,0 +1,367 @@
+/*
+ * snapshot.c - main's half of a call: fix the call's view of its areas.
+ *
+ * Each orbit keeps a copy (base) of every area it was called with.  For a
+ * call, main collects the pages written since the area's previous collect
+ * (for every orbit that has a copy: each keeps its own pending set), then
+ * copies this orbit's pending pages either
+ *   - straight into the base, when the orbit has finished all earlier calls
+ *     (it does not look at the base between calls), or
+ *   - into the staging ring, which the orbit copies into the base when it
+ *     takes the call: the snapshot is fixed now, however long the queue.
+ * A base that is new (first call, restart) receives every populated page.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "us.h"
+
+void us_area_put(struct orbit_sys_area *a)
+{
+	int last;
+
+	pthread_mutex_lock(&a->lock);
+	last = --a->refs == 0;
+	pthread_mutex_unlock(&a->lock);
+	if (last) {
+		pthread_mutex_destroy(&a->lock);
+		free(a);
+	}
+}
+
+static void link_free(struct us_link *l)
+{
+	if (l->base)
+		munmap(l->base, l->area->size);
+	if (l->base_fd >= 0)
+		close(l->base_fd);
+	free(l->pending);
+	free(l);
+}
+
+void us_links_free(struct orbit_sys *s)
+{
+	while (s->links) {
+		struct us_link *l = s->links;
+		struct orbit_sys_area *a = l->area;
+
+		s->links = l->next_in_orbit;
+		pthread_mutex_lock(&a->lock);
+		for (struct us_link **pp = &a->links; *pp; pp = &(*pp)->next_in_area)
+			if (*pp == l) {
+				*pp = l->next_in_area;
+				break;
+			}
+		pthread_mutex_unlock(&a->lock);
+		link_free(l);
+		us_area_put(a);
+	}
+}
+
+static struct us_link *link_find(struct orbit_sys *s, struct orbit_sys_area *a)
+{
+	for (struct us_link *l = s->links; l; l = l->next_in_orbit)
+		if (l->area == a)
+			return l;
+	return NULL;
+}
+
+/* A new, empty base for `a` in orbit `s`; linked under a->lock by caller. */
+static int link_new(struct orbit_sys_area *a, struct us_link **out)
+{
+	size_t nwords = (a->npages + 63) / 64;
+	struct us_link *l = calloc(1, sizeof(*l));
+	int err;
+
+	if (!l)
+		return -ENOMEM;
+	l->area = a;
+	l->base_fd = memfd_create("orbit-base", MFD_CLOEXEC);
+	l->pending = calloc(nwords ? nwords : 1, sizeof(uint64_t));
+	if (l->base_fd < 0 || !l->pending)
+		goto fail;
+	if (ftruncate(l->base_fd, (off_t)a->size) < 0)
+		goto fail;
+	l->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, l->base_fd, 0);
+	if (l->base == MAP_FAILED) {
+		l->base = NULL;
+		goto fail;
+	}
+	*out = l;
+	return 0;
+fail:
+	err = errno ? -errno : -ENOMEM;
+	link_free(l);
+	return err;
+}
+
+static void pending_set(struct us_link *l, size_t first, size_t n)
+{
+	for (size_t pg = first; pg < first + n; pg++) {
+		uint64_t bit = 1ULL << (pg % 64);
+		size_t w = pg / 64;
+
+		if (!(l->pending[w] & bit)) {
+			l->pending[w] |= bit;
+			l->npending++;
+		}
+	}
+	if (l->lo == l->hi) {
+		l->lo = first / 64;
+		l->hi = (first + n - 1) / 64 + 1;
+	} else {
+		if (first / 64 < l->lo)
+			l->lo = first / 64;
+		if ((first + n - 1) / 64 + 1 > l->hi)
+			l->hi = (first + n - 1) / 64 + 1;
+	}
+}
+
+/* collect callback: pages main wrote go to every orbit's pending set. */
+static void collect_cb(void *ctx, size_t first, size_t n)
+{
+	struct orbit_sys_area *a = ctx;
+
+	for (struct us_link *l = a->links; l; l = l->next_in_area)
+		pending_set(l, first, n);
+}
+
+static void populated_cb(void *ctx, size_t first, size_t n)
+{
+	pending_set(ctx, first, n);
+}
+
+/* Walk the pending runs of `l`, clearing them. */
+typedef void (*run_fn)(void *ctx, struct us_link *l, size_t first, size_t n);
+
+static void pending_drain(struct us_link *l, run_fn fn, void *ctx)
+{
+	size_t run_start = 0, run_len = 0;
+
+	for (size_t w = l->lo; w < l->hi; w++) {
+		uint64_t x = l->pending[w];
+
+		l->pending[w] = 0;
+		while (x) {
+			size_t pg = w * 64 + (size_t)__builtin_ctzll(x);
+
+			x &= x - 1;
+			if (run_len && run_start + run_len == pg) {
+				run_len++;
+				continue;
+			}
+			if (run_len)
+				fn(ctx, l, run_start, run_len);
+			run_start = pg;
+			run_len = 1;
+		}
+	}
+	if (run_len)
+		fn(ctx, l, run_start, run_len);
+	l->lo = l->hi = 0;
+	l->npending = 0;
+}
+
+static void copy_direct(void *ctx, struct us_link *l, size_t first, size_t n)
+{
+	(void)ctx;
+	memcpy(l->base + (first << PM_PAGE_SHIFT), l->area->addr + (first << PM_PAGE_SHIFT),
+	       n << PM_PAGE_SHIFT);
+}
+
+struct stage_ctx {
+	struct orbit_sys *s;
+	uint64_t pos;		/* next staging position */
+	char *out;		/* where the next us_range goes */
+};
+
+static void copy_staged(void *ctx, struct us_link *l, size_t first, size_t n)
+{
+	struct stage_ctx *c = ctx;
+	struct us_range r = { first, n };
+
+	memcpy(c->s->stage + (c->pos % c->s->stage_size), l->area->addr + (first << PM_PAGE_SHIFT),
+	       n << PM_PAGE_SHIFT);
+	c->pos += n << PM_PAGE_SHIFT;
+	memcpy(c->out, &r, sizeof(r));
+	c->out += sizeof(r);
+}
+
+static int scratch_reserve(struct orbit_sys *s, size_t need)
+{
+	if (need > s->scratch_cap) {
+		char *n = realloc(s->scratch, need);
+
+		if (!n)
+			return -ENOMEM;
+		s->scratch = n;
+		s->scratch_cap = need;
+	}
+	return 0;
+}
+
+/* Sort areas by id so that concurrent calls lock them in one order. */
+static int area_cmp(const void *x, const void *y)
+{
+	const struct orbit_sys_area *a = *(struct orbit_sys_area *const *)x;
+	const struct orbit_sys_area *b = *(struct orbit_sys_area *const *)y;
+
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+
+#define US_MAX_CALL_AREAS US_MAX_CALL_AREAS_WIRE
+
+int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+		     struct orbit_sys_area *const *areas_in, orbit_entry entry,
+		     const void *arg, size_t argsize, struct orbit_sync_stats *st)
+{
+	struct orbit_sys_area *areas[US_MAX_CALL_AREAS];
+	struct us_link *links[US_MAX_CALL_AREAS];
+	int fds[US_MAX_CALL_AREAS], nfds = 0, err = 0;
+	size_t n = 0, need_pages = 0, body_len, locked = 0;
+	uint64_t stage_start = s->stage_head;
+	struct us_hdr h = { .magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq };
+	struct us_call_body *body;
+	struct stage_ctx sc = { .s = s };
+	struct iovec iov[2];
+
+	if (narea > US_MAX_CALL_AREAS)
+		return -E2BIG;
+	{
+		/* A dead orbit would take the call silently into its socket
+		 * buffer; find out now, cheaply, so the caller can restart it. */
+		struct pollfd p = { .fd = s->sock, .events = POLLRDHUP };
+
+		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+			return -EPIPE;
+	}
+	/* Deduplicate and order. */
+	for (size_t i = 0; i < narea; i++) {
+		size_t j;
+
+		for (j = 0; j < n && areas[j] != areas_in[i]; j++)
+			;
+		if (j == n)
+			areas[n++] = areas_in[i];
+	}
+	qsort(areas, n, sizeof(areas[0]), area_cmp);
+
+	for (size_t i = 0; i < n; i++) {
+		struct orbit_sys_area *a = areas[i];
+
+		pthread_mutex_lock(&a->lock);
+		locked++;
+		if (a->dead) {
+			err = -EINVAL;
+			goto out;
+		}
+		links[i] = link_find(s, a);
+		if (!links[i]) {
+			err = link_new(a, &links[i]);
+			if (err)
+				goto out;
+			links[i]->next_in_area = a->links;
+			a->links = links[i];
+			links[i]->next_in_orbit = s->links;
+			s->links = links[i];
+			a->refs++;
+		}
+		err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+		if (err)
+			goto out;
+		if (!links[i]->fd_sent) {
+			/* A new base: it must receive every populated page. */
+			err = a->trk->populated(a->addr, a->size, populated_cb, links[i]);
+			if (err)
+				goto out;
+		}
+		need_pages += links[i]->npending;
+	}
+
+	if (!idle && need_pages) {
+		uint64_t used = s->stage_head - atomic_load(&s->ctl->stage_tail);
+		uint64_t off = s->stage_head % s->stage_size;
+		uint64_t need = need_pages << PM_PAGE_SHIFT, pad = 0;
+
+		/* Each area's pages must be contiguous in the ring: simplest is
+		 * to keep the whole call contiguous, skipping the ring's tail. */
+		if (off + need > s->stage_size)
+			pad = s->stage_size - off;
+		if (used + pad + need > s->stage_size) {
+			err = -EAGAIN;
+			goto out;
+		}
+		sc.pos = s->stage_head + pad;
+	}
+
+	body_len = sizeof(*body) + n * sizeof(struct us_area_rec) +
+		   (idle ? 0 : need_pages * sizeof(struct us_range));
+	err = scratch_reserve(s, body_len);
+	if (err)
+		goto out;
+	body = (struct us_call_body *)s->scratch;
+	memset(body, 0, sizeof(*body));
+	body->entry = (uintptr_t)entry;
+	body->narea = (uint32_t)n;
+	sc.out = s->scratch + sizeof(*body);
+	for (size_t i = 0; i < n; i++) {
+		struct us_area_rec rec = { 0 };
+		struct us_link *l = links[i];
+		char *recp = sc.out;
+
+		rec.id = areas[i]->id;
+		rec.mode = (uint32_t)areas[i]->trk->mode;
+		rec.addr = (uintptr_t)areas[i]->addr;
+		rec.size = areas[i]->size;
+		rec.new_fd = !l->fd_sent;
+		if (rec.new_fd) {
+			fds[nfds++] = l->base_fd;
+			st->full_syncs++;
+		}
+		st->pages_copied += l->npending;
+		sc.out += sizeof(rec);
+		if (idle) {
+			pending_drain(l, copy_direct, NULL);
+		} else {
+			rec.stage_off = sc.pos;
+			char *before = sc.out;
+
+			pending_drain(l, copy_staged, &sc);
+			rec.nranges = (uint32_t)((size_t)(sc.out - before) / sizeof(struct us_range));
+		}
+		memcpy(recp, &rec, sizeof(rec));
+	}
+	body_len = (size_t)(sc.out - s->scratch);
+	if (!idle && sc.pos > stage_start) {
+		s->stage_head = sc.pos;
+		body->stage_end = sc.pos;
+	}
+	h.len = body_len + argsize;
+	h.aux = body_len;
+	iov[0].iov_base = s->scratch;
+	iov[0].iov_len = body_len;
+	iov[1].iov_base = (void *)arg;
+	iov[1].iov_len = argsize;
+	{
+		struct iovec all[3] = { { &h, sizeof(h) }, iov[0], iov[1] };
+
+		err = us_send_all(s->sock, all, argsize ? 3 : 2, fds, nfds);
+	}
+	if (!err) {
+		for (size_t i = 0; i < n; i++)
+			links[i]->fd_sent = 1;
+		atomic_fetch_add(&s->ctl->req_count, 1);
+	}
+out:
+	for (size_t i = 0; i < locked; i++)
+		pthread_mutex_unlock(&areas[i]->lock);
+	return err;
+}

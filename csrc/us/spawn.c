@@ -1,0 +1,286 @@
+/*
+ * spawn.c - starting, binding and reaping an orbit process.
+ *
+ * The orbit is forked from main, so it starts with main's code, data and
+ * address-space reservation.  It is bound to main for life: a watchdog
+ * thread in the orbit polls a pidfd of main (or, on old kernels, its parent
+ * pid) and ends the orbit when main is gone, however main died.  (The
+ * parent-death signal is not used: it fires when the forking *thread* exits.)
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "us.h"
+
+static struct orbit_sys *registry;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void us_registry_add(struct orbit_sys *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	s->next = registry;
+	registry = s;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+void us_registry_remove(struct orbit_sys *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	for (struct orbit_sys **pp = &registry; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static int pidfd_open_compat(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+struct watchdog {
+	pid_t main_pid;
+	int pidfd;
+};
+
+static void *watchdog_main(void *arg)
+{
+	struct watchdog *w = arg;
+
+	for (;;) {
+		if (w->pidfd >= 0) {
+			struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
+
+			if (poll(&p, 1, 1000) > 0)
+				_exit(0);
+		} else {
+			struct timespec ts = { 0, 50 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+		if (getppid() != w->main_pid)
+			_exit(0);
+	}
+	return NULL;
+}
+
+static void start_watchdog(pid_t main_pid)
+{
+	static struct watchdog w;
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t all, old;
+
+	w.main_pid = main_pid;
+	w.pidfd = pidfd_open_compat(main_pid);
+	/* main may have died between fork and pidfd_open: then our parent is
+	 * already someone else, and the pidfd (if any) names a stranger. */
+	if (getppid() != main_pid)
+		_exit(0);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);	/* signals go to the orbit's thread */
+	if (pthread_create(&t, &attr, watchdog_main, &w) != 0)
+		_exit(125);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+}
+
+static size_t vm_data_bytes(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[256];
+	size_t kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmData: %zu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+int us_raise_data_limit(size_t extra)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_DATA, &rl) < 0)
+		return -errno;
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	rl.rlim_cur += extra;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+		rl.rlim_cur = rl.rlim_max;
+	return setrlimit(RLIMIT_DATA, &rl) < 0 ? -errno : 0;
+}
+
+/* Runs in the new process, before anything else. */
+static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int main_end)
+{
+	char comm[16];
+
+	/* Close main's ends of every other orbit: an orbit must not keep
+	 * another one's channel (or main's liveness) open. */
+	close(main_end);
+	for (struct orbit_sys *o = registry; o; o = o->next) {
+		if (o == s)
+			continue;
+		if (o->sock >= 0)
+			close(o->sock);
+		if (o->pidfd >= 0)
+			close(o->pidfd);
+	}
+	pthread_mutex_init(&registry_lock, NULL);
+	dirty_track_child_reset();
+	us_reserve_child_reset();
+
+	snprintf(comm, sizeof(comm), "orbit:%s", sp->name ? sp->name : "");
+	prctl(PR_SET_NAME, comm, 0, 0, 0);
+	/* Ctrl-C goes to the whole process group: main decides what happens. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	if (sp->nice) {
+		errno = 0;
+		int cur = getpriority(PRIO_PROCESS, 0);
+
+		if (errno == 0)
+			setpriority(PRIO_PROCESS, 0, cur + sp->nice);
+	}
+	if (sp->cpu_mask) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		for (int i = 0; i < 64; i++)
+			if (sp->cpu_mask & (1ULL << i))
+				CPU_SET(i, &set);
+		sched_setaffinity(0, sizeof(set), &set);
+	}
+	if (sp->memory_limit) {
+		struct rlimit rl;
+
+		/* RLIMIT_DATA counts private writable memory: what the orbit has
+		 * now plus its allowance; each view mapped later raises it. */
+		getrlimit(RLIMIT_DATA, &rl);
+		rl.rlim_cur = vm_data_bytes() + sp->memory_limit;
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+			rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_DATA, &rl);
+		s->memory_limit = sp->memory_limit;
+	}
+	start_watchdog(s->main_pid);
+}
+
+int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
+{
+	int sv[2];
+	int bufsz = 4 << 20;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	for (int i = 0; i < 2; i++) {
+		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+	}
+	s->main_pid = getpid();
+	if (sp->hooks && sp->hooks->before_fork)
+		sp->hooks->before_fork(sp->hooks->ctx);
+	pthread_mutex_lock(&registry_lock);
+	pid = fork();
+	if (pid == 0) {
+		if (sp->hooks && sp->hooks->after_fork_child)
+			sp->hooks->after_fork_child(sp->hooks->ctx);
+		s->osock = sv[1];
+		s->sock = -1;
+		s->pidfd = -1;
+		child_setup(s, sp, sv[0]);
+		sp->child_main(s, sp->child_arg);
+		_exit(0);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	if (sp->hooks && sp->hooks->after_fork_parent)
+		sp->hooks->after_fork_parent(sp->hooks->ctx);
+	close(sv[1]);
+	if (pid < 0) {
+		int err = -errno;
+
+		close(sv[0]);
+		return err;
+	}
+	s->pid = pid;
+	s->sock = sv[0];
+	s->osock = -1;
+	s->pidfd = pidfd_open_compat(pid);
+	if (s->pidfd >= 0)
+		fcntl(s->pidfd, F_SETFD, FD_CLOEXEC);
+	return 0;
+}
+
+/* Wait for the process to end, killing it after grace_ms (-1: wait forever). */
+void us_reap(struct orbit_sys *s, int grace_ms, int *status)
+{
+	int st = -1;
+	pid_t r;
+
+	if (s->pid <= 0) {
+		*status = -1;
+		return;
+	}
+	if (grace_ms >= 0) {
+		uint64_t deadline = us_now_ns() + (uint64_t)grace_ms * 1000000ULL;
+
+		for (;;) {
+			r = waitpid(s->pid, &st, WNOHANG);
+			if (r == s->pid || (r < 0 && errno != EINTR))
+				goto done;
+			if (us_now_ns() >= deadline)
+				break;
+			if (s->pidfd >= 0) {
+				struct pollfd p = { .fd = s->pidfd, .events = POLLIN };
+				uint64_t left = (deadline - us_now_ns()) / 1000000ULL;
+
+				poll(&p, 1, (int)left + 1);
+			} else {
+				struct timespec ts = { 0, 1000 * 1000 };
+
+				nanosleep(&ts, NULL);
+			}
+		}
+		kill(s->pid, SIGKILL);
+	}
+	do
+		r = waitpid(s->pid, &st, 0);
+	while (r < 0 && errno == EINTR);
+done:
+	if (r != s->pid)
+		st = -1;	/* someone else reaped it (waitpid(-1) in main) */
+	*status = st;
+	s->pid = 0;
+}

@@ -1,0 +1,179 @@
+/*
+ * us.h - the userspace orbit backend: shared definitions.
+ *
+ * Picture of one orbit on stock Linux:
+ *
+ *   main process                              orbit process (forked from main)
+ *   area (private anon, tracked)              view: MAP_PRIVATE of the base memfd
+ *        |  dirty pages                            ^ reads see the base; writes are
+ *        v                                         | private copies, discarded later
+ *   base memfd (MAP_SHARED in main) -------------->+
+ *        or, while the orbit is busy, the staging ring (shared memory), which
+ *        the orbit copies into the base when it takes the call
+ *
+ *   control: a stream socket (framed messages, fds for new bases) plus a
+ *   shared page of counters that lets either side spin briefly before
+ *   sleeping.
+ */
+#ifndef ORBIT_US_H
+#define ORBIT_US_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../orbit_sys.h"
+#include "dirty_track.h"
+
+/* ---- areas (main side) */
+
+struct us_link;
+
+struct orbit_sys_area {
+	uint32_t id;
+	char *addr;
+	size_t size, npages;
+	const struct dirty_track_ops *trk;
+	void *trk_state;
+	pthread_mutex_t lock;	/* tracker collect and the link list */
+	struct us_link *links;	/* one per orbit that has a snapshot of it */
+	int refs;		/* 1 for main + one per link */
+	int dead;
+};
+
+/* One orbit's copy (base) of one area. */
+struct us_link {
+	struct us_link *next_in_area, *next_in_orbit;
+	struct orbit_sys_area *area;
+	int base_fd;
+	char *base;		/* main's MAP_SHARED view of the orbit's copy */
+	int fd_sent;
+	uint64_t *pending;	/* pages to send this orbit, one bit each */
+	size_t lo, hi;		/* pending words that may be non-zero: [lo, hi) */
+	size_t npending;
+};
+
+/* ---- shared control page */
+
+struct us_ctl {
+	_Atomic uint64_t req_count;	/* calls main has sent */
+	_Atomic uint64_t resp_count;	/* messages the orbit has sent in full */
+	_Atomic uint64_t stage_tail;	/* staging bytes the orbit has released */
+	_Atomic uint64_t cancel_below;	/* calls below this seq are cancelled */
+};
+
+/* ---- wire format */
+
+#define US_MAX_CALL_AREAS_WIRE 64
+#define US_SKIPPED (1ULL << 63)	/* in a RESULT's aux: the call did not run */
+#define US_MAGIC 0x4f524254u	/* "ORBT" */
+enum { US_MSG_CALL = 1 };	/* plus ORBIT_MSG_RESULT / _UPDATE */
+
+struct us_hdr {
+	uint32_t magic;
+	uint32_t kind;
+	uint64_t seq;
+	uint64_t len;		/* bytes after the header */
+	int64_t retval;
+	uint64_t aux;		/* CALL: argument offset in payload; RESULT: pages reset */
+};
+
+struct us_call_body {
+	uint64_t entry;
+	uint64_t stage_end;	/* release staging up to here when copied; 0: none */
+	uint32_t narea;
+	uint32_t pad;
+};
+
+struct us_area_rec {
+	uint32_t id;
+	uint32_t mode;
+	uint64_t addr;
+	uint64_t size;
+	uint32_t new_fd;	/* a base descriptor for this area rides along */
+	uint32_t nranges;	/* staged runs that follow */
+	uint64_t stage_off;	/* position of the first staged page */
+};
+
+struct us_range {
+	uint64_t first;
+	uint64_t npages;
+};
+
+/* ---- orbit (both sides) */
+
+struct us_view;
+struct us_outq;
+
+struct us_rx {			/* a message being received, possibly in pieces */
+	struct us_hdr hdr;
+	size_t hdr_got;
+	char *payload;
+	size_t got;
+};
+
+struct orbit_sys {
+	/* main side */
+	pid_t pid;
+	int sock;
+	int pidfd;
+	struct us_link *links;
+	uint64_t stage_head;
+	uint64_t resp_seen;
+	struct us_rx rx;
+	char *scratch;
+	size_t scratch_cap;
+	struct orbit_sys *next;	/* registry of live orbits */
+
+	/* shared */
+	struct us_ctl *ctl;
+	char *stage;
+	size_t stage_size;
+
+	/* orbit side */
+	int osock;
+	pid_t main_pid;
+	uint64_t req_seen;
+	struct us_view *views;
+	struct us_outq *outq, *outq_tail;
+	char *inbuf;
+	size_t inbuf_cap;
+	size_t memory_limit;
+};
+
+/* reserve.c */
+int us_reserve_range(size_t size, char **addr);
+void us_reserve_release(char *addr, size_t size);
+size_t us_reserve_size(void);
+void us_reserve_child_reset(void);
+
+/* spawn.c */
+int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp);
+void us_reap(struct orbit_sys *s, int grace_ms, int *status);
+void us_registry_add(struct orbit_sys *s);
+void us_registry_remove(struct orbit_sys *s);
+int us_raise_data_limit(size_t extra);
+
+/* channel.c */
+int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
+int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);
+int us_read_msg(int fd, struct us_hdr *h, char **buf, size_t *cap, int *fds, int *nfds, int maxfds);
+unsigned us_spin_ns(void);
+void us_cpu_relax(void);
+uint64_t us_now_ns(void);
+
+/* snapshot.c (main) */
+int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+		     struct orbit_sys_area *const *areas, orbit_entry entry,
+		     const void *arg, size_t argsize, struct orbit_sync_stats *st);
+void us_links_free(struct orbit_sys *s);
+void us_area_put(struct orbit_sys_area *a);
+
+/* orbit_view.c (orbit) */
+int us_view_recv(struct orbit_sys *s, struct orbit_request *rq);
+int us_out_send(struct orbit_sys *s, uint32_t kind, uint64_t seq, long retval,
+		uint64_t aux, const void *data, size_t len);
+int us_out_flush(struct orbit_sys *s);
+
+#endif

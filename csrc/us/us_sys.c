@@ -1,0 +1,222 @@
+/*
+ * us_sys.c - the userspace backend's operation table (see orbit_sys.h).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "us.h"
+
+static uint32_t next_area_id = 1;
+static pthread_mutex_t area_id_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t staging_size(void)
+{
+	const char *v = getenv("ORBITPY_STAGING");
+	size_t sz = v && *v ? strtoull(v, NULL, 0) : 0;
+
+	if (!sz)
+		sz = 64UL << 20;
+	return (sz + PM_PAGE_SIZE - 1) & ~(PM_PAGE_SIZE - 1);
+}
+
+static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
+			  struct orbit_sys_area **out, void **base)
+{
+	const struct dirty_track_ops *t = dirty_track_select(mode);
+	struct orbit_sys_area *a;
+	char *addr;
+	int err;
+
+	if (!t)
+		return -errno;
+	size = (size + PM_PAGE_SIZE - 1) & ~(PM_PAGE_SIZE - 1);
+	if (!size)
+		return -EINVAL;
+	if (size > us_reserve_size())
+		return -E2BIG;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	err = us_reserve_range(size, &addr);
+	if (err) {
+		free(a);
+		return err;
+	}
+	if (mmap(addr, size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+		err = -errno;
+		goto fail;
+	}
+	a->addr = addr;
+	a->size = size;
+	a->npages = size >> PM_PAGE_SHIFT;
+	a->trk = t;
+	a->refs = 1;
+	pthread_mutex_init(&a->lock, NULL);
+	err = t->attach(addr, size, &a->trk_state);
+	if (err)
+		goto fail;
+	pthread_mutex_lock(&area_id_lock);
+	a->id = next_area_id++;
+	pthread_mutex_unlock(&area_id_lock);
+	*out = a;
+	*base = addr;
+	return 0;
+fail:
+	us_reserve_release(addr, size);
+	free(a);
+	return err;
+}
+
+static void us_area_destroy(struct orbit_sys_area *a)
+{
+	pthread_mutex_lock(&a->lock);
+	a->dead = 1;
+	a->trk->detach(a->trk_state, a->addr, a->size);
+	pthread_mutex_unlock(&a->lock);
+	us_reserve_release(a->addr, a->size);
+	us_area_put(a);
+}
+
+static enum orbit_snapshot_mode us_area_mode(const struct orbit_sys_area *a)
+{
+	return a->trk->mode;
+}
+
+static int us_create(const struct orbit_spawn *sp, struct orbit_sys **out)
+{
+	struct orbit_sys *s = calloc(1, sizeof(*s));
+	int err;
+
+	if (!s)
+		return -ENOMEM;
+	s->sock = s->osock = s->pidfd = -1;
+	s->ctl = mmap(NULL, sizeof(*s->ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		      -1, 0);
+	s->stage_size = staging_size();
+	s->stage = mmap(NULL, s->stage_size, PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (s->ctl == MAP_FAILED || s->stage == MAP_FAILED) {
+		err = -errno;
+		goto fail;
+	}
+	err = us_spawn(s, sp);
+	if (err)
+		goto fail;
+	us_registry_add(s);
+	*out = s;
+	return 0;
+fail:
+	if (s->ctl != MAP_FAILED)
+		munmap(s->ctl, sizeof(*s->ctl));
+	if (s->stage != MAP_FAILED)
+		munmap(s->stage, s->stage_size);
+	free(s);
+	return err;
+}
+
+static pid_t us_pid(const struct orbit_sys *s)
+{
+	return s->pid;
+}
+
+static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
+{
+	int rc;
+
+	if (s->rx.hdr_got == 0 && timeout_ms != 0) {
+		uint64_t until = us_now_ns() + us_spin_ns();
+
+		while (atomic_load_explicit(&s->ctl->resp_count, memory_order_acquire) ==
+		       s->resp_seen) {
+			if (us_now_ns() >= until)
+				break;
+			us_cpu_relax();
+		}
+	}
+	rc = us_rx_poll(s->sock, &s->rx, timeout_ms);
+	if (rc < 0)
+		return rc;
+	m->kind = (int)s->rx.hdr.kind;
+	m->seq = s->rx.hdr.seq;
+	m->retval = (long)s->rx.hdr.retval;
+	m->data = s->rx.payload;
+	m->len = s->rx.hdr.len;
+	m->pages_reset = m->kind == ORBIT_MSG_RESULT ? s->rx.hdr.aux & ~US_SKIPPED : 0;
+	m->skipped = m->kind == ORBIT_MSG_RESULT && (s->rx.hdr.aux & US_SKIPPED);
+	memset(&s->rx, 0, sizeof(s->rx));
+	s->resp_seen++;
+	return 0;
+}
+
+static void us_kill(struct orbit_sys *s)
+{
+	if (s->pid > 0)
+		kill(s->pid, SIGKILL);
+}
+
+static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
+{
+	us_registry_remove(s);
+	if (s->sock >= 0)
+		close(s->sock);	/* the orbit reads end-of-stream and exits */
+	s->sock = -1;
+	us_reap(s, grace_ms, status);
+	if (s->pidfd >= 0)
+		close(s->pidfd);
+	us_links_free(s);
+	free(s->rx.payload);
+	free(s->scratch);
+	munmap(s->ctl, sizeof(*s->ctl));
+	munmap(s->stage, s->stage_size);
+	free(s);
+}
+
+static int us_recv(struct orbit_sys *s, struct orbit_request *rq)
+{
+	return us_view_recv(s, rq);
+}
+
+static int us_ret(struct orbit_sys *s, const struct orbit_request *rq, long retval,
+		  const void *data, size_t len)
+{
+	return us_out_send(s, ORBIT_MSG_RESULT, rq->seq, retval,
+			   rq->pages_reset | (rq->cancelled ? US_SKIPPED : 0), data, len);
+}
+
+static void us_cancel(struct orbit_sys *s, uint64_t below)
+{
+	atomic_store(&s->ctl->cancel_below, below);
+}
+
+static int us_push(struct orbit_sys *s, uint64_t seq, const void *data, size_t len)
+{
+	return us_out_send(s, ORBIT_MSG_UPDATE, seq, 0, 0, data, len);
+}
+
+static const struct orbit_sys_ops us_ops = {
+	.name = "userspace",
+	.area_create = us_area_create,
+	.area_destroy = us_area_destroy,
+	.area_mode = us_area_mode,
+	.reservation_size = us_reserve_size,
+	.create = us_create,
+	.pid = us_pid,
+	.call = us_snapshot_call,
+	.pull = us_pull,
+	.cancel = us_cancel,
+	.kill = us_kill,
+	.destroy = us_destroy,
+	.recv = us_recv,
+	.ret = us_ret,
+	.push = us_push,
+};
+
+const struct orbit_sys_ops *const orbit_sys = &us_ops;
