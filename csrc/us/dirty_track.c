@@ -8,11 +8,6 @@
 
 #include "dirty_track.h"
 
-int dirty_track_populated_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx)
-{
-	return pagemap_runs(addr, len, 0, cb, ctx);
-}
-
 int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx)
 {
 	return pagemap_runs(addr, len, 1, cb, ctx);

@@ -25,8 +25,6 @@ struct dirty_track_ops {
 	 * make them clean again.  A page written while collect runs is reported
 	 * now or by the next collect, never lost. */
 	int (*collect)(void *state, void *addr, size_t len, page_run_cb cb, void *ctx);
-	/* Report the populated pages (the content of a first, full snapshot). */
-	int (*populated)(void *addr, size_t len, page_run_cb cb, void *ctx);
 	/* Orbit side: report the pages of a private file view that the orbit
 	 * wrote (its copy-on-write copies), to be discarded before a call.  NULL
 	 * means "discard the whole view". */
@@ -47,7 +45,6 @@ const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode
 void dirty_track_child_reset(void);
 
 /* Helpers the trackers share. */
-int dirty_track_populated_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);
 int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);
 
 #endif

@@ -29,7 +29,7 @@ static void full_detach(void *state, void *addr, size_t len)
 static int full_collect(void *state, void *addr, size_t len, page_run_cb cb, void *ctx)
 {
 	(void)state;
-	return dirty_track_populated_pagemap(addr, len, cb, ctx);
+	return pagemap_runs(addr, len, 0, cb, ctx);	/* present or swapped */
 }
 
 const struct dirty_track_ops dirty_track_full = {
@@ -39,7 +39,6 @@ const struct dirty_track_ops dirty_track_full = {
 	.attach = full_attach,
 	.detach = full_detach,
 	.collect = full_collect,
-	.populated = dirty_track_populated_pagemap,
 	.own_writes = NULL,	/* discard the whole view */
 	.child_reset = NULL,
 };

@@ -223,7 +223,6 @@ const struct dirty_track_ops dirty_track_mprotect = {
 	.attach = mp_attach,
 	.detach = mp_detach,
 	.collect = mp_collect,
-	.populated = dirty_track_populated_pagemap,
 	.own_writes = dirty_track_own_writes_pagemap,
 	.child_reset = mp_child_reset,
 };

@@ -17,6 +17,8 @@
 #include "dirty_track.h"
 #include "uapi_compat.h"
 
+/* WP_UNPOPULATED: a page main touches for the first time counts as written
+ * (the kernel keeps write-protect markers in empty page-table entries). */
 #define UFFD_WANT (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
 
 static int uffd = -1;
@@ -96,10 +98,6 @@ static int uffd_collect(void *state, void *addr, size_t len, page_run_cb cb, voi
 		       PAGE_IS_WRITTEN, 0, cb, ctx);
 }
 
-static int uffd_populated(void *addr, size_t len, page_run_cb cb, void *ctx)
-{
-	return pm_scan(addr, len, 0, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, cb, ctx);
-}
 
 static int uffd_own_writes(void *addr, size_t len, page_run_cb cb, void *ctx)
 {
@@ -128,7 +126,6 @@ const struct dirty_track_ops dirty_track_uffd = {
 	.attach = uffd_attach,
 	.detach = uffd_detach,
 	.collect = uffd_collect,
-	.populated = uffd_populated,
 	.own_writes = uffd_own_writes,
 	.child_reset = uffd_child_reset,
 };

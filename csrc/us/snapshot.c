@@ -9,7 +9,9 @@
  *     (it does not look at the base between calls), or
  *   - into the staging ring, which the orbit copies into the base when it
  *     takes the call: the snapshot is fixed now, however long the queue.
- * A base that is new (first call, restart) receives every populated page.
+ * A base that is new (first call, restart) receives every page main ever
+ * wrote (the area's `ever` set, fed by every collect): the other pages are
+ * still zero, as they are in a new base.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,6 +35,7 @@ void us_area_put(struct orbit_sys_area *a)
 	pthread_mutex_unlock(&a->lock);
 	if (last) {
 		pthread_mutex_destroy(&a->lock);
+		free(a->ever);
 		free(a);
 	}
 }
@@ -130,13 +133,32 @@ static void collect_cb(void *ctx, size_t first, size_t n)
 {
 	struct orbit_sys_area *a = ctx;
 
+	for (size_t pg = first; pg < first + n; pg++)
+		a->ever[pg / 64] |= 1ULL << (pg % 64);
 	for (struct us_link *l = a->links; l; l = l->next_in_area)
 		pending_set(l, first, n);
 }
 
-static void populated_cb(void *ctx, size_t first, size_t n)
+/* A new base needs every page main ever wrote. */
+static void pending_set_ever(struct us_link *l, const struct orbit_sys_area *a)
 {
-	pending_set(ctx, first, n);
+	for (size_t w = 0; w < (a->npages + 63) / 64; w++) {
+		uint64_t x = a->ever[w];
+
+		if (!x)
+			continue;
+		l->npending += (size_t)__builtin_popcountll(x & ~l->pending[w]);
+		l->pending[w] |= x;
+		if (l->lo == l->hi) {
+			l->lo = w;
+			l->hi = w + 1;
+		} else {
+			if (w < l->lo)
+				l->lo = w;
+			if (w + 1 > l->hi)
+				l->hi = w + 1;
+		}
+	}
 }
 
 /* Walk the pending runs of `l`, clearing them. */
@@ -277,12 +299,8 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
 		if (err)
 			goto out;
-		if (!links[i]->fd_sent) {
-			/* A new base: it must receive every populated page. */
-			err = a->trk->populated(a->addr, a->size, populated_cb, links[i]);
-			if (err)
-				goto out;
-		}
+		if (!links[i]->fd_sent)
+			pending_set_ever(links[i], a);
 		need_pages += links[i]->npending;
 	}
 

@@ -38,6 +38,7 @@ struct orbit_sys_area {
 	void *trk_state;
 	pthread_mutex_t lock;	/* tracker collect and the link list */
 	struct us_link *links;	/* one per orbit that has a snapshot of it */
+	uint64_t *ever;		/* pages written since the area was created */
 	int refs;		/* 1 for main + one per link */
 	int dead;
 };

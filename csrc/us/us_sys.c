@@ -42,10 +42,15 @@ static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
 	if (size > us_reserve_size())
 		return -E2BIG;
 	a = calloc(1, sizeof(*a));
-	if (!a)
+	if (a)
+		a->ever = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+	if (!a || !a->ever) {
+		free(a);
 		return -ENOMEM;
+	}
 	err = us_reserve_range(size, &addr);
 	if (err) {
+		free(a->ever);
 		free(a);
 		return err;
 	}
@@ -71,6 +76,7 @@ static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
 	return 0;
 fail:
 	us_reserve_release(addr, size);
+	free(a->ever);
 	free(a);
 	return err;
 }

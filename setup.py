@@ -1,0 +1,27 @@
+"""Build orbitpy: the C core (csrc/, built with -Werror as a static library)
+and the Cython binding over it."""
+
+import glob
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+CORE_SOURCES = sorted(glob.glob("csrc/*.c") + glob.glob("csrc/us/*.c"))
+CORE_FLAGS = ["-O2", "-g", "-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
+              "-fPIC", "-fvisibility=hidden"]
+
+core_lib = ("orbitcore", {"sources": CORE_SOURCES, "include_dirs": ["csrc"],
+                          "cflags": CORE_FLAGS})
+
+ext = Extension(
+    "orbitpy._core",
+    sources=["src/orbitpy/_core.pyx"],
+    include_dirs=["csrc"],
+    extra_compile_args=["-O2", "-g"],
+    libraries=["pthread"],
+)
+
+setup(
+    libraries=[core_lib],
+    ext_modules=cythonize([ext], compiler_directives={"language_level": "3"}),
+)

@@ -1,0 +1,35 @@
+"""orbitpy: run auxiliary tasks in orbits.
+
+An orbit is a process bound to your program that, on every call, sees a
+consistent page snapshot of the memory you placed in arenas, runs a task there
+(isolated: a crash or a runaway loop cannot hurt main) and hands results and
+updates back.  Based on "Operating System Support for Safe and Efficient
+Auxiliary Execution" (Jing & Huang, OSDI '22).
+"""
+
+from ._arena import Arena, arena
+from ._orbit import (
+    OrbitFunction,
+    OrbitFuture,
+    OrbitHandle,
+    default_snapshot_mode,
+    in_orbit,
+    orbit,
+    push,
+)
+from .errors import (
+    ArenaFull,
+    OrbitBusy,
+    OrbitClosed,
+    OrbitCrashed,
+    OrbitError,
+    OrbitTimeout,
+    RemoteTraceback,
+)
+
+__all__ = [
+    "Arena", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed", "OrbitError",
+    "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
+    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
+]
+__version__ = "0.1.0"

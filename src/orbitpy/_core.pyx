@@ -1,0 +1,461 @@
+# cython: language_level=3, freethreading_compatible=False
+"""Thin binding over the C core (csrc/orbit.h).
+
+Every function here is called with the GIL held; the C core drops it through
+the hooks below whenever it waits, so other threads keep running.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_FULL_RO
+from libc.errno cimport errno
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free
+from libc.string cimport strerror
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState
+    # Declared nogil: the C core calls these through hooks at points where it
+    # knows whether the GIL is held (see orbit.c).
+    PyThreadState *PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState *) nogil
+    void PyOS_BeforeFork() nogil
+    void PyOS_AfterFork_Parent() nogil
+    void PyOS_AfterFork_Child() nogil
+    int PyErr_CheckSignals()
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+    int PyBUF_WRITE
+
+cdef extern from "orbit.h":
+    enum:
+        ORBIT_E_CRASHED
+        ORBIT_E_TIMEOUT
+        ORBIT_E_CLOSED
+        ORBIT_E_RESTART_LIMIT
+        ORBIT_E_SKIPPED
+        ORBIT_E_CANCELLED
+        ORBIT_CALL_SKIP_IF_BUSY
+        ORBIT_CALL_CANCEL_QUEUED
+    enum orbit_snapshot_mode:
+        ORBIT_SNAPSHOT_AUTO
+        ORBIT_SNAPSHOT_UFFD
+        ORBIT_SNAPSHOT_MPROTECT
+        ORBIT_SNAPSHOT_FULL
+    struct orbit_area
+    struct orbit
+    struct orbit_future
+    struct c_area_stats "orbit_area_stats":
+        size_t size
+        size_t used
+        size_t allocations
+    struct c_orbit_stats "orbit_stats":
+        uint64_t calls
+        uint64_t pages_copied
+        uint64_t pages_reset
+        uint64_t bytes_synced
+        uint64_t restarts
+        uint64_t crashes
+        uint64_t full_syncs
+    ctypedef long (*orbit_entry)(void *arg, size_t argsize, void *store)
+    ctypedef void *(*orbit_init)()
+    struct orbit_hooks:
+        void (*before_fork)(void *ctx) noexcept
+        void (*after_fork_parent)(void *ctx) noexcept
+        void (*after_fork_child)(void *ctx) noexcept
+        void *(*block_begin)(void *ctx) noexcept
+        void (*block_end)(void *ctx, void *state) noexcept
+        int (*interrupted)(void *ctx) noexcept
+        void *ctx
+    struct orbit_options:
+        int timeout_ms
+        int nice
+        uint64_t cpu_mask
+        size_t memory_limit
+        int restart
+        int restart_limit
+        int backoff_ms
+        int max_backoff_ms
+        const orbit_hooks *hooks
+
+    const char *orbit_strerror(int code)
+    orbit_area *orbit_area_create(size_t size, orbit_snapshot_mode mode)
+    void orbit_area_destroy(orbit_area *area)
+    void *orbit_area_base(const orbit_area *area)
+    size_t orbit_area_size(const orbit_area *area)
+    orbit_snapshot_mode orbit_area_mode(const orbit_area *area)
+    const char *orbit_snapshot_mode_name(orbit_snapshot_mode mode)
+    size_t orbit_reservation_size()
+    void *orbit_alloc(orbit_area *area, size_t size)
+    void orbit_free(orbit_area *area, void *ptr)
+    void orbit_area_stats(orbit_area *area, c_area_stats *st)
+
+    void orbit_options_init(orbit_options *o)
+    orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
+                        const orbit_options *opts)
+    int orbit_destroy(orbit *ob)
+    int orbit_restart(orbit *ob)
+    int orbit_pid(orbit *ob)
+    void orbit_stats(orbit *ob, c_orbit_stats *st)
+    orbit_future *orbit_call_async(orbit *ob, int flags, size_t narea,
+                                   orbit_area **areas, orbit_entry entry,
+                                   const void *arg, size_t argsize)
+    int orbit_future_wait(orbit_future *f, int timeout_ms, long *ret)
+    int orbit_future_done(orbit_future *f)
+    const void *orbit_future_data(orbit_future *f, size_t *len)
+    int orbit_future_status(orbit_future *f)
+    uint64_t orbit_future_seq(orbit_future *f)
+    int orbit_pull(orbit_future *f, int timeout_ms, void **data, size_t *len)
+    void orbit_future_release(orbit_future *f)
+    int orbit_in_orbit()
+    int orbit_return_data(const void *data, size_t len)
+    int orbit_push(const void *data, size_t len)
+
+E_CRASHED = ORBIT_E_CRASHED
+E_TIMEOUT = ORBIT_E_TIMEOUT
+E_CLOSED = ORBIT_E_CLOSED
+E_RESTART_LIMIT = ORBIT_E_RESTART_LIMIT
+E_SKIPPED = ORBIT_E_SKIPPED
+E_CANCELLED = ORBIT_E_CANCELLED
+CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
+CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
+MODES = {"auto": ORBIT_SNAPSHOT_AUTO, "uffd": ORBIT_SNAPSHOT_UFFD,
+         "mprotect": ORBIT_SNAPSHOT_MPROTECT, "full": ORBIT_SNAPSHOT_FULL}
+PAGE_SIZE = 4096
+
+
+class CoreError(Exception):
+    """A failed core operation: .code is a positive ORBIT_E_* or errno value,
+    .status the wait status of a dead orbit process (-1 if unknown)."""
+
+    def __init__(self, code, status=-1):
+        self.code = code
+        self.status = status
+        super().__init__(code, (<bytes>orbit_strerror(code)).decode())
+
+
+# ----------------------------------------------------------------- hooks
+
+cdef void *_block_begin(void *ctx) noexcept nogil:
+    return <void *>PyEval_SaveThread()
+
+cdef void _block_end(void *ctx, void *state) noexcept nogil:
+    PyEval_RestoreThread(<PyThreadState *>state)
+
+cdef int _interrupted(void *ctx) noexcept with gil:
+    # Called while the core has the GIL dropped (between block hooks).
+    # Runs the signal handlers of the main thread; a raised exception (e.g.
+    # KeyboardInterrupt) stays set and is re-raised by the waiting call.
+    return PyErr_CheckSignals() < 0
+
+cdef void _before_fork(void *ctx) noexcept nogil:
+    PyOS_BeforeFork()
+
+cdef void _after_fork_parent(void *ctx) noexcept nogil:
+    PyOS_AfterFork_Parent()
+
+cdef object _child_handler = None
+
+cdef void _after_fork_child(void *ctx) noexcept nogil:
+    global _child_handler
+    PyOS_AfterFork_Child()
+    with gil:
+        _child_handler = (<Orbit>ctx).handler
+
+cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
+    cdef bytes payload
+    try:
+        status, payload = _child_handler(PyBytes_FromStringAndSize(<char *>arg, argsize))
+        if payload:
+            orbit_return_data(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+        return status
+    except BaseException:
+        import os
+        import traceback
+        traceback.print_exc()
+        os._exit(70)
+
+
+cdef int _reraise_pending() except -1:
+    return -1
+
+
+cdef int _timeout_ms(timeout) except -2:
+    if timeout is None:
+        return -1
+    t = float(timeout)
+    if t < 0:
+        t = 0
+    return int(min(t * 1000.0, 2**31 - 1))
+
+
+# ----------------------------------------------------------------- areas
+
+cdef class Area:
+    """An area: a range of memory snapshotted into orbits page by page."""
+    cdef orbit_area *a
+    cdef object __weakref__
+
+    def __cinit__(self, size_t size, str mode="auto"):
+        self.a = orbit_area_create(size, MODES[mode])
+        if self.a is NULL:
+            raise OSError(errno, strerror(errno).decode())
+
+    def __dealloc__(self):
+        # Areas are unmapped only by destroy(): objects may still point in.
+        pass
+
+    @property
+    def address(self):
+        self._check()
+        return <size_t>orbit_area_base(self.a)
+
+    @property
+    def size(self):
+        self._check()
+        return orbit_area_size(self.a)
+
+    @property
+    def mode(self):
+        self._check()
+        return (<bytes>orbit_snapshot_mode_name(orbit_area_mode(self.a))).decode()
+
+    @property
+    def alive(self):
+        return self.a is not NULL
+
+    cdef _check(self):
+        if self.a is NULL:
+            raise ValueError("the arena is closed")
+
+    def alloc(self, size_t n):
+        self._check()
+        cdef void *p = orbit_alloc(self.a, n)
+        if p is NULL:
+            return 0
+        return <size_t>p
+
+    def free(self, size_t addr):
+        if self.a is not NULL:
+            orbit_free(self.a, <void *>addr)
+
+    def stats(self):
+        cdef c_area_stats st
+        self._check()
+        orbit_area_stats(self.a, &st)
+        return st.size, st.used, st.allocations
+
+    def destroy(self):
+        if self.a is not NULL:
+            orbit_area_destroy(self.a)
+            self.a = NULL
+
+
+cdef class Block:
+    """size bytes allocated in an area, exporting the buffer protocol; the
+    memory returns to the area when the last view of it is gone."""
+    cdef Area area
+    cdef char *p
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Area area, Py_ssize_t n):
+        area._check()
+        self.area = area
+        self.n = n
+        self.p = <char *>orbit_alloc(area.a, <size_t>n)
+        if self.p is NULL:
+            raise MemoryError(n)
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        PyBuffer_FillInfo(buf, self, self.p, self.n, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
+    def __dealloc__(self):
+        if self.p is not NULL and self.area is not None:
+            self.area.free(<size_t>self.p)
+
+
+def reservation_size():
+    return orbit_reservation_size()
+
+
+def memory_at(size_t addr, Py_ssize_t n, bint readonly=False):
+    """A memoryview of n bytes at addr (in this process's address space)."""
+    return PyMemoryView_FromMemory(<char *>addr, n, PyBUF_READ if readonly else PyBUF_WRITE)
+
+
+def buffer_address(obj):
+    """(address, nbytes, contiguous) of an object's buffer."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(obj, &view, PyBUF_FULL_RO)
+    try:
+        contiguous = view.suboffsets == NULL and (
+            view.strides == NULL or view.ndim <= 1 and view.strides[0] == view.itemsize
+            or _c_contig(&view))
+        return <size_t>view.buf, view.len, contiguous
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef bint _c_contig(Py_buffer *v):
+    cdef Py_ssize_t expect = v.itemsize
+    cdef int i
+    for i in range(v.ndim - 1, -1, -1):
+        if v.shape[i] > 1 and v.strides[i] != expect:
+            return False
+        expect *= v.shape[i]
+    return True
+
+
+# ----------------------------------------------------------------- orbits
+
+cdef class Orbit:
+    """One orbit: a process started on demand that runs handler(arg_bytes)
+    -> (status, payload_bytes) for each call."""
+    cdef orbit *ob
+    cdef orbit_hooks hooks
+    cdef public object handler
+    cdef public str name
+
+    def __cinit__(self, str name, object handler, int timeout_ms=0, int nice=0,
+                  uint64_t cpu_mask=0, size_t memory_limit=0, bint restart=True,
+                  int restart_limit=5, int backoff_ms=10, int max_backoff_ms=1000):
+        cdef orbit_options o
+        orbit_options_init(&o)
+        o.timeout_ms = timeout_ms
+        o.nice = nice
+        o.cpu_mask = cpu_mask
+        o.memory_limit = memory_limit
+        o.restart = restart
+        o.restart_limit = restart_limit
+        o.backoff_ms = backoff_ms
+        o.max_backoff_ms = max_backoff_ms
+        self.hooks.before_fork = _before_fork
+        self.hooks.after_fork_parent = _after_fork_parent
+        self.hooks.after_fork_child = _after_fork_child
+        self.hooks.block_begin = _block_begin
+        self.hooks.block_end = _block_end
+        self.hooks.interrupted = _interrupted
+        self.hooks.ctx = <void *>self
+        o.hooks = &self.hooks
+        self.handler = handler
+        self.name = name
+        self.ob = orbit_create(name.encode(), _py_entry, NULL, &o)
+        if self.ob is NULL:
+            raise OSError(errno, strerror(errno).decode())
+
+    def __dealloc__(self):
+        if self.ob is not NULL:
+            orbit_destroy(self.ob)
+            self.ob = NULL
+
+    cdef _check(self):
+        if self.ob is NULL:
+            raise CoreError(ORBIT_E_CLOSED)
+
+    def call_async(self, bytes arg, list areas, int flags=0):
+        cdef orbit_area *arr[64]
+        cdef Py_ssize_t n = len(areas), i
+        cdef orbit_future *f
+        self._check()
+        if n > 64:
+            raise ValueError("at most 64 arenas per call")
+        for i in range(n):
+            (<Area>areas[i])._check()
+            arr[i] = (<Area>areas[i]).a
+        f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
+                             PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
+        if f is NULL:
+            raise CoreError(errno)
+        fut = CoreFuture.__new__(CoreFuture)
+        (<CoreFuture>fut).f = f
+        (<CoreFuture>fut).owner = self
+        return fut
+
+    def restart(self):
+        self._check()
+        orbit_restart(self.ob)
+
+    def close(self):
+        if self.ob is not NULL:
+            ob = self.ob
+            self.ob = NULL
+            orbit_destroy(ob)
+
+    @property
+    def closed(self):
+        return self.ob is NULL
+
+    @property
+    def pid(self):
+        return orbit_pid(self.ob) if self.ob is not NULL else 0
+
+    def stats(self):
+        cdef c_orbit_stats st
+        self._check()
+        orbit_stats(self.ob, &st)
+        return {"calls": st.calls, "pages_copied": st.pages_copied,
+                "pages_reset": st.pages_reset, "bytes_synced": st.bytes_synced,
+                "restarts": st.restarts, "crashes": st.crashes,
+                "full_syncs": st.full_syncs}
+
+
+cdef class CoreFuture:
+    cdef orbit_future *f
+    cdef object owner
+
+    def __dealloc__(self):
+        if self.f is not NULL:
+            orbit_future_release(self.f)
+
+    @property
+    def seq(self):
+        return orbit_future_seq(self.f)
+
+    def done(self):
+        return bool(orbit_future_done(self.f))
+
+    def wait(self, timeout=None):
+        """(retval, payload) once the call ended; raises CoreError, or
+        TimeoutError if it is still pending after timeout seconds."""
+        cdef long ret = 0
+        cdef size_t n = 0
+        cdef const void *data
+        cdef int rc = orbit_future_wait(self.f, _timeout_ms(timeout), &ret)
+        if rc == -4:  # -EINTR: a signal handler raised
+            _reraise_pending()
+        if rc == -110:  # -ETIMEDOUT
+            raise TimeoutError("the orbit call is still running")
+        if rc < 0:
+            raise CoreError(-rc, orbit_future_status(self.f))
+        data = orbit_future_data(self.f, &n)
+        return ret, (PyBytes_FromStringAndSize(<const char *>data, n) if n else b"")
+
+    def pull(self, timeout=None):
+        """(True, update) or (False, None) once the call ended and every
+        update was taken."""
+        cdef void *data = NULL
+        cdef size_t n = 0
+        cdef int rc = orbit_pull(self.f, _timeout_ms(timeout), &data, &n)
+        if rc == -4:
+            _reraise_pending()
+        if rc == -110:
+            raise TimeoutError("no update yet")
+        if rc < 0:
+            raise CoreError(-rc, orbit_future_status(self.f))
+        if rc == 0:
+            return False, None
+        try:
+            return True, PyBytes_FromStringAndSize(<const char *>data, n)
+        finally:
+            free(data)
+
+
+def in_orbit():
+    return bool(orbit_in_orbit())
+
+
+def push(bytes data):
+    cdef int rc = orbit_push(PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+    if rc < 0:
+        raise CoreError(-rc)

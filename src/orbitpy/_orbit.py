@@ -1,0 +1,428 @@
+"""Orbit functions: the decorator, the handle, futures and the dispatcher."""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import functools
+import os
+import queue
+import sys
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from . import _core, _pickle
+from ._arena import Arena
+from .errors import (
+    EXIT_OUT_OF_MEMORY,
+    OrbitBusy,
+    OrbitClosed,
+    OrbitCrashed,
+    OrbitError,
+    OrbitTimeout,
+    RemoteTraceback,
+    describe_status,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_STATUS_OK, _STATUS_RAISED = 0, 1
+_live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
+
+
+# ------------------------------------------------------------ in the orbit
+
+def in_orbit() -> bool:
+    """True when running inside an orbit process."""
+    return _core.in_orbit()
+
+
+def push(obj: Any) -> None:
+    """Inside an orbit: hand `obj` to main as an update of the current call
+    (read with ``OrbitFuture.updates()``)."""
+    if not _core.in_orbit():
+        raise OrbitError("orbitpy.push() can only be called inside an orbit")
+    _core.push(_pickle.dumps(obj))
+
+
+def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
+    """The orbit side of a call: runs in the orbit process."""
+    try:
+        if arg:
+            args, kwargs = _pickle.loads(arg)
+        else:
+            args, kwargs = (), {}
+        result = fn(*args, **kwargs)
+        del args, kwargs
+        try:
+            return _STATUS_OK, (b"" if result is None else _pickle.dumps(result))
+        except Exception as e:
+            raise OrbitError(f"the result of {_name_of(fn)} could not be sent back: "
+                             f"{type(e).__name__}: {e}") from None
+    except MemoryError:
+        # Past its memory limit the orbit cannot be trusted to go on; die
+        # with a status main recognises, and let it restart.
+        try:
+            sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
+        finally:
+            os._exit(EXIT_OUT_OF_MEMORY)
+    except BaseException as e:  # noqa: BLE001 - everything goes back to main
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        try:
+            payload = _pickle.dumps((e, tb))
+        except Exception:
+            payload = _pickle.dumps((OrbitError(f"{type(e).__name__}: {e}"), tb))
+        return _STATUS_RAISED, payload
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+def _name_of(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+# ------------------------------------------------------------ in main
+
+class OrbitFuture(concurrent.futures.Future, Generic[R]):
+    """The pending result of ``fn.call_async(...)``.
+
+    A :class:`concurrent.futures.Future` (so ``asyncio.wrap_future`` works); the
+    call is running from the moment it is issued, so it cannot be cancelled.
+    """
+
+    def __init__(self, core: Any, handle: OrbitHandle) -> None:
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._core = core
+        self._handle = handle
+
+    def updates(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield the updates the orbit pushed for this call, in order, as they
+        arrive; stops when the call has ended and all were yielded.
+        `timeout` bounds the wait for each update (TimeoutError)."""
+        while True:
+            try:
+                more, data = self._core.pull(timeout)
+            except _core.CoreError:
+                return  # the call failed; result() tells why
+            if not more:
+                return
+            yield _pickle.loads(data)
+
+
+class OrbitHandle:
+    """The orbit behind an orbit function: ``fn.orbit``."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
+                 timeout: float | None, restart: bool | int, nice: int | None,
+                 memory_limit: int | None, cpus: Iterable[int] | None) -> None:
+        self._fn = fn
+        self.name = name
+        self._areas = list(areas)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._core: Any = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+        limit = 5 if restart is True else (int(restart) if restart else 0)
+        cpu_mask = 0
+        for c in cpus or ():
+            if not 0 <= c < 64:
+                raise ValueError(f"cpus must be CPU numbers 0..63, got {c}")
+            cpu_mask |= 1 << c
+        self._opts = dict(
+            timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
+            nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
+            restart=bool(restart), restart_limit=limit)
+        _live_handles.add(self)
+
+    # -- process
+
+    def _orbit(self) -> Any:
+        core = self._core
+        if core is None:
+            with self._lock:
+                if self._closed:
+                    raise OrbitClosed(f"orbit {self.name!r} is closed")
+                if self._core is None:
+                    fn = self._fn
+                    self._core = _core.Orbit(self.name,
+                                             functools.partial(_run_in_orbit, fn),
+                                             **self._opts)
+                core = self._core
+        return core
+
+    @property
+    def pid(self) -> int:
+        """pid of the orbit process (0 before the first call or after a crash)."""
+        return self._core.pid if self._core is not None else 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def restart(self) -> None:
+        """Kill the orbit process now; calls in flight fail with OrbitCrashed and
+        the next call starts a fresh process."""
+        if self._closed:
+            raise OrbitClosed(f"orbit {self.name!r} is closed")
+        if self._core is not None:
+            self._core.restart()
+
+    def close(self) -> None:
+        """Stop the orbit; pending calls fail with OrbitClosed.  Idempotent."""
+        with self._lock:
+            self._closed = True
+            core, self._core = self._core, None
+        if core is not None:
+            core.close()
+        if self._dispatcher is not None:
+            self._queue.put(None)
+
+    def stats(self) -> dict[str, Any]:
+        """calls, pages_synced (= pages_copied + pages_reset), pages_copied,
+        pages_reset, bytes_synced, restarts, crashes, full_syncs, snapshot_mode,
+        pid."""
+        if self._core is not None:
+            st = self._core.stats()
+        else:
+            st = dict.fromkeys(("calls", "pages_copied", "pages_reset", "bytes_synced",
+                                "restarts", "crashes", "full_syncs"), 0)
+        st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
+        modes = {a.snapshot_mode for a in self._areas if not a.closed}
+        st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
+        st["pid"] = self.pid
+        return st
+
+    # -- calls
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], flags: int = 0) -> Any:
+        arenas = list(self._areas)
+        if args or kwargs:
+            try:
+                arg = _pickle.dumps((args, kwargs), arenas)
+            except Exception as e:
+                raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
+                                f"{type(e).__name__}: {e}") from e
+        else:
+            arg = b""
+        live = [a._area for a in arenas if not a.closed]
+        try:
+            return self._orbit().call_async(arg, live, flags)
+        except _core.CoreError as e:
+            raise self._error(e) from None
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core_future = self._submit(args, kwargs)
+        try:
+            ret, data = core_future.wait()
+        except _core.CoreError as e:
+            raise self._error(e) from None
+        return self._decode(ret, data)
+
+    def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   skip_if_busy: bool = False, cancel_queued: bool = False) -> OrbitFuture:
+        flags = ((_core.CALL_SKIP_IF_BUSY if skip_if_busy else 0)
+                 | (_core.CALL_CANCEL_QUEUED if cancel_queued else 0))
+        core_future = self._submit(args, kwargs, flags)
+        fut: OrbitFuture = OrbitFuture(core_future, self)
+        self._ensure_dispatcher()
+        self._queue.put(fut)
+        return fut
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is not None and self._dispatcher.is_alive():
+            return
+        with self._lock:
+            if self._dispatcher is None or not self._dispatcher.is_alive():
+                ref = weakref.ref(self)
+                self._dispatcher = threading.Thread(
+                    target=_dispatch, args=(self._queue, ref),
+                    name=f"orbitpy-dispatch-{self.name}", daemon=True)
+                self._dispatcher.start()
+
+    def _decode(self, ret: int, data: bytes) -> Any:
+        if ret == _STATUS_OK:
+            return _pickle.loads(data) if data else None
+        exc, tb = _pickle.loads(data)
+        exc.__cause__ = RemoteTraceback(tb)
+        try:
+            exc.orbit_traceback = tb
+        except Exception:
+            pass
+        raise exc
+
+    def _error(self, e: Any) -> OrbitError:
+        code = e.code
+        if code == _core.E_CRASHED:
+            text, sig, exitcode = describe_status(e.status)
+            return OrbitCrashed(f"orbit {self.name!r} {text}; the call was lost "
+                                f"(the orbit restarts on the next call)",
+                                signal=sig, exitcode=exitcode)
+        if code == _core.E_TIMEOUT:
+            limit = self._opts["timeout_ms"] / 1000
+            return OrbitTimeout(f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
+                                f"the orbit was killed and restarts on the next call")
+        if code == _core.E_CLOSED:
+            if self._closed:
+                return OrbitClosed(f"orbit {self.name!r} is closed")
+            return OrbitClosed(f"orbit {self.name!r} crashed and restart=False: it takes no "
+                               f"more calls")
+        if code == _core.E_RESTART_LIMIT:
+            return OrbitCrashed(f"orbit {self.name!r} crashed "
+                                f"{self._opts['restart_limit'] + 1} times in a row; not "
+                                f"restarting it again (call fn.orbit.restart() to retry)")
+        if code == _core.E_SKIPPED:
+            return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
+        if code == _core.E_CANCELLED:
+            return OrbitError(f"call to orbit {self.name!r} was cancelled before it ran")
+        return OrbitError(f"orbit {self.name!r}: {e}")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"pid={self.pid}"
+        return f"<orbitpy.OrbitHandle {self.name!r} {state}>"
+
+
+def _dispatch(q: queue.SimpleQueue[Any], ref: weakref.ref[OrbitHandle]) -> None:
+    """Resolve async calls' futures in order.  The C core drops the GIL while
+    this thread waits."""
+    while True:
+        fut = q.get()
+        if fut is None:
+            return
+        handle = ref()
+        try:
+            ret, data = fut._core.wait()
+        except _core.CoreError as e:
+            if e.code == _core.E_CANCELLED:
+                fut.set_exception(concurrent.futures.CancelledError(
+                    "cancelled by a later call_async(..., cancel_queued=True)"))
+            else:
+                fut.set_exception(handle._error(e) if handle is not None else OrbitError(e))
+            continue
+        except BaseException as e:  # noqa: BLE001
+            fut.set_exception(e)
+            continue
+        try:
+            value = handle._decode(ret, data) if handle is not None else None
+        except BaseException as e:  # noqa: BLE001 - the orbit's exception
+            fut.set_exception(e)
+        else:
+            fut.set_result(value)
+        del handle, fut
+
+
+class OrbitFunction(Generic[P, R]):
+    """A function that runs in its orbit.  Calling it runs it there and
+    returns its result; ``call_async`` returns an :class:`OrbitFuture`;
+    ``orbit`` is the :class:`OrbitHandle`."""
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        functools.update_wrapper(self, fn)
+        name = options.pop("name", None) or _name_of(fn)
+        self.orbit = OrbitHandle(fn, name, **options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.orbit.call(args, kwargs)  # type: ignore[no-any-return]
+
+    def call_async(self, *args: P.args, **kwargs: P.kwargs) -> OrbitFuture[R]:
+        """Issue the call and return at once; the call sees the arenas as they
+        are now, whatever main writes afterwards."""
+        return self.orbit.call_async(args, kwargs)
+
+    def call_async_ex(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                      *, skip_if_busy: bool = False,
+                      cancel_queued: bool = False) -> OrbitFuture[R]:
+        """call_async with flags: `skip_if_busy` raises OrbitBusy instead of
+        queueing behind a pending call; `cancel_queued` cancels pending calls
+        that have not started (their futures raise CancelledError)."""
+        return self.orbit.call_async(tuple(args), dict(kwargs or {}), skip_if_busy,
+                                     cancel_queued)
+
+    def __repr__(self) -> str:
+        return f"<orbitpy.OrbitFunction {self.orbit.name!r}>"
+
+
+@overload
+def orbit(fn: Callable[P, R], /) -> OrbitFunction[P, R]: ...
+@overload
+def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
+          timeout: float | None = None, restart: bool | int = True,
+          nice: int | None = None, memory_limit: int | None = None,
+          cpus: Iterable[int] | None = None
+          ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
+
+
+def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] = (),
+          timeout: float | None = None, restart: bool | int = True,
+          nice: int | None = None, memory_limit: int | None = None,
+          cpus: Iterable[int] | None = None) -> Any:
+    """Make a function run in an orbit: ``@orbitpy.orbit`` or
+    ``@orbitpy.orbit(timeout=5, ...)``.
+
+    name: the orbit's name (default: the function's qualified name).
+    areas: arenas synchronised on every call (arenas holding buffers passed as
+        arguments are synchronised automatically).
+    timeout: seconds a call may run; an overrun kills and restarts the orbit
+        and the call raises OrbitTimeout.
+    restart: restart the orbit after a crash (True: up to 5 crashes in a row;
+        an int: that many; False: never).
+    nice: added to the orbit's nice value.  memory_limit: bytes the orbit may
+        allocate beyond its arenas.  cpus: CPUs the orbit may run on.
+    """
+    areas = tuple(areas)
+    for a in areas:
+        if not isinstance(a, Arena):
+            raise TypeError(f"areas must be orbitpy arenas, got {type(a).__name__}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if memory_limit is not None and (not isinstance(memory_limit, int) or memory_limit <= 0):
+        raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit}")
+    if nice is not None and not isinstance(nice, int):
+        raise TypeError(f"nice must be an int, got {type(nice).__name__}")
+    if isinstance(restart, int) and not isinstance(restart, bool) and restart < 0:
+        raise ValueError(f"restart must be a bool or a crash count >= 0, got {restart}")
+    options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
+                   memory_limit=memory_limit, cpus=tuple(cpus) if cpus is not None else None)
+
+    def wrap(f: Any) -> OrbitFunction[Any, Any]:
+        if not callable(f):
+            raise TypeError(f"orbitpy.orbit needs a callable, got {type(f).__name__}")
+        return OrbitFunction(f, **options)
+
+    if fn is None:
+        return wrap
+    return wrap(fn)
+
+
+def default_snapshot_mode() -> str:
+    """The snapshot mode a new arena gets: ORBITPY_SNAPSHOT, else the best
+    available ('uffd', then 'mprotect', then 'full')."""
+    global _default_mode
+    if _default_mode is None:
+        probe = Arena(4096)
+        _default_mode = probe.snapshot_mode
+        probe.close()
+    return _default_mode
+
+
+_default_mode: str | None = None
+
+
+@atexit.register
+def _close_all() -> None:
+    if _core.in_orbit():
+        return
+    for h in list(_live_handles):
+        try:
+            h.close()
+        except Exception:
+            pass

@@ -1,0 +1,74 @@
+"""Exceptions raised by orbitpy."""
+
+from __future__ import annotations
+
+import signal
+
+
+class OrbitError(Exception):
+    """Base class of orbit failures."""
+
+
+class OrbitCrashed(OrbitError):
+    """The orbit process died while a call was in flight or queued.
+
+    ``signal`` is the number of the signal that killed it (or None),
+    ``exitcode`` its exit status (or None), ``pid`` its process id.
+    """
+
+    def __init__(self, message: str, *, pid: int = 0, signal: int | None = None,
+                 exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.signal = signal
+        self.exitcode = exitcode
+
+
+class OrbitTimeout(OrbitError, TimeoutError):
+    """A call overran its orbit's timeout; the orbit was killed and restarts."""
+
+
+class OrbitClosed(OrbitError):
+    """The orbit was closed (or may not restart), so it takes no calls."""
+
+
+class OrbitBusy(OrbitError):
+    """``call_async(..., skip_if_busy=True)`` found the orbit busy."""
+
+
+class ArenaFull(MemoryError):
+    """An arena has no room for an allocation."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in an orbit; it is
+    attached as ``__cause__`` of the re-raised exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n\n" + self.tb.rstrip("\n")
+
+
+EXIT_OUT_OF_MEMORY = 77
+
+
+def describe_status(status: int) -> tuple[str, int | None, int | None]:
+    """(text, signal, exitcode) for a wait status as returned by waitpid."""
+    import os
+
+    if status < 0:
+        return "ended (status unknown)", None, None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"was killed by signal {sig} ({name})", sig, None
+    code = os.WEXITSTATUS(status)
+    if code == EXIT_OUT_OF_MEMORY:
+        return f"ran out of memory (its memory_limit) and exited with status {code}", None, code
+    return f"exited with status {code}", None, code
