@@ -1,0 +1,72 @@
+"""Shared fixtures: every test must leave no orbit process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import orbitpy
+
+
+def child_pids() -> set[int]:
+    """pids of this process's direct children (zombies included)."""
+    me = os.getpid()
+    out = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            out.add(int(d))
+    return out
+
+
+def open_fds() -> set[int]:
+    return {int(x) for x in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture
+def make_orbit() -> Iterator[Callable[..., Any]]:
+    """Like orbitpy.orbit (bare or with options); closes every orbit it made."""
+    made: list[orbitpy.OrbitFunction[Any, Any]] = []
+
+    def make(fn: Any = None, **options: Any) -> Any:
+        def wrap(f: Any) -> Any:
+            of = orbitpy.orbit(**options)(f)
+            made.append(of)
+            return of
+
+        return wrap(fn) if fn is not None else wrap
+
+    yield make
+    for of in made:
+        of.orbit.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_orbits() -> Iterator[None]:
+    before = child_pids()
+    yield
+    deadline = time.monotonic() + 5
+    extra = child_pids() - before
+    while extra and time.monotonic() < deadline:
+        time.sleep(0.02)
+        extra = child_pids() - before
+    assert not extra, f"processes left behind by the test: {sorted(extra)}"
+
+
+SNAPSHOT_MODES = ["uffd", "mprotect", "full"]
+
+
+@pytest.fixture(params=SNAPSHOT_MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each snapshot mode in turn."""
+    return str(request.param)
