@@ -30,6 +30,10 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
 		errno = EINVAL;
 		return NULL;
 	}
+	if (orbit_in_orbit()) {
+		errno = EPERM;
+		return NULL;
+	}
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
@@ -45,9 +49,14 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
 	return a;
 }
 
+/*
+ * In an orbit process, areas are main's: the orbit sees them only through its
+ * views, and their locks were copied at fork time in whatever state they were.
+ * So the calls below do nothing there (allocating fails with EPERM).
+ */
 void orbit_area_destroy(struct orbit_area *a)
 {
-	if (!a)
+	if (!a || orbit_in_orbit())
 		return;
 	orbit_sys->area_destroy(a->sys);
 	pthread_mutex_destroy(&a->lock);
@@ -88,6 +97,10 @@ void *orbit_alloc(struct orbit_area *a, size_t size)
 {
 	void *p;
 
+	if (orbit_in_orbit()) {
+		errno = EPERM;
+		return NULL;
+	}
 	pthread_mutex_lock(&a->lock);
 	p = area_alloc(a->base, size);
 	pthread_mutex_unlock(&a->lock);
@@ -98,7 +111,7 @@ void *orbit_alloc(struct orbit_area *a, size_t size)
 
 void orbit_free(struct orbit_area *a, void *ptr)
 {
-	if (!ptr)
+	if (!ptr || orbit_in_orbit())
 		return;
 	pthread_mutex_lock(&a->lock);
 	if (area_alloc_owns(a->base, ptr))
@@ -108,6 +121,11 @@ void orbit_free(struct orbit_area *a, void *ptr)
 
 void orbit_area_stats(struct orbit_area *a, struct orbit_area_stats *st)
 {
+	if (orbit_in_orbit()) {	/* the orbit's snapshot, no lock */
+		st->size = a->size;
+		area_alloc_usage(a->base, &st->used, &st->allocations);
+		return;
+	}
 	pthread_mutex_lock(&a->lock);
 	st->size = a->size;
 	area_alloc_usage(a->base, &st->used, &st->allocations);

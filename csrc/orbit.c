@@ -432,6 +432,8 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st)
 
 int orbit_restart(struct orbit *ob)
 {
+	if (orbit_in_orbit())
+		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
 	if (ob->sys) {
@@ -465,6 +467,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 
 	if (!ob || (narea && !areas) || (argsize && !arg)) {
 		errno = EINVAL;
+		return NULL;
+	}
+	if (orbit_in_orbit()) {	/* main's orbits are main's to call */
+		errno = EPERM;
 		return NULL;
 	}
 	if (narea > MAX_CALL_AREAS) {
@@ -581,6 +587,10 @@ int orbit_destroy(struct orbit *ob)
 {
 	if (!ob)
 		return -EINVAL;
+	/* In an orbit process main's orbits are copies: their descriptors are
+	 * closed and their locks may have been held at fork time.  Leave them. */
+	if (orbit_in_orbit())
+		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
 	ob->closed = 1;
@@ -619,6 +629,8 @@ void orbit_future_release(struct orbit_future *f)
 {
 	struct orbit *ob = f->ob;
 
+	if (orbit_in_orbit())	/* main's future, copied by fork: leave it */
+		return;
 	pthread_mutex_lock(&ob->lock);
 	ob->live_futures--;
 	future_put_locked(f);

@@ -205,6 +205,8 @@ class OrbitHandle:
     # -- calls
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], flags: int = 0) -> Any:
+        if _core.in_orbit():
+            raise OrbitError(f"orbit {self.name!r} cannot be called from inside an orbit")
         arenas = list(self._areas)
         if args or kwargs:
             try:

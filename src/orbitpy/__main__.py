@@ -1,0 +1,101 @@
+"""python -m orbitpy demo: a cache-expiry task in an orbit that survives a crash.
+
+Main keeps a cache's expiry table in an arena (a NumPy-free array of int64
+pairs, so the demo needs nothing beyond orbitpy) and keeps serving "requests"
+that write to it.  Every round, an orbit scans a snapshot of the table for
+expired entries and pushes their slots back; main evicts them.  On round 3 the
+orbit crashes (a real segfault); main notices, keeps serving, and the orbit
+restarts and resynchronises on the next call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import random
+import struct
+import sys
+import time
+
+import orbitpy
+
+SLOTS = 20_000
+ENTRY = struct.Struct("qq")  # key (0 = empty), expiry (ms)
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def demo(rounds: int = 6, crash_round: int = 3) -> int:
+    arena = orbitpy.arena(8 << 20)
+    table = arena.buffer(SLOTS * ENTRY.size)
+    table[:] = bytes(len(table))
+    rng = random.Random(1)
+
+    @orbitpy.orbit(name="cache-expiry", timeout=5)
+    def expire(table: memoryview, now: int, crash: bool) -> int:
+        if crash:
+            ctypes.string_at(0)  # a real SIGSEGV, inside the orbit only
+        expired = 0
+        for slot, (key, expiry) in enumerate(ENTRY.iter_unpack(table)):
+            if key and expiry <= now:
+                orbitpy.push(slot)  # an update: main applies it
+                expired += 1
+        return expired
+
+    served = 0
+
+    def serve_one() -> None:
+        slot = rng.randrange(SLOTS)
+        ENTRY.pack_into(table, slot * ENTRY.size, slot + 1, _now_ms() + rng.randrange(50, 2000))
+    print(f"orbitpy demo: cache of {SLOTS} slots in {arena!r}")
+    try:
+        for rnd in range(1, rounds + 1):
+            # Main serves requests: insert entries with short random lifetimes.
+            t_end = time.monotonic() + 0.2
+            while time.monotonic() < t_end:
+                serve_one()
+                served += 1
+            fut = expire.call_async(table, _now_ms(), rnd == crash_round)
+            during = 0
+            while not fut.done():  # main keeps serving while the orbit scans
+                serve_one()
+                during += 1
+            try:
+                n = fut.result()
+            except orbitpy.OrbitCrashed as e:
+                print(f"round {rnd}: {e}; main kept serving ({during} requests meanwhile)")
+                continue
+            evicted = 0
+            for slot in fut.updates():
+                key, expiry = ENTRY.unpack_from(table, slot * ENTRY.size)
+                if key and expiry <= _now_ms():  # still expired: main has the last word
+                    ENTRY.pack_into(table, slot * ENTRY.size, 0, 0)
+                    evicted += 1
+            live = sum(1 for key, _ in ENTRY.iter_unpack(table) if key)
+            st = expire.orbit.stats()
+            print(f"round {rnd}: orbit saw {n} expired, main evicted {evicted} and served "
+                  f"{during} requests meanwhile; {live} live; {st['pages_copied']} pages "
+                  f"synced over {st['calls']} calls (orbit pid {st['pid']}, "
+                  f"restarts {st['restarts']})")
+    finally:
+        expire.orbit.close()
+    print("demo done: the orbit crashed once, main never stopped, and the orbit came back.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orbitpy")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run a cache-expiry orbit that survives a crash")
+    d.add_argument("--rounds", type=int, default=6)
+    d.add_argument("--crash-round", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.cmd == "demo":
+        return demo(args.rounds, args.crash_round)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
