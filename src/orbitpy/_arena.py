@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import weakref
@@ -10,20 +11,41 @@ from typing import Any
 from . import _core
 from .errors import ArenaFull
 
-_live: weakref.WeakSet[Arena] = weakref.WeakSet()
 _live_lock = threading.Lock()
+# (start, end, weakref) of every open arena, sorted by start: the lookup of
+# "which arena holds this buffer" runs on every call that passes one.
+_ranges: list[tuple[int, int, weakref.ref[Arena]]] = []
+_starts: list[int] = []
 _SNAPSHOT_MODES = ("auto", "uffd", "mprotect", "full")
 
 
 def arena_containing(addr: int, nbytes: int) -> Arena | None:
-    """The live arena holding [addr, addr+nbytes), if any."""
-    with _live_lock:
-        arenas = list(_live)
-    for a in arenas:
-        base = a._area.address if a._area.alive else 0
-        if base and base <= addr and addr + nbytes <= base + a._size:
-            return a
+    """The open arena holding [addr, addr+nbytes), if any."""
+    i = bisect.bisect_right(_starts, addr) - 1
+    if i < 0:
+        return None
+    try:
+        start, end, ref = _ranges[i]
+    except IndexError:  # changed under us by another thread: look again, locked
+        with _live_lock:
+            return arena_containing(addr, nbytes)
+    if start <= addr and addr + nbytes <= end:
+        return ref()
     return None
+
+
+def _register(a: Arena) -> None:
+    global _ranges, _starts
+    with _live_lock:
+        rs = sorted([*_ranges, (a.address, a.address + a.size, weakref.ref(a))])
+        _ranges, _starts = rs, [r[0] for r in rs]
+
+
+def _unregister(a: Arena) -> None:
+    global _ranges, _starts
+    with _live_lock:
+        rs = [r for r in _ranges if r[0] != a.address]
+        _ranges, _starts = rs, [r[0] for r in rs]
 
 
 class Arena:
@@ -60,8 +82,7 @@ class Arena:
                     f"(set ORBITPY_RESERVE to reserve more)") from None
             raise
         self._size = self._area.size
-        with _live_lock:
-            _live.add(self)
+        _register(self)
 
     @property
     def address(self) -> int:
@@ -112,8 +133,7 @@ class Arena:
         if allocations:
             raise RuntimeError(f"arena still has {allocations} live buffer(s); release them "
                                f"before closing it")
-        with _live_lock:
-            _live.discard(self)
+        _unregister(self)
         self._area.destroy()
 
     @property
