@@ -124,6 +124,11 @@ int orbit_future_status(struct orbit_future *f)
 	return f->status;
 }
 
+pid_t orbit_future_pid(struct orbit_future *f)
+{
+	return f->pid;
+}
+
 uint64_t orbit_future_seq(struct orbit_future *f)
 {
 	return f->seq;

@@ -427,6 +427,7 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st)
 {
 	pthread_mutex_lock(&ob->lock);
 	*st = ob->stats;
+	st->crashes_in_row = (uint64_t)ob->crashes_in_row;
 	pthread_mutex_unlock(&ob->lock);
 }
 
@@ -436,8 +437,10 @@ int orbit_restart(struct orbit *ob)
 		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
+	ob->crashes_in_row = 0;
+	if (ob->started)
+		ob->want_restart = 1;	/* no backoff, whatever the policy */
 	if (ob->sys) {
-		ob->want_restart = 1;
 		if (ob->reading) {
 			struct orbit_sys *old = ob->sys;
 
@@ -519,6 +522,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			rc = -ENOMEM;
 			break;
 		}
+		f->pid = orbit_sys->pid(sys);
 		rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, &sync);
 		if (rc == -EAGAIN) {
 			/* No room to stage the snapshot: wait until the orbit has

@@ -136,7 +136,8 @@ struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
 /* Stop the orbit process (pending calls fail with ORBIT_E_CLOSED) and free it. */
 int orbit_destroy(struct orbit *ob);
 /* Kill the orbit process now; pending calls fail with ORBIT_E_CRASHED and the
- * next call starts a new process (whatever the restart policy says). */
+ * next call starts a new process, whatever the restart policy says (this also
+ * revives an orbit that crashed with restarts disabled or too often). */
 int orbit_restart(struct orbit *ob);
 /* pid of the current orbit process, or 0 when none is running. */
 pid_t orbit_pid(struct orbit *ob);
@@ -149,6 +150,7 @@ struct orbit_stats {
 	uint64_t restarts;	/* processes started after the first one */
 	uint64_t crashes;	/* processes that died without being asked to */
 	uint64_t full_syncs;	/* area snapshots sent in full (first call, restarts) */
+	uint64_t crashes_in_row;	/* crashes since the last successful call */
 };
 void orbit_stats(struct orbit *ob, struct orbit_stats *st);
 
@@ -182,6 +184,8 @@ int orbit_future_done(struct orbit_future *f);
 const void *orbit_future_data(struct orbit_future *f, size_t *len);
 /* Wait status of the dead orbit process for ORBIT_E_CRASHED / _TIMEOUT. */
 int orbit_future_status(struct orbit_future *f);
+/* pid of the orbit process the call was sent to (0 if it never was). */
+pid_t orbit_future_pid(struct orbit_future *f);
 /* Sequence number of the call (1, 2, ... per orbit). */
 uint64_t orbit_future_seq(struct orbit_future *f);
 /*

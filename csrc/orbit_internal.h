@@ -22,6 +22,7 @@ struct orbit_future {
 	int done;
 	int err;		/* 0 or a negative code */
 	int status;		/* wait status for CRASHED / TIMEOUT */
+	pid_t pid;		/* the process the call was sent to */
 	long retval;
 	void *data;
 	size_t len;

@@ -4,6 +4,7 @@ hurt main, and the orbit never writes main's memory."""
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import signal
 import threading
@@ -73,7 +74,7 @@ CRASHES = [
 def test_crash_kills_only_the_orbit_and_it_restarts(
         make_orbit: MakeOrbit, buf: memoryview, kind: str, options: dict[str, Any],
         sig: int | None, exitcode: int | None, words: str) -> None:
-    @make_orbit(**options)
+    @make_orbit(name="crasher", **options)
     def task(b: memoryview, kind: str | None = None) -> Any:
         if kind is not None:
             return crash(kind)
@@ -90,7 +91,7 @@ def test_crash_kills_only_the_orbit_and_it_restarts(
     assert err.signal == sig
     assert err.exitcode == exitcode
     message = str(err)
-    assert "'task'" in message and words in message, message
+    assert "'crasher'" in message and words in message, message
     assert task.orbit.pid == 0  # no process until the next call
 
     # main is fine, and the next call runs on a new process that received
@@ -288,7 +289,7 @@ def test_consecutive_crashes_back_off_before_restarting(make_orbit: MakeOrbit) -
 
 @pytest.fixture
 def spinner(make_orbit: MakeOrbit) -> Any:
-    @make_orbit(timeout=0.3)
+    @make_orbit(name="spinner", timeout=0.3)
     def spin(forever: bool) -> int:
         if forever:
             while True:
@@ -322,7 +323,7 @@ def test_timeout_kills_a_runaway_call_and_main_stays_responsive(spinner: Any) ->
         stop.set()
         ticker.join(5)
     assert isinstance(info.value, TimeoutError)
-    assert "timeout" in str(info.value) and "'spin'" in str(info.value)
+    assert "timeout" in str(info.value) and "'spinner'" in str(info.value)
     assert 0.25 <= elapsed <= 3, elapsed
     assert during > 1000, f"main's thread barely ran while waiting: {during} ticks"
     second = spinner(False)
@@ -358,7 +359,8 @@ def test_exception_is_reraised_with_type_args_and_remote_traceback(
     assert exc.args == ("bad value", 3)
     cause = exc.__cause__
     assert isinstance(cause, orbitpy.RemoteTraceback)
-    line = failing_task.__wrapped__.__code__.co_firstlineno + 2
+    source, first = inspect.getsourcelines(failing_task.__wrapped__)
+    line = first + next(i for i, text in enumerate(source) if "raise CustomError" in text)
     assert "failing_task" in cause.tb
     assert f"line {line}" in cause.tb, cause.tb
     assert "CustomError" in str(cause)
@@ -425,7 +427,7 @@ def test_unpicklable_result_gives_a_clear_orbit_error(make_orbit: MakeOrbit) -> 
 
 
 def test_unpicklable_argument_raises_type_error_in_main(make_orbit: MakeOrbit) -> None:
-    @make_orbit
+    @make_orbit(name="identity")
     def identity(x: Any) -> Any:
         return x
 

@@ -55,6 +55,7 @@ cdef extern from "orbit.h":
         uint64_t restarts
         uint64_t crashes
         uint64_t full_syncs
+        uint64_t crashes_in_row
     ctypedef long (*orbit_entry)(void *arg, size_t argsize, void *store)
     ctypedef void *(*orbit_init)()
     struct orbit_hooks:
@@ -102,6 +103,7 @@ cdef extern from "orbit.h":
     int orbit_future_done(orbit_future *f)
     const void *orbit_future_data(orbit_future *f, size_t *len)
     int orbit_future_status(orbit_future *f)
+    int orbit_future_pid(orbit_future *f)
     uint64_t orbit_future_seq(orbit_future *f)
     int orbit_pull(orbit_future *f, int timeout_ms, void **data, size_t *len)
     void orbit_future_release(orbit_future *f)
@@ -126,9 +128,10 @@ class CoreError(Exception):
     """A failed core operation: .code is a positive ORBIT_E_* or errno value,
     .status the wait status of a dead orbit process (-1 if unknown)."""
 
-    def __init__(self, code, status=-1):
+    def __init__(self, code, status=-1, pid=0):
         self.code = code
         self.status = status
+        self.pid = pid
         super().__init__(code, (<bytes>orbit_strerror(code)).decode())
 
 
@@ -397,7 +400,7 @@ cdef class Orbit:
         return {"calls": st.calls, "pages_copied": st.pages_copied,
                 "pages_reset": st.pages_reset, "bytes_synced": st.bytes_synced,
                 "restarts": st.restarts, "crashes": st.crashes,
-                "full_syncs": st.full_syncs}
+                "full_syncs": st.full_syncs, "crashes_in_row": st.crashes_in_row}
 
 
 cdef class CoreFuture:
@@ -427,7 +430,7 @@ cdef class CoreFuture:
         if rc == -110:  # -ETIMEDOUT
             raise TimeoutError("the orbit call is still running")
         if rc < 0:
-            raise CoreError(-rc, orbit_future_status(self.f))
+            raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f))
         data = orbit_future_data(self.f, &n)
         return ret, (PyBytes_FromStringAndSize(<const char *>data, n) if n else b"")
 
@@ -442,7 +445,7 @@ cdef class CoreFuture:
         if rc == -110:
             raise TimeoutError("no update yet")
         if rc < 0:
-            raise CoreError(-rc, orbit_future_status(self.f))
+            raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f))
         if rc == 0:
             return False, None
         try:

@@ -127,6 +127,7 @@ class OrbitHandle:
         self._fn = fn
         self.name = name
         self._areas = list(areas)
+        self._seen: weakref.WeakSet[Arena] = weakref.WeakSet(areas)  # arenas synced so far
         self._lock = threading.Lock()
         self._closed = False
         self._core: Any = None
@@ -135,8 +136,6 @@ class OrbitHandle:
         limit = 5 if restart is True else (int(restart) if restart else 0)
         cpu_mask = 0
         for c in cpus or ():
-            if not 0 <= c < 64:
-                raise ValueError(f"cpus must be CPU numbers 0..63, got {c}")
             cpu_mask |= 1 << c
         self._opts = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
@@ -197,7 +196,7 @@ class OrbitHandle:
             st = dict.fromkeys(("calls", "pages_copied", "pages_reset", "bytes_synced",
                                 "restarts", "crashes", "full_syncs"), 0)
         st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
-        modes = {a.snapshot_mode for a in self._areas if not a.closed}
+        modes = {a.snapshot_mode for a in self._seen if not a.closed}
         st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
         st["pid"] = self.pid
         return st
@@ -216,7 +215,12 @@ class OrbitHandle:
                                 f"{type(e).__name__}: {e}") from e
         else:
             arg = b""
-        live = [a._area for a in arenas if not a.closed]
+        live = []
+        for a in arenas:
+            if not a.closed:
+                live.append(a._area)
+                if a not in self._seen:
+                    self._seen.add(a)
         try:
             return self._orbit().call_async(arg, live, flags)
         except _core.CoreError as e:
@@ -251,10 +255,25 @@ class OrbitHandle:
                     name=f"orbitpy-dispatch-{self.name}", daemon=True)
                 self._dispatcher.start()
 
+    def _after_crash(self) -> str:
+        """What happens to the orbit now, for crash messages."""
+        if not self._opts["restart"]:
+            return "restart=False: it takes no more calls until fn.orbit.restart()"
+        core = self._core
+        in_row = core.stats()["crashes_in_row"] if core is not None and not core.closed else 0
+        if in_row > self._opts["restart_limit"]:
+            return (f"it crashed {in_row} times in a row, beyond its restart limit; "
+                    f"call fn.orbit.restart() to revive it")
+        return "the orbit restarts on the next call"
+
     def _decode(self, ret: int, data: bytes) -> Any:
         if ret == _STATUS_OK:
             return _pickle.loads(data) if data else None
-        exc, tb = _pickle.loads(data)
+        try:
+            exc, tb = _pickle.loads(data)
+        except Exception as e:
+            raise OrbitError(f"orbit {self.name!r} raised an exception that cannot be "
+                             f"rebuilt in main ({type(e).__name__}: {e})") from None
         exc.__cause__ = RemoteTraceback(tb)
         try:
             exc.orbit_traceback = tb
@@ -266,9 +285,10 @@ class OrbitHandle:
         code = e.code
         if code == _core.E_CRASHED:
             text, sig, exitcode = describe_status(e.status)
-            return OrbitCrashed(f"orbit {self.name!r} {text}; the call was lost "
-                                f"(the orbit restarts on the next call)",
-                                signal=sig, exitcode=exitcode)
+            pid = f" (pid {e.pid})" if e.pid else ""
+            return OrbitCrashed(f"orbit {self.name!r}{pid} {text}; the call was lost "
+                                f"({self._after_crash()})",
+                                pid=e.pid, signal=sig, exitcode=exitcode)
         if code == _core.E_TIMEOUT:
             limit = self._opts["timeout_ms"] / 1000
             return OrbitTimeout(f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
@@ -386,14 +406,20 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
             raise TypeError(f"areas must be orbitpy arenas, got {type(a).__name__}")
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    if memory_limit is not None and (not isinstance(memory_limit, int) or memory_limit <= 0):
+    if memory_limit is not None and (not isinstance(memory_limit, int)
+                                     or isinstance(memory_limit, bool) or memory_limit <= 0):
         raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit}")
     if nice is not None and not isinstance(nice, int):
         raise TypeError(f"nice must be an int, got {type(nice).__name__}")
     if isinstance(restart, int) and not isinstance(restart, bool) and restart < 0:
         raise ValueError(f"restart must be a bool or a crash count >= 0, got {restart}")
+    if cpus is not None:
+        cpus = tuple(cpus)
+        for c in cpus:
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
+                raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
-                   memory_limit=memory_limit, cpus=tuple(cpus) if cpus is not None else None)
+                   memory_limit=memory_limit, cpus=cpus)
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
