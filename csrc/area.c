@@ -88,6 +88,11 @@ const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode)
 	}
 }
 
+int orbit_rearm_fault_handler(void)
+{
+	return orbit_sys->rearm_fault_handler ? orbit_sys->rearm_fault_handler() : 0;
+}
+
 size_t orbit_reservation_size(void)
 {
 	return orbit_sys->reservation_size();

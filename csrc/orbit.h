@@ -68,6 +68,12 @@ void *orbit_area_base(const struct orbit_area *area);
 size_t orbit_area_size(const struct orbit_area *area);
 enum orbit_snapshot_mode orbit_area_mode(const struct orbit_area *area);
 const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode);
+/*
+ * In ORBIT_SNAPSHOT_MPROTECT mode the library's SIGSEGV handler must run
+ * first (it chains to the one it found).  Call this after installing a
+ * SIGSEGV handler of your own once mprotect areas exist.  No-op otherwise.
+ */
+int orbit_rearm_fault_handler(void);
 /* Size of the address-space reservation that all areas share. */
 size_t orbit_reservation_size(void);
 

@@ -68,6 +68,7 @@ struct orbit_sys_ops {
 	void (*area_destroy)(struct orbit_sys_area *a);
 	enum orbit_snapshot_mode (*area_mode)(const struct orbit_sys_area *a);
 	size_t (*reservation_size)(void);
+	int (*rearm_fault_handler)(void);	/* may be NULL */
 
 	/* main: orbit processes */
 	int (*create)(const struct orbit_spawn *sp, struct orbit_sys **out);

@@ -43,6 +43,8 @@ const struct dirty_track_ops *dirty_track_select(enum orbit_snapshot_mode mode);
 /* The tracker for a known mode, available or not (orbit side). */
 const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode);
 void dirty_track_child_reset(void);
+/* mprotect tracker: put our SIGSEGV handler back on top if it is in use. */
+int dirty_track_mprotect_rearm(void);
 
 /* Helpers the trackers share. */
 int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);

@@ -37,8 +37,21 @@ static pthread_mutex_t mp_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sigaction mp_prev;	/* handler to chain to */
 static int mp_installed;
 
+static __thread int mp_chaining;
+
 static void mp_chain(int sig, siginfo_t *si, void *uc)
 {
+	/*
+	 * A handler installed after ours (faulthandler) saved ours as its
+	 * "previous" one, and we re-armed on top of it: the chain is a cycle.
+	 * When the signal comes back to us while we are passing it on, end the
+	 * cycle with the default action.
+	 */
+	if (mp_chaining) {
+		signal(sig, SIG_DFL);
+		return;
+	}
+	mp_chaining++;
 	if (mp_prev.sa_flags & SA_SIGINFO) {
 		mp_prev.sa_sigaction(sig, si, uc);
 	} else if (mp_prev.sa_handler == SIG_DFL || mp_prev.sa_handler == SIG_IGN) {
@@ -48,6 +61,7 @@ static void mp_chain(int sig, siginfo_t *si, void *uc)
 	} else {
 		mp_prev.sa_handler(sig);
 	}
+	mp_chaining--;
 }
 
 static void mp_on_segv(int sig, siginfo_t *si, void *uc)
@@ -88,13 +102,27 @@ static int mp_install_locked(void)
 		return 0;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = mp_on_segv;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	/* SA_NODEFER: a handler we chain to may raise() the signal again (as
+	 * faulthandler does); it must reach us at once, nested, to end the
+	 * chain (see mp_chain), not after we return. */
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
 	sigemptyset(&sa.sa_mask);
 	mp_prev = cur;
 	if (sigaction(SIGSEGV, &sa, NULL) < 0)
 		return -errno;
 	mp_installed = 1;
 	return 0;
+}
+
+int dirty_track_mprotect_rearm(void)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&mp_lock);
+	if (mp_installed)
+		err = mp_install_locked();
+	pthread_mutex_unlock(&mp_lock);
+	return err;
 }
 
 static int mp_available(void)

@@ -213,6 +213,7 @@ static const struct orbit_sys_ops us_ops = {
 	.area_destroy = us_area_destroy,
 	.area_mode = us_area_mode,
 	.reservation_size = us_reserve_size,
+	.rearm_fault_handler = dirty_track_mprotect_rearm,
 	.create = us_create,
 	.pid = us_pid,
 	.call = us_snapshot_call,

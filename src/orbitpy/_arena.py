@@ -3,49 +3,84 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import threading
-import weakref
 from typing import Any
 
 from . import _core
 from .errors import ArenaFull
 
 _live_lock = threading.Lock()
-# (start, end, weakref) of every open arena, sorted by start: the lookup of
-# "which arena holds this buffer" runs on every call that passes one.
-_ranges: list[tuple[int, int, weakref.ref[Arena]]] = []
-_starts: list[int] = []
+# (starts, ranges): every open area's (start, end, core area), sorted by
+# start, rebound as one tuple so that lookups (on every call that passes a
+# buffer) need no lock.  Core areas, not Arena objects: a buffer keeps its
+# area alive after the Arena object is gone, and must still cross by address.
+_table: tuple[list[int], list[tuple[int, int, Any]]] = ([], [])
 _SNAPSHOT_MODES = ("auto", "uffd", "mprotect", "full")
 
 
-def arena_containing(addr: int, nbytes: int) -> Arena | None:
-    """The open arena holding [addr, addr+nbytes), if any."""
-    i = bisect.bisect_right(_starts, addr) - 1
+def area_containing(addr: int, nbytes: int) -> Any:
+    """The open core area holding [addr, addr+nbytes), if any."""
+    starts, ranges = _table
+    i = bisect.bisect_right(starts, addr) - 1
     if i < 0:
         return None
-    try:
-        start, end, ref = _ranges[i]
-    except IndexError:  # changed under us by another thread: look again, locked
-        with _live_lock:
-            return arena_containing(addr, nbytes)
+    start, end, area = ranges[i]
     if start <= addr and addr + nbytes <= end:
-        return ref()
+        return area
     return None
 
 
-def _register(a: Arena) -> None:
-    global _ranges, _starts
+def _register(area: Any) -> None:
+    global _table
     with _live_lock:
-        rs = sorted([*_ranges, (a.address, a.address + a.size, weakref.ref(a))])
-        _ranges, _starts = rs, [r[0] for r in rs]
+        rs = sorted([*_table[1], (area.address, area.address + area.size, area)],
+                    key=lambda r: r[0])
+        _table = ([r[0] for r in rs], rs)
 
 
-def _unregister(a: Arena) -> None:
-    global _ranges, _starts
+def _unregister(area: Any) -> None:
+    global _table
     with _live_lock:
-        rs = [r for r in _ranges if r[0] != a.address]
-        _ranges, _starts = rs, [r[0] for r in rs]
+        rs = [r for r in _table[1] if r[2] is not area]
+        _table = ([r[0] for r in rs], rs)
+
+
+_guards_installed = False
+
+
+def _keep_fault_handler_on_top() -> None:
+    """mprotect mode tracks writes with a SIGSEGV handler that must run first.
+    faulthandler.enable() or signal.signal(SIGSEGV, ...) called later would
+    put theirs on top and take tracking faults for crashes; re-arm ours after
+    them (it chains to theirs for real faults)."""
+    global _guards_installed
+    if _guards_installed:
+        return
+    import faulthandler
+    import signal
+
+    enable, set_signal = faulthandler.enable, signal.signal
+
+    @functools.wraps(enable)
+    def faulthandler_enable(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return enable(*args, **kwargs)
+        finally:
+            _core.rearm_fault_handler()
+
+    @functools.wraps(set_signal)
+    def signal_signal(signalnum: Any, handler: Any) -> Any:
+        try:
+            return set_signal(signalnum, handler)
+        finally:
+            if signalnum == signal.SIGSEGV:
+                _core.rearm_fault_handler()
+
+    faulthandler.enable = faulthandler_enable
+    signal.signal = signal_signal
+    _guards_installed = True
 
 
 class Arena:
@@ -82,7 +117,9 @@ class Arena:
                     f"(set ORBITPY_RESERVE to reserve more)") from None
             raise
         self._size = self._area.size
-        _register(self)
+        _register(self._area)
+        if self._area.mode == "mprotect":
+            _keep_fault_handler_on_top()
 
     @property
     def address(self) -> int:
@@ -133,7 +170,7 @@ class Arena:
         if allocations:
             raise RuntimeError(f"arena still has {allocations} live buffer(s); release them "
                                f"before closing it")
-        _unregister(self)
+        _unregister(self._area)
         self._area.destroy()
 
     @property

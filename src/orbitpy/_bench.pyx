@@ -10,6 +10,7 @@ cdef extern from *:
     """
     #include <errno.h>
     #include <linux/futex.h>
+    #include <sched.h>
     #include <signal.h>
     #include <stdatomic.h>
     #include <stdint.h>
@@ -99,21 +100,43 @@ cdef extern from *:
         }
     }
 
+    static int fb_pin(int cpu)
+    {
+        cpu_set_t set;
+
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        return sched_setaffinity(0, sizeof(set), &set);
+    }
+
     /* Returns seconds per round trip (mean over `iterations`, after
      * `warmup` uncounted ones), or a negative errno.  When `samples` is
      * not NULL it receives each counted round trip's duration (seconds),
-     * timed on the parent's side. */
-    static double fb_roundtrip(long iterations, long warmup, uint64_t spin_ns, double *samples)
+     * timed on the parent's side.  cpu_parent / cpu_child >= 0 pin the
+     * calling thread (for the duration) and the child to those CPUs. */
+    static double fb_roundtrip(long iterations, long warmup, uint64_t spin_ns, double *samples,
+                               int cpu_parent, int cpu_child)
     {
         struct fb_shared *sh;
         pid_t parent = getpid(), pid;
         uint64_t t0 = 0, t1, prev;
-        int status;
+        int status, pinned = 0;
         long i, total = iterations + warmup;
+        cpu_set_t saved;
 
+        if (cpu_parent >= 0) {
+            if (sched_getaffinity(0, sizeof(saved), &saved) < 0 || fb_pin(cpu_parent) < 0)
+                return -(double)errno;
+            pinned = 1;
+        }
         sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (sh == MAP_FAILED)
-            return -(double)errno;
+        if (sh == MAP_FAILED) {
+            int err = errno;
+
+            if (pinned)
+                sched_setaffinity(0, sizeof(saved), &saved);
+            return -(double)err;
+        }
         atomic_store(&sh->word, 0);
         atomic_store(&sh->sleepers, 0);
         pid = fork();
@@ -121,6 +144,8 @@ cdef extern from *:
             int err = errno;
 
             munmap(sh, 4096);
+            if (pinned)
+                sched_setaffinity(0, sizeof(saved), &saved);
             return -(double)err;
         }
         if (pid == 0) {
@@ -128,6 +153,10 @@ cdef extern from *:
             uint32_t cur = 0;
 
             prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            if (cpu_child >= 0)
+                fb_pin(cpu_child);
+            else if (pinned)    /* do not inherit the parent's pinning */
+                sched_setaffinity(0, sizeof(saved), &saved);
             for (;;) {
                 uint32_t v = fb_wait_change(sh, cur, spin_ns, parent);
 
@@ -156,14 +185,17 @@ cdef extern from *:
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
         munmap(sh, 4096);
+        if (pinned)
+            sched_setaffinity(0, sizeof(saved), &saved);
         return iterations ? (double)(t1 - t0) * 1e-9 / (double)iterations : 0.0;
     }
     """
     double fb_roundtrip(long iterations, long warmup, unsigned long long spin_ns,
-                        double *samples) nogil
+                        double *samples, int cpu_parent, int cpu_child) nogil
 
 
-def futex_roundtrip(long iterations, double spin_us=0, samples=None, long warmup=10):
+def futex_roundtrip(long iterations, double spin_us=0, samples=None, long warmup=10,
+                    cpus=None):
     """Seconds per cross-process futex round trip (wake the child, wait for
     its answer), averaged over `iterations` after `warmup` uncounted ones.
 
@@ -172,12 +204,17 @@ def futex_roundtrip(long iterations, double spin_us=0, samples=None, long warmup
     spinning up to `spin_us` microseconds (0: sleep at once).  Everything
     runs in C with the GIL released.  `samples`, if given, is a writable
     buffer of C doubles (e.g. ``array.array('d', bytes(8 * iterations))``)
-    that receives every round trip's duration in seconds.
+    that receives every round trip's duration in seconds.  `cpus`, if
+    given, is (parent_cpu, child_cpu): the calling thread is pinned to the
+    first for the measurement (its affinity is restored afterwards) and the
+    child to the second; where the two sides run decides the cost of a
+    sleeping wake-up.
     """
     cdef double[::1] out
     cdef double *p = NULL
     cdef double r
     cdef unsigned long long spin_ns
+    cdef int cpu_parent = -1, cpu_child = -1
     if iterations < 1:
         raise ValueError("iterations must be >= 1")
     if warmup < 0:
@@ -190,8 +227,12 @@ def futex_roundtrip(long iterations, double spin_us=0, samples=None, long warmup
         if out.shape[0] < iterations:
             raise ValueError(f"samples holds {out.shape[0]} values, need {iterations}")
         p = &out[0]
+    if cpus is not None:
+        cpu_parent, cpu_child = cpus
+        if cpu_parent < 0 or cpu_child < 0:
+            raise ValueError("cpus must be two CPU numbers >= 0")
     with nogil:
-        r = fb_roundtrip(iterations, warmup, spin_ns, p)
+        r = fb_roundtrip(iterations, warmup, spin_ns, p, cpu_parent, cpu_child)
     if r < 0:
         import os
         errno_ = int(-r)

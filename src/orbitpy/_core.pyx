@@ -85,6 +85,7 @@ cdef extern from "orbit.h":
     orbit_snapshot_mode orbit_area_mode(const orbit_area *area)
     const char *orbit_snapshot_mode_name(orbit_snapshot_mode mode)
     size_t orbit_reservation_size()
+    int orbit_rearm_fault_handler()
     void *orbit_alloc(orbit_area *area, size_t size)
     void orbit_free(orbit_area *area, void *ptr)
     void orbit_area_stats(orbit_area *area, c_area_stats *st)
@@ -276,6 +277,11 @@ cdef class Block:
     def __dealloc__(self):
         if self.p is not NULL and self.area is not None:
             self.area.free(<size_t>self.p)
+
+
+def rearm_fault_handler():
+    """Put orbitpy's SIGSEGV handler (mprotect mode) back on top."""
+    orbit_rearm_fault_handler()
 
 
 def reservation_size():

@@ -127,7 +127,8 @@ class OrbitHandle:
         self._fn = fn
         self.name = name
         self._areas = list(areas)
-        self._seen: weakref.WeakSet[Arena] = weakref.WeakSet(areas)  # arenas synced so far
+        # core areas synced so far (for stats()['snapshot_mode'])
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in areas)
         self._lock = threading.Lock()
         self._closed = False
         self._core: Any = None
@@ -196,7 +197,7 @@ class OrbitHandle:
             st = dict.fromkeys(("calls", "pages_copied", "pages_reset", "bytes_synced",
                                 "restarts", "crashes", "full_syncs"), 0)
         st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
-        modes = {a.snapshot_mode for a in self._seen if not a.closed}
+        modes = {a.mode for a in self._seen if a.alive}
         st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
         st["pid"] = self.pid
         return st
@@ -206,7 +207,7 @@ class OrbitHandle:
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], flags: int = 0) -> Any:
         if _core.in_orbit():
             raise OrbitError(f"orbit {self.name!r} cannot be called from inside an orbit")
-        arenas = list(self._areas)
+        arenas = [a._area for a in self._areas]
         if args or kwargs:
             try:
                 arg = _pickle.dumps((args, kwargs), arenas)
@@ -217,8 +218,8 @@ class OrbitHandle:
             arg = b""
         live = []
         for a in arenas:
-            if not a.closed:
-                live.append(a._area)
+            if a.alive:
+                live.append(a)
                 if a not in self._seen:
                     self._seen.add(a)
         try:

@@ -23,7 +23,7 @@ from typing import Any
 import cloudpickle
 
 from . import _core
-from ._arena import arena_containing
+from ._arena import area_containing
 
 _tls = threading.local()
 
@@ -36,7 +36,7 @@ def _note(arena: Any) -> None:
 
 def _reduce_memoryview(mv: memoryview) -> Any:
     addr, nbytes, contiguous = _core.buffer_address(mv)
-    arena = arena_containing(addr, nbytes)
+    arena = area_containing(addr, nbytes)
     if arena is None:
         raise TypeError("cannot pickle a memoryview that is not in an orbitpy arena "
                         "(pass bytes(view) to send a copy)")
@@ -49,10 +49,10 @@ def _reduce_memoryview(mv: memoryview) -> Any:
 
 def _reduce_ndarray(arr: Any) -> Any:
     addr = arr.__array_interface__["data"][0]
-    arena = arena_containing(addr, max(arr.nbytes, 1)) if addr else None
+    lo, hi = _extent(addr, arr.shape, arr.strides, arr.itemsize)
+    arena = area_containing(lo, max(hi - lo, 1)) if addr else None
     if arena is None:
         return arr.__reduce_ex__(5)
-    lo, hi = _extent(addr, arr.shape, arr.strides, arr.itemsize)
     _note(arena)
     return _arena_ndarray, (lo, hi - lo, addr - lo, arr.shape, arr.strides, arr.dtype.str,
                             not arr.flags.writeable)
@@ -141,7 +141,7 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
 
 
 def dumps(obj: Any, arenas: list[Any] | None = None) -> bytes:
-    """Pickle obj; arenas that hold buffers in it are appended to `arenas`."""
+    """Pickle obj; the core areas holding buffers in it are appended to `arenas`."""
     buf = io.BytesIO()
     if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
         _learn_numpy()

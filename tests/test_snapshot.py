@@ -1,0 +1,936 @@
+"""Snapshot semantics: what an orbit call sees of the arenas, and what it costs.
+
+Every call sees the arenas exactly as they were when the call was issued (for
+``call_async``: when it returned), at the same address as in main, and nothing
+the orbit writes ever reaches main or a later call.  In the 'uffd' and
+'mprotect' modes a call copies exactly the pages main wrote since the
+previous call of that orbit; in 'full' mode every populated page.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import orbitpy
+from orbitpy import _core
+
+PAGE = 4096
+TRACKED_MODES = ["uffd", "mprotect"]
+
+
+# ------------------------------------------------------------------ helpers
+
+@pytest.fixture
+def new_arena() -> Iterator[Callable[..., orbitpy.Arena]]:
+    """orbitpy.arena(size, snapshot); closes the arenas once the test's
+    buffers are gone (so that big arenas do not pile up in the reservation)."""
+    made: list[orbitpy.Arena] = []
+
+    def make(size: int, snapshot: str | None = None) -> orbitpy.Arena:
+        a = orbitpy.arena(size, snapshot=snapshot)
+        made.append(a)
+        return a
+
+    yield make
+    gc.collect()
+    for a in made:
+        try:
+            a.close()
+        except RuntimeError:
+            pass  # a buffer is still referenced (e.g. by a failure's traceback)
+
+
+def addr_of(buf: Any) -> int:
+    return int(_core.buffer_address(buf)[0])
+
+
+def page_starts(buf: Any, n: int, step: int = 1) -> list[int]:
+    """Offsets in `buf` of the starts of n distinct whole pages (every
+    `step`-th page) that lie entirely inside buf."""
+    first = (-addr_of(buf)) % PAGE
+    offs = [first + i * step * PAGE for i in range(n)]
+    assert not offs or offs[-1] + PAGE <= len(buf), "buffer too small for the pages asked"
+    return offs
+
+
+def populated_pages(addr: int, size: int) -> int:
+    """Pages of [addr, addr+size) that are present or swapped (pagemap)."""
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(addr // PAGE * 8)
+        data = f.read(size // PAGE * 8)
+    ent = np.frombuffer(data, dtype=np.uint64)
+    return int(np.count_nonzero(ent & np.uint64((1 << 63) | (1 << 62))))
+
+
+def digest(b: Any) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
+    return int(after[key]) - int(before[key])
+
+
+def run_python(code: str, env: dict[str, str] | None = None, args: list[str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *(args or [])],
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------- 1. same address
+
+def test_buffer_has_the_same_address_in_the_orbit(mode: str, make_orbit: Any,
+                                                  new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    assert a.snapshot_mode == mode
+    buf = a.buffer(3 * PAGE + 123)
+    buf[:5] = b"hello"
+
+    @make_orbit
+    def where(b: memoryview) -> tuple[int, int, bytes]:
+        return addr_of(b), len(b), bytes(b[:5])
+
+    addr = addr_of(buf)
+    assert a.address <= addr < a.address + a.size
+    assert where(buf) == (addr, len(buf), b"hello")
+    # A contiguous slice crosses as its own address, too.
+    assert where(buf[100:300]) == (addr + 100, 200, bytes(buf[100:105]))
+
+
+def test_arena_created_after_the_orbit_started(mode: str, make_orbit: Any,
+                                               new_arena: Any) -> None:
+    first = new_arena(1 << 20, mode)
+    fb = first.buffer(PAGE)
+    fb[:3] = b"one"
+
+    @make_orbit
+    def look(b: memoryview) -> tuple[int, bytes]:
+        return addr_of(b), bytes(b[:3])
+
+    assert look(fb) == (addr_of(fb), b"one")
+    pid = look.orbit.pid
+    assert pid > 0
+
+    later = new_arena(4 << 20, mode)  # created while the orbit process runs
+    lb = later.buffer(2 * PAGE)
+    lb[:3] = b"two"
+    lb[PAGE:PAGE + 3] = b"2nd"
+    assert look(lb) == (addr_of(lb), b"two")
+    assert look(lb[PAGE:]) == (addr_of(lb) + PAGE, b"2nd")
+    assert look(fb) == (addr_of(fb), b"one")
+    assert look.orbit.pid == pid, "the orbit was restarted to see the new arena"
+    assert look.orbit.stats()["full_syncs"] == 2  # one per arena
+
+
+def test_buffer_outliving_its_arena_object_still_crosses_by_address(
+        mode: str, make_orbit: Any) -> None:
+    """`buf = orbitpy.arena(n).buffer(k)`: the buffer keeps the arena's
+    memory alive and valid, so it must still cross to an orbit by address."""
+    buf = orbitpy.arena(1 << 20, snapshot=mode).buffer(2 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.int64)
+    gc.collect()
+    buf[:2] = b"hi"
+
+    @make_orbit
+    def look(b: Any) -> tuple[int, bytes]:
+        return _core.buffer_address(b)[0], bytes(memoryview(b).cast("B")[:2])
+
+    assert look(arr) == (addr_of(arr), b"hi")  # by address, not a pickled copy
+    assert look(buf) == (addr_of(buf), b"hi")
+
+
+def test_buffer_lookup_is_safe_while_other_threads_create_arenas(make_orbit: Any,
+                                                                new_arena: Any) -> None:
+    """Passing arena buffers must work while another thread creates and
+    closes arenas (the lookup of "which arena holds this buffer" must not
+    see a half-updated table)."""
+    hole = new_arena(1 << 20)  # leaves a gap below the arenas we keep
+    keep = [new_arena(1 << 20) for _ in range(3)]
+    bufs = [k.buffer(PAGE) for k in keep]
+    hole.close()
+    views = [b[i:i + 8] for b in bufs for i in range(0, PAGE, 32)]
+
+    @make_orbit
+    def count(vs: list[memoryview]) -> list[int]:
+        return sorted({_core.buffer_address(v)[0] & ~0xFFFFF for v in vs})
+
+    want = sorted({k.address for k in keep})
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            orbitpy.arena(1 << 16).close()  # lands in the gap: shifts the table
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # make thread switches (and the race) frequent
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert count(views) == want
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old_interval)
+
+
+def test_memoryview_formats_and_shapes_cross_by_address(mode: str, make_orbit: Any,
+                                                        new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(4 * PAGE)
+    np.frombuffer(buf, dtype=np.float64)[:] = np.arange(len(buf) // 8) * 0.5
+
+    @make_orbit
+    def look(b: memoryview) -> tuple[int, str, tuple[int, ...], bool, str]:
+        return addr_of(b), b.format, b.shape, b.readonly, digest(b.tobytes())
+
+    def expect(b: memoryview) -> tuple[int, str, tuple[int, ...], bool, str]:
+        return addr_of(b), b.format, b.shape, b.readonly, digest(b.tobytes())
+
+    for v in (buf.cast("d"), buf.cast("B", (4, PAGE)), buf.toreadonly(), buf[8:].cast("q"),
+              buf[PAGE:2 * PAGE].cast("i")):
+        assert look(v) == expect(v)
+
+
+def test_arena_closed_and_replaced_at_the_same_address(mode: str, make_orbit: Any) -> None:
+    a = orbitpy.arena(1 << 20, snapshot=mode)
+    buf = a.buffer(2 * PAGE)
+    buf[:3] = b"old"
+
+    @make_orbit
+    def look(b: memoryview) -> tuple[int, bytes]:
+        return addr_of(b), bytes(b[:8])
+
+    assert look(buf) == (addr_of(buf), b"old" + bytes(5))
+    del buf
+    gc.collect()
+    a.close()
+    b = orbitpy.arena(1 << 20, snapshot=mode)  # usually reuses the address range
+    try:
+        nb = b.buffer(2 * PAGE)
+        nb[:5] = b"fresh"
+        assert look(nb) == (addr_of(nb), b"fresh" + bytes(3))
+        nb[:5] = b"again"
+        assert look(nb) == (addr_of(nb), b"again" + bytes(3))
+        del nb
+    finally:
+        gc.collect()
+        b.close()
+
+
+# ------------------------------------------------- 2. snapshot at call time
+
+def test_sync_call_sees_the_content_at_call_time(mode: str, make_orbit: Any,
+                                                 new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(8 * PAGE)
+
+    @make_orbit
+    def content(b: memoryview) -> bytes:
+        return bytes(b)
+
+    for i in range(5):
+        buf[i * 1000:(i + 1) * 1000] = bytes([i + 1]) * 1000
+        assert content(buf) == bytes(buf)
+
+
+def test_async_snapshot_is_fixed_when_call_async_returns(mode: str, make_orbit: Any,
+                                                         new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(16 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.int64)
+    arr[:] = 1
+
+    @make_orbit
+    def slow_sum(x: np.ndarray) -> int:
+        time.sleep(0.05)
+        return int(x.sum())
+
+    assert slow_sum(arr) == len(arr)  # the orbit is up and idle
+    fut = slow_sum.call_async(arr)
+    arr[:] = 7  # overwrites every page while the call sleeps
+    assert fut.result(timeout=30) == len(arr)
+    assert slow_sum(arr) == 7 * len(arr)
+
+
+def test_queued_async_calls_each_see_their_own_snapshot(mode: str, make_orbit: Any,
+                                                        new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(16 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.int64)
+
+    @make_orbit
+    def read_all(x: np.ndarray) -> tuple[int, int, int]:
+        time.sleep(0.02)
+        return int(x.min()), int(x.max()), int(x[len(x) // 2])
+
+    futs = []
+    for i in range(8):
+        arr[:] = i
+        futs.append(read_all.call_async(arr))
+    arr[:] = -1
+    assert [f.result(timeout=30) for f in futs] == [(i, i, i) for i in range(8)]
+    assert read_all(arr) == (-1, -1, -1)
+
+
+# --------------------------------------------------- 3. orbit writes never leak
+
+def test_orbit_writes_never_reach_main_or_later_calls(mode: str, make_orbit: Any,
+                                                      new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(16 * PAGE)
+    buf[:] = bytes(range(256)) * (len(buf) // 256)
+    original = bytes(buf)
+
+    @make_orbit
+    def scribble(b: memoryview, fill: int) -> tuple[str, str]:
+        before = digest(b)
+        b[:] = bytes([fill]) * len(b)
+        return before, digest(b)
+
+    seen, after = scribble(buf, 0xEE)
+    assert seen == digest(original)
+    assert after == digest(b"\xee" * len(buf))  # the orbit sees its own writes...
+    assert bytes(buf) == original  # ...main never does
+
+    # Next call: main's content everywhere, also on pages main did not touch.
+    buf[5 * PAGE] = 0x42
+    expected = bytes(buf)
+    seen, _ = scribble(buf, 0x11)
+    assert seen == digest(expected)
+    seen, _ = scribble(buf, 0x22)  # main wrote nothing in between
+    assert seen == digest(expected)
+    assert bytes(buf) == expected
+
+
+def test_orbit_writes_to_pages_main_never_wrote_are_discarded(mode: str, make_orbit: Any,
+                                                             new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(32 * PAGE)  # most pages never populated in main
+
+    @make_orbit
+    def poke(b: memoryview, off: int) -> int:
+        old = b[off]
+        b[off] = 0x5A
+        return old
+
+    offs = page_starts(buf, 20)
+    for off in offs:
+        assert poke(buf, off) == 0
+    for off in offs:
+        assert poke(buf, off) == 0
+    assert bytes(buf) == bytes(len(buf))
+
+
+# ------------------------------------------------ 4. exact incremental page counts
+
+@pytest.mark.parametrize("k", [0, 1, 3, 10])
+@pytest.mark.parametrize("tracked", TRACKED_MODES)
+def test_pages_copied_is_exactly_the_pages_main_wrote(tracked: str, k: int, make_orbit: Any,
+                                                      new_arena: Any) -> None:
+    a = new_arena(1 << 20, tracked)
+    buf = a.buffer(40 * PAGE)
+
+    @make_orbit
+    def check(b: memoryview) -> str:
+        return digest(b)
+
+    assert check(buf) == digest(buf)
+    s0 = check.orbit.stats()
+    assert s0["full_syncs"] == 1
+    # k distinct pages, several writes to each (start, middle, end of page).
+    for n, off in enumerate(page_starts(buf, k, step=3)):
+        buf[off] = n + 1
+        buf[off + PAGE // 2] = n + 2
+        buf[off + PAGE - 1] = n + 3
+    assert check(buf) == digest(buf)
+    s1 = check.orbit.stats()
+    assert delta(s1, s0, "pages_copied") == k
+    assert delta(s1, s0, "pages_reset") == 0
+    assert delta(s1, s0, "pages_synced") == k
+    assert delta(s1, s0, "full_syncs") == 0
+    assert delta(s1, s0, "calls") == 1
+    assert k * PAGE <= delta(s1, s0, "bytes_synced") < k * PAGE + PAGE
+    # Nothing written since: nothing copied.
+    assert check(buf) == digest(buf)
+    assert delta(check.orbit.stats(), s1, "pages_copied") == 0
+
+
+@pytest.mark.parametrize("tracked", TRACKED_MODES)
+def test_reads_in_main_are_not_copied(tracked: str, make_orbit: Any, new_arena: Any) -> None:
+    a = new_arena(1 << 20, tracked)
+    buf = a.buffer(64 * PAGE)
+
+    @make_orbit
+    def check(b: memoryview) -> str:
+        return digest(b)
+
+    check(buf)
+    s0 = check.orbit.stats()
+    assert digest(buf) == digest(bytes(len(buf)))  # reads every page
+    assert np.frombuffer(buf, dtype=np.uint8).sum() == 0
+    assert check(buf) == digest(buf)
+    assert delta(check.orbit.stats(), s0, "pages_copied") == 0
+
+
+@pytest.mark.parametrize("j", [0, 1, 3, 10])
+@pytest.mark.parametrize("tracked", TRACKED_MODES)
+def test_pages_reset_is_exactly_the_pages_the_orbit_wrote(tracked: str, j: int,
+                                                          make_orbit: Any,
+                                                          new_arena: Any) -> None:
+    a = new_arena(1 << 20, tracked)
+    buf = a.buffer(40 * PAGE)
+    buf[PAGE * 7] = 9  # some pages populated in the base, others not
+    offs = page_starts(buf, j, step=2)
+
+    @make_orbit
+    def write_pages(b: memoryview, offsets: list[int]) -> str:
+        seen = digest(b)
+        for off in offsets:
+            b[off] = 0xFF
+            b[off + 100] = 0xFE
+        return seen
+
+    assert write_pages(buf, []) == digest(buf)
+    s0 = write_pages.orbit.stats()
+    assert write_pages(buf, offs) == digest(buf)
+    s1 = write_pages.orbit.stats()
+    assert delta(s1, s0, "pages_reset") == 0  # dropped before the NEXT call
+    assert delta(s1, s0, "pages_copied") == 0
+    assert write_pages(buf, []) == digest(buf)  # and they are really gone
+    s2 = write_pages.orbit.stats()
+    assert delta(s2, s1, "pages_reset") == j
+    assert delta(s2, s1, "pages_copied") == 0
+    assert delta(s2, s1, "pages_synced") == j
+    assert write_pages(buf, []) == digest(buf)
+    assert delta(write_pages.orbit.stats(), s2, "pages_reset") == 0
+
+
+@pytest.mark.parametrize("tracked", TRACKED_MODES)
+def test_main_and_orbit_writes_counted_separately(tracked: str, make_orbit: Any,
+                                                  new_arena: Any) -> None:
+    a = new_arena(1 << 20, tracked)
+    buf = a.buffer(40 * PAGE)
+    offs = page_starts(buf, 12)
+
+    @make_orbit
+    def f(b: memoryview, offsets: list[int]) -> str:
+        seen = digest(b)
+        for off in offsets:
+            b[off] = 1
+        return seen
+
+    f(buf, [])
+    s0 = f.orbit.stats()
+    assert f(buf, offs[:5]) == digest(buf)  # orbit writes pages 0..4
+    for off in offs[3:10]:  # main writes pages 3..9 (overlapping 3, 4)
+        buf[off] = 2
+    assert f(buf, []) == digest(buf)
+    s1 = f.orbit.stats()
+    assert delta(s1, s0, "pages_copied") == 7
+    assert delta(s1, s0, "pages_reset") == 5
+    assert delta(s1, s0, "pages_synced") == 12
+
+
+def test_full_mode_copies_every_populated_page(make_orbit: Any, new_arena: Any) -> None:
+    a = new_arena(1 << 20, "full")
+    buf = a.buffer(40 * PAGE)
+
+    @make_orbit
+    def check(b: memoryview) -> str:
+        return digest(b)
+
+    assert check(buf) == digest(buf)
+    s = check.orbit.stats()
+    assert s["full_syncs"] == 1
+    for k in (0, 1, 3, 10):
+        for off in page_starts(buf, k, step=3):
+            buf[off + k] = k + 1
+        populated = populated_pages(a.address, a.size)
+        assert check(buf) == digest(buf)
+        s1 = check.orbit.stats()
+        assert delta(s1, s, "pages_copied") == populated
+        assert delta(s1, s, "pages_copied") >= k
+        assert delta(s1, s, "pages_reset") == 0
+        assert s1["full_syncs"] == 1
+        s = s1
+
+
+@pytest.mark.parametrize("tracked", TRACKED_MODES)
+def test_cost_does_not_depend_on_arena_size(tracked: str, make_orbit: Any,
+                                            new_arena: Any) -> None:
+    a = new_arena(256 << 20, tracked)
+    buf = a.buffer(250 << 20)
+
+    @make_orbit
+    def peek(b: memoryview, offsets: list[int]) -> list[int]:
+        return [b[o] for o in offsets]
+
+    offs = [page_starts(buf, 1)[0], 100 << 20, (250 << 20) - 1]
+    assert peek(buf, offs) == [0, 0, 0]
+    s0 = peek.orbit.stats()
+    for n, off in enumerate(offs):
+        buf[off] = n + 1
+    assert peek(buf, offs) == [1, 2, 3]
+    s1 = peek.orbit.stats()
+    assert delta(s1, s0, "pages_copied") == 3
+    assert delta(s1, s0, "bytes_synced") < 4 * PAGE
+
+
+# -------------------------------------------------- 5. property: random histories
+
+_OFF = st.integers(min_value=0, max_value=(64 << 10) - 1)
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), _OFF, st.binary(min_size=1, max_size=300)),
+        st.tuples(st.just("fill"), st.integers(0, 15), st.binary(min_size=1, max_size=1)),
+        st.tuples(st.just("call"), st.just(0), st.just(b"")),
+        st.tuples(st.just("async"), st.sampled_from([0, 0, 2]), st.just(b"")),
+        st.tuples(st.just("orbit_write"), _OFF, st.binary(min_size=1, max_size=300)),
+    ),
+    min_size=2, max_size=30)
+
+
+def test_property_every_call_sees_mains_snapshot(mode: str, make_orbit: Any,
+                                                 new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(64 << 10)
+    size = len(buf)
+
+    @make_orbit
+    def observe(b: memoryview, sleep_ms: int, off: int, data: bytes) -> str:
+        if sleep_ms:
+            time.sleep(sleep_ms / 1000)
+        seen = digest(b)
+        if data:
+            b[off:off + len(data)] = data
+        return seen
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_OPS)
+    def history(ops: list[tuple[str, int, bytes]]) -> None:
+        pending: list[tuple[Any, str]] = []
+        for kind, x, data in ops:
+            if kind == "write":
+                data = data[:size - x]
+                buf[x:x + len(data)] = data
+            elif kind == "fill":
+                buf[x * PAGE:(x + 1) * PAGE] = data * PAGE
+            elif kind == "call":
+                assert observe(buf, 0, 0, b"") == digest(buf)
+            elif kind == "async":
+                fut = observe.call_async(buf, x, 0, b"")
+                pending.append((fut, digest(buf)))
+            else:  # orbit_write: the orbit scribbles after looking
+                data = data[:size - x]
+                fut = observe.call_async(buf, 0, x, data)
+                pending.append((fut, digest(buf)))
+        expected_main = bytes(buf)
+        for fut, want in pending:
+            assert fut.result(timeout=30) == want
+        assert bytes(buf) == expected_main  # the orbit's writes never leak
+        assert observe(buf, 0, 0, b"") == digest(expected_main)
+
+    history()
+    st_ = observe.orbit.stats()
+    assert st_["full_syncs"] == 1 and st_["crashes"] == 0
+    assert st_["calls"] >= 300  # the histories did exercise the orbit
+
+
+# ----------------------------------------------------------------- 6. numpy
+
+def test_numpy_array_arrives_as_a_view_of_the_snapshot(mode: str, make_orbit: Any,
+                                                       new_arena: Any) -> None:
+    a = new_arena(4 << 20, mode)
+    buf = a.buffer(1 << 20)
+    arr = np.frombuffer(buf, dtype=np.int64)
+    arr[:] = np.arange(len(arr))
+
+    @make_orbit
+    def describe(x: np.ndarray) -> tuple[str, int, tuple[int, ...], tuple[int, ...], int, str]:
+        assert type(x) is np.ndarray
+        return (x.dtype.str, x.__array_interface__["data"][0], x.shape, x.strides,
+                int(x.sum()), digest(np.ascontiguousarray(x).tobytes()))
+
+    def expect(x: np.ndarray) -> tuple[str, int, tuple[int, ...], tuple[int, ...], int, str]:
+        return (x.dtype.str, x.__array_interface__["data"][0], x.shape, x.strides,
+                int(x.sum()), digest(np.ascontiguousarray(x).tobytes()))
+
+    views = {
+        "whole": arr,
+        "2d": arr.reshape(256, -1),
+        "strided": arr[5::7],
+        "2d-strided": arr.reshape(256, -1)[1::3, ::5],
+        "transposed": arr.reshape(256, -1).T,
+        "reversed-middle": arr[1000:3000][::-1],
+        "float-view": arr.view(np.float64)[10:20],
+    }
+    for name, v in views.items():
+        assert describe(v) == expect(v), name
+    n = len(arr)
+    assert int(arr.sum()) == n * (n - 1) // 2
+
+    arr[::2] = 0  # every page changes
+    for name, v in views.items():
+        assert describe(v) == expect(v), name
+
+
+def test_numpy_orbit_writes_to_array_do_not_leak(mode: str, make_orbit: Any,
+                                                 new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    arr = np.frombuffer(a.buffer(64 * PAGE), dtype=np.float64)
+    arr[:] = 1.5
+
+    @make_orbit
+    def clobber(x: np.ndarray) -> float:
+        s = float(x.sum())
+        x[:] = -1.0
+        return s
+
+    assert clobber(arr) == 1.5 * len(arr)
+    assert clobber(arr) == 1.5 * len(arr)
+    assert (arr == 1.5).all()
+
+
+def test_numpy_negative_stride_view_at_the_arena_end_is_not_copied(
+        make_orbit: Any, new_arena: Any) -> None:
+    """A reversed view whose first element is near the end of the arena must
+    cross as an address like any other view (the orbit sees main's address)."""
+    a = new_arena(1 << 20, "uffd")
+    arr = np.frombuffer(a.buffer((1 << 20) - PAGE), dtype=np.int64)
+    arr[:] = np.arange(len(arr))
+
+    @make_orbit
+    def where(x: np.ndarray) -> tuple[int, tuple[int, ...], int]:
+        return x.__array_interface__["data"][0], x.strides, int(x[0])
+
+    for v in (arr[::-1], arr[::-3], arr[len(arr) // 2:][::-1]):
+        assert where(v) == (v.__array_interface__["data"][0], v.strides, int(v[0]))
+
+
+def test_noncontiguous_memoryview_is_refused(new_arena: Any, make_orbit: Any) -> None:
+    a = new_arena(1 << 20)
+    buf = a.buffer(PAGE)
+
+    @make_orbit
+    def f(b: memoryview) -> int:
+        return len(b)
+
+    with pytest.raises(TypeError, match="non-contiguous"):
+        f(buf[::2])
+    assert f(buf[10:20]) == 10
+
+
+# ---------------------------------------------------------- 7. several arenas
+
+def test_several_arenas_passed_in_one_call(mode: str, make_orbit: Any,
+                                           new_arena: Any) -> None:
+    arenas = [new_arena(1 << 20, mode) for _ in range(3)]
+    bufs = [a.buffer(4 * PAGE) for a in arenas]
+
+    @make_orbit
+    def look(*bs: memoryview) -> list[tuple[int, str]]:
+        return [(addr_of(b), digest(b)) for b in bs]
+
+    for round_ in range(3):
+        for i, b in enumerate(bufs):
+            b[round_ * PAGE:(round_ + 1) * PAGE] = bytes([10 * i + round_ + 1]) * PAGE
+        assert look(*bufs) == [(addr_of(b), digest(b)) for b in bufs]
+    assert look.orbit.stats()["full_syncs"] == 3
+
+
+def test_declared_areas_are_synced_without_being_passed(mode: str, make_orbit: Any,
+                                                        new_arena: Any) -> None:
+    a1 = new_arena(1 << 20, mode)
+    a2 = new_arena(1 << 20, mode)
+    b1, b2 = a1.buffer(8 * PAGE), a2.buffer(8 * PAGE)
+    where = [(addr_of(b1), len(b1)), (addr_of(b2), len(b2))]
+
+    @make_orbit(areas=[a1, a2])
+    def read_by_address(spans: list[tuple[int, int]]) -> list[str]:
+        return [digest(_core.memory_at(addr, n)) for addr, n in spans]
+
+    for i in range(4):
+        b1[i * PAGE] = i + 1
+        if i % 2:
+            b2[i * PAGE + 1] = i + 7
+        assert read_by_address(where) == [digest(b1), digest(b2)]
+    st_ = read_by_address.orbit.stats()
+    assert st_["full_syncs"] == 2
+    assert st_["snapshot_mode"] == mode
+
+    @make_orbit(areas=[a1])
+    def mixed(b: memoryview, addr: int, n: int) -> tuple[str, str]:
+        return digest(b), digest(_core.memory_at(addr, n))
+
+    b1[3] = 99
+    b2[4] = 98
+    assert mixed(b2, addr_of(b1), len(b1)) == (digest(b2), digest(b1))
+
+
+def test_stats_report_the_mode_of_the_arenas_passed_as_arguments(
+        make_orbit: Any, new_arena: Any) -> None:
+    """An orbit that only ever synced 'full' (or 'mprotect') arenas, passed
+    as arguments, should not report another mode in stats()."""
+    for mode in ("full", "mprotect"):
+        a = new_arena(1 << 20, mode)
+        buf = a.buffer(PAGE)
+
+        @make_orbit
+        def f(b: memoryview) -> int:
+            return len(b)
+
+        assert f(buf) == PAGE
+        assert f.orbit.stats()["snapshot_mode"] == mode
+
+
+# ------------------------------------------------- 8. two orbits, one arena
+
+def test_two_orbits_over_one_arena_have_independent_snapshots(mode: str, make_orbit: Any,
+                                                              new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(64 * PAGE)
+    offs = page_starts(buf, 30)
+
+    def body(b: memoryview) -> str:
+        return digest(b)
+
+    orbit_a = make_orbit(body, name="A")
+    orbit_b = make_orbit(body, name="B")
+
+    def write(pages: list[int], value: int) -> None:
+        for p in pages:
+            buf[offs[p] + 17] = value
+
+    write([1, 2, 3], 1)  # P1
+    assert orbit_a(buf) == digest(buf)
+    sa0 = orbit_a.orbit.stats()
+    assert sa0["full_syncs"] == 1
+    c0 = sa0["pages_copied"]
+
+    write([10, 11, 12, 13], 2)  # P2
+    assert orbit_b(buf) == digest(buf)
+    sb0 = orbit_b.orbit.stats()
+    assert sb0["full_syncs"] == 1  # B's first call is a full sync
+    assert orbit_a(buf) == digest(buf)
+    sa1 = orbit_a.orbit.stats()
+    assert sa1["full_syncs"] == 1
+
+    write([20, 21], 3)  # P3
+    write([1], 4)
+    assert orbit_b(buf) == digest(buf)
+    sb1 = orbit_b.orbit.stats()
+    assert orbit_a(buf) == digest(buf)
+    sa2 = orbit_a.orbit.stats()
+    assert orbit_b(buf) == digest(buf)
+    sb2 = orbit_b.orbit.stats()
+
+    if mode in TRACKED_MODES:
+        # B's full sync: every page main ever wrote (P1's pages, the
+        # allocator's, P2).
+        assert sb0["pages_copied"] == c0 + 4
+        assert delta(sa1, sa0, "pages_copied") == 4  # P2, collected by B's call
+        assert delta(sb1, sb0, "pages_copied") == 3
+        assert delta(sa2, sa1, "pages_copied") == 3
+        assert delta(sb2, sb1, "pages_copied") == 0
+    else:
+        populated = populated_pages(a.address, a.size)
+        assert delta(sb2, sb1, "pages_copied") == populated
+
+
+def test_two_orbits_interleaved_async_calls(mode: str, make_orbit: Any,
+                                            new_arena: Any) -> None:
+    """One orbit busy (its snapshots staged), the other idle (written
+    straight into its copy): each call sees main at its own call time."""
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(64 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    offs = page_starts(buf, 60)
+
+    def body(b: memoryview, delay: float) -> str:
+        time.sleep(delay)
+        return digest(b)
+
+    slow = make_orbit(body, name="slow")
+    fast = make_orbit(body, name="fast")
+    rng = np.random.default_rng(5)
+    pending = []
+    for i in range(30):
+        for p in rng.choice(60, int(rng.integers(0, 8)), replace=False):
+            arr[offs[p] + i] = i + 1
+        if i % 3 == 0:
+            pending.append((slow.call_async(buf, 0.01), digest(buf)))
+        else:
+            assert fast(buf, 0) == digest(buf)
+            pending.append((fast.call_async(buf, 0), digest(buf)))
+    assert [f.result(timeout=30) for f, _ in pending] == [w for _, w in pending]
+    assert slow(buf, 0) == fast(buf, 0) == digest(buf)
+    assert slow.orbit.stats()["full_syncs"] == fast.orbit.stats()["full_syncs"] == 1
+
+
+def test_restarted_orbit_gets_a_full_snapshot(mode: str, make_orbit: Any,
+                                              new_arena: Any) -> None:
+    a = new_arena(1 << 20, mode)
+    buf = a.buffer(32 * PAGE)
+    offs = page_starts(buf, 20)
+    for off in offs[:10]:
+        buf[off] = 1
+
+    @make_orbit
+    def check(b: memoryview, scribble: bool) -> str:
+        seen = digest(b)
+        if scribble:
+            b[:] = b"\xff" * len(b)
+        return seen
+
+    assert check(buf, True) == digest(buf)
+    first = check.orbit.stats()["pages_copied"]
+    pid = check.orbit.pid
+    check.orbit.restart()
+    for off in offs[10:15]:
+        buf[off] = 2
+    assert check(buf, False) == digest(buf)
+    s = check.orbit.stats()
+    assert check.orbit.pid != pid
+    assert s["full_syncs"] == 2
+    if mode in TRACKED_MODES:
+        # The new process's copy gets every page main ever wrote.
+        assert s["pages_copied"] - first == first + 5
+    assert check(buf, False) == digest(buf)
+
+
+def test_concurrent_callers_each_see_their_own_latest_writes(mode: str, make_orbit: Any,
+                                                            new_arena: Any) -> None:
+    """Threads share two orbits; each thread owns a region of one arena and
+    checks that every call (sync or async) sees what it wrote just before."""
+    a = new_arena(4 << 20, mode)
+    nthreads, region = 4, 32 * PAGE
+    buf = a.buffer(nthreads * region)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+
+    def body(b: np.ndarray, lo: int, hi: int) -> str:
+        return digest(b[lo:hi].tobytes())
+
+    orbits = [make_orbit(body, name="x"), make_orbit(body, name="y")]
+    errors: list[str] = []
+
+    def worker(t: int) -> None:
+        lo, hi = t * region, (t + 1) * region
+        rng = np.random.default_rng(t)
+        for i in range(25):
+            n = int(rng.integers(1, region // 2))
+            start = int(rng.integers(lo, hi - n))
+            arr[start:start + n] = rng.integers(0, 256, n, dtype=np.uint8)
+            want = digest(arr[lo:hi].tobytes())
+            ob = orbits[(t + i) % 2]
+            got = (ob.call_async(arr, lo, hi).result(timeout=30) if i % 2
+                   else ob(arr, lo, hi))
+            if got != want:
+                errors.append(f"thread {t} step {i}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors
+    for ob in orbits:
+        assert ob(arr, 0, len(arr)) == digest(buf)
+        assert ob.orbit.stats()["full_syncs"] == 1
+
+
+# ---------------------------------------------------------------- 9. staging
+
+_STAGING_SCRIPT = """
+    import hashlib, time, sys
+    import numpy as np
+    import orbitpy
+
+    PAGE = 4096
+    mode = sys.argv[1] if len(sys.argv) > 1 else None
+    a = orbitpy.arena(16 << 20, snapshot=mode)
+    buf = a.buffer((16 << 20) - 2 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    npages = len(buf) // PAGE - 1
+    first = (-arr.__array_interface__["data"][0]) % PAGE
+
+    @orbitpy.orbit(areas=[a])
+    def check(b, delay):
+        time.sleep(delay)
+        return hashlib.sha256(b).hexdigest()
+
+    rng = np.random.default_rng(7)
+    assert check(buf, 0) == hashlib.sha256(buf).hexdigest()
+    for rnd in range(ROUNDS):
+        futs = [(check.call_async(buf, 0.2), hashlib.sha256(buf).hexdigest())]
+        for i in range(CALLS):
+            n = [2000, 1, 5, 15, 16, 17, 300][i % 7]
+            pages = rng.choice(npages, n, replace=False)
+            arr[first + pages * PAGE + (i % 4000)] = (rnd * 31 + i) % 251 + 1
+            futs.append((check.call_async(buf, 0), hashlib.sha256(buf).hexdigest()))
+        for k, (f, want) in enumerate(futs):
+            got = f.result(timeout=60)
+            assert got == want, (rnd, k)
+    assert check(buf, 0) == hashlib.sha256(buf).hexdigest()
+    st = check.orbit.stats()
+    assert st["full_syncs"] == 1 and st["crashes"] == 0, st
+    check.orbit.close()
+    print("OK", st["calls"], st["pages_copied"])
+"""
+
+
+def test_staging_queued_calls_behind_a_slow_call(mode: str, make_orbit: Any,
+                                                 new_arena: Any) -> None:
+    a = new_arena(16 << 20, mode)
+    buf = a.buffer((16 << 20) - 2 * PAGE)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    npages = len(buf) // PAGE - 1
+    first = (-addr_of(buf)) % PAGE
+
+    @make_orbit(areas=[a])
+    def check(b: memoryview, delay: float) -> str:
+        time.sleep(delay)
+        return digest(b)
+
+    assert check(buf, 0) == digest(buf)
+    s0 = check.orbit.stats()
+    rng = np.random.default_rng(1)
+    futs = [(check.call_async(buf, 0.3), digest(buf))]
+    written = 0
+    for i in range(6):
+        pages = rng.choice(npages, 2000, replace=False)
+        arr[first + pages * PAGE + i] = i + 1
+        written += 2000
+        futs.append((check.call_async(buf, 0), digest(buf)))
+    assert [f.result(timeout=60) for f, _ in futs] == [want for _, want in futs]
+    assert check(buf, 0) == digest(buf)
+    s1 = check.orbit.stats()
+    if mode in TRACKED_MODES:
+        assert delta(s1, s0, "pages_copied") == written
+    assert s1["full_syncs"] == 1
+
+
+@pytest.mark.parametrize("staging_mode", ["uffd", "mprotect", "full"])
+def test_staging_overflow_makes_main_wait_not_hang(staging_mode: str) -> None:
+    code = _STAGING_SCRIPT.replace("ROUNDS", "2").replace("CALLS", "14")
+    proc = run_python(code, env={"ORBITPY_STAGING": "65536"}, args=[staging_mode],
+                      timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("OK"), proc.stdout + proc.stderr
