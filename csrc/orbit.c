@@ -118,7 +118,8 @@ void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns)
 	pthread_mutex_lock(&ob->lock);
 }
 
-static void maybe_free(struct orbit *ob);
+static int last_reference(struct orbit *ob);
+static void orbit_release_memory(struct orbit *ob);
 
 /*
  * The process is gone (or must go): detach it, fail its calls, reap it.
@@ -127,12 +128,21 @@ static void maybe_free(struct orbit *ob);
 static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 {
 	struct orbit_sys *sys = ob->sys;
-	struct orbit_future *list = ob->pending;
+	struct orbit_future *list;
 	int status = -1, crashed;
 	void *st;
 
 	if (!sys)
 		return;
+	/* Another thread may be inside pull() on this process: make it return
+	 * (a dead or killed process ends its channel) and let it leave first. */
+	while (ob->reading && ob->sys == sys) {
+		orbit_sys->kill(sys);
+		orbit_cond_wait(ob, UINT64_MAX);
+	}
+	if (ob->sys != sys)
+		return;		/* that thread took care of it */
+	list = ob->pending;
 	ob->sys = NULL;
 	ob->pending = ob->pending_tail = NULL;
 	ob->reading++;		/* nobody pulls from a process being reaped */
@@ -589,6 +599,8 @@ int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
 
 int orbit_destroy(struct orbit *ob)
 {
+	int gone;
+
 	if (!ob)
 		return -EINVAL;
 	/* In an orbit process main's orbits are copies: their descriptors are
@@ -606,23 +618,25 @@ int orbit_destroy(struct orbit *ob)
 	 * killed at once. */
 	orbit_lose(ob, -ORBIT_E_CLOSED, ob->pending != NULL);
 	ob->handle_gone = 1;
+	gone = last_reference(ob);
 	pthread_mutex_unlock(&ob->lock);
 	pthread_mutex_unlock(&ob->submit_lock);
-	maybe_free(ob);
+	if (gone)
+		orbit_release_memory(ob);
 	return 0;
 }
 
-static void maybe_free(struct orbit *ob)
+/* Decided under ob->lock, acted on after it is dropped, exactly once. */
+static int last_reference(struct orbit *ob)
 {
-	int gone;
+	if (!ob->handle_gone || ob->live_futures || ob->freeing)
+		return 0;
+	ob->freeing = 1;
+	return 1;
+}
 
-	pthread_mutex_lock(&ob->lock);
-	gone = ob->handle_gone && ob->live_futures == 0 && !ob->freeing;
-	if (gone)
-		ob->freeing = 1;
-	pthread_mutex_unlock(&ob->lock);
-	if (!gone)
-		return;
+static void orbit_release_memory(struct orbit *ob)
+{
 	pthread_mutex_destroy(&ob->lock);
 	pthread_mutex_destroy(&ob->submit_lock);
 	pthread_cond_destroy(&ob->cond);
@@ -635,9 +649,13 @@ void orbit_future_release(struct orbit_future *f)
 
 	if (orbit_in_orbit())	/* main's future, copied by fork: leave it */
 		return;
+	int gone;
+
 	pthread_mutex_lock(&ob->lock);
 	ob->live_futures--;
 	future_put_locked(f);
+	gone = last_reference(ob);
 	pthread_mutex_unlock(&ob->lock);
-	maybe_free(ob);
+	if (gone)
+		orbit_release_memory(ob);
 }

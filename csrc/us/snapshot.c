@@ -87,7 +87,7 @@ static int link_new(struct orbit_sys_area *a, struct us_link **out)
 	if (!l)
 		return -ENOMEM;
 	l->area = a;
-	l->base_fd = memfd_create("orbit-base", MFD_CLOEXEC);
+	l->base_fd = memfd_create(US_BASE_NAME, MFD_CLOEXEC);
 	l->pending = calloc(nwords ? nwords : 1, sizeof(uint64_t));
 	if (l->base_fd < 0 || !l->pending)
 		goto fail;
@@ -98,6 +98,9 @@ static int link_new(struct orbit_sys_area *a, struct us_link **out)
 		l->base = NULL;
 		goto fail;
 	}
+	/* Main's writable view of an orbit's snapshot must not reach orbits
+	 * forked later (nor any child of main). */
+	madvise(l->base, a->size, MADV_DONTFORK);
 	*out = l;
 	return 0;
 fail:

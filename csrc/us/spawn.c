@@ -10,6 +10,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,14 +32,6 @@
 
 static struct orbit_sys *registry;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void us_registry_add(struct orbit_sys *s)
-{
-	pthread_mutex_lock(&registry_lock);
-	s->next = registry;
-	registry = s;
-	pthread_mutex_unlock(&registry_lock);
-}
 
 void us_registry_remove(struct orbit_sys *s)
 {
@@ -141,6 +134,34 @@ int us_raise_data_limit(size_t extra)
 	return setrlimit(RLIMIT_DATA, &rl) < 0 ? -errno : 0;
 }
 
+/* Close every orbit base descriptor main had: they are other orbits'
+ * snapshots (ours arrive later, by SCM_RIGHTS).  Found by name, so that one
+ * created by another thread at the moment of the fork is caught too. */
+static void close_other_bases(void)
+{
+	char path[64], target[128];
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		ssize_t n;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = 0;
+		if (!strncmp(target, "/memfd:" US_BASE_NAME, strlen("/memfd:" US_BASE_NAME)))
+			close(fd);
+	}
+	closedir(d);
+}
+
 /* Runs in the new process, before anything else. */
 static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int main_end)
 {
@@ -156,7 +177,9 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 			close(o->sock);
 		if (o->pidfd >= 0)
 			close(o->pidfd);
+		us_shared_free(o);
 	}
+	close_other_bases();
 	pthread_mutex_init(&registry_lock, NULL);
 	dirty_track_child_reset();
 	us_reserve_child_reset();
@@ -197,22 +220,67 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 	start_watchdog(s->main_pid);
 }
 
-int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
+/* The channel and shared pages of a new orbit.  Registry lock held. */
+static int shared_create(struct orbit_sys *s, int sv[2])
 {
-	int sv[2];
 	int bufsz = 4 << 20;
-	pid_t pid;
 
+	s->ctl = mmap(NULL, sizeof(*s->ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		      -1, 0);
+	if (s->ctl == MAP_FAILED)
+		goto fail;
+	s->stage = mmap(NULL, s->stage_size, PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (s->stage == MAP_FAILED)
+		goto fail;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
+		goto fail;
 	for (int i = 0; i < 2; i++) {
 		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
 		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
 	}
+	return 0;
+fail:
+	{
+		int err = -errno;
+
+		us_shared_free(s);
+		return err;
+	}
+}
+
+void us_shared_free(struct orbit_sys *s)
+{
+	if (s->ctl && s->ctl != MAP_FAILED)
+		munmap(s->ctl, sizeof(*s->ctl));
+	if (s->stage && s->stage != MAP_FAILED)
+		munmap(s->stage, s->stage_size);
+	s->ctl = NULL;
+	s->stage = NULL;
+}
+
+/*
+ * Everything an orbit shares with main is created, and the orbit registered,
+ * under the registry lock that every fork holds: an orbit forked by another
+ * thread either predates these objects or finds them in the registry and
+ * drops them (child_setup).
+ */
+int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
+{
+	int sv[2], err;
+	pid_t pid;
+
 	s->main_pid = getpid();
 	if (sp->hooks && sp->hooks->before_fork)
 		sp->hooks->before_fork(sp->hooks->ctx);
 	pthread_mutex_lock(&registry_lock);
+	err = shared_create(s, sv);
+	if (err) {
+		pthread_mutex_unlock(&registry_lock);
+		if (sp->hooks && sp->hooks->after_fork_parent)
+			sp->hooks->after_fork_parent(sp->hooks->ctx);
+		return err;
+	}
 	pid = fork();
 	if (pid == 0) {
 		if (sp->hooks && sp->hooks->after_fork_child)
@@ -224,23 +292,23 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
 		sp->child_main(s, sp->child_arg);
 		_exit(0);
 	}
+	err = pid < 0 ? -errno : 0;
+	close(sv[1]);
+	if (!err) {
+		s->pid = pid;
+		s->sock = sv[0];
+		s->osock = -1;
+		s->pidfd = pidfd_open_compat(pid);
+		s->next = registry;
+		registry = s;
+	} else {
+		close(sv[0]);
+		us_shared_free(s);
+	}
 	pthread_mutex_unlock(&registry_lock);
 	if (sp->hooks && sp->hooks->after_fork_parent)
 		sp->hooks->after_fork_parent(sp->hooks->ctx);
-	close(sv[1]);
-	if (pid < 0) {
-		int err = -errno;
-
-		close(sv[0]);
-		return err;
-	}
-	s->pid = pid;
-	s->sock = sv[0];
-	s->osock = -1;
-	s->pidfd = pidfd_open_compat(pid);
-	if (s->pidfd >= 0)
-		fcntl(s->pidfd, F_SETFD, FD_CLOEXEC);
-	return 0;
+	return err;
 }
 
 /* Wait for the process to end, killing it after grace_ms (-1: wait forever). */

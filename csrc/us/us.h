@@ -67,6 +67,7 @@ struct us_ctl {
 /* ---- wire format */
 
 #define US_MAX_CALL_AREAS_WIRE 64
+#define US_BASE_NAME "orbit-base"	/* memfd name of an orbit's area copy */
 #define US_SKIPPED (1ULL << 63)	/* in a RESULT's aux: the call did not run */
 #define US_MAGIC 0x4f524254u	/* "ORBT" */
 enum { US_MSG_CALL = 1 };	/* plus ORBIT_MSG_RESULT / _UPDATE */
@@ -152,7 +153,7 @@ void us_reserve_child_reset(void);
 /* spawn.c */
 int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp);
 void us_reap(struct orbit_sys *s, int grace_ms, int *status);
-void us_registry_add(struct orbit_sys *s);
+void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
 int us_raise_data_limit(size_t extra);
 

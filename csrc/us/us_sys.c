@@ -104,28 +104,14 @@ static int us_create(const struct orbit_spawn *sp, struct orbit_sys **out)
 	if (!s)
 		return -ENOMEM;
 	s->sock = s->osock = s->pidfd = -1;
-	s->ctl = mmap(NULL, sizeof(*s->ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-		      -1, 0);
 	s->stage_size = staging_size();
-	s->stage = mmap(NULL, s->stage_size, PROT_READ | PROT_WRITE,
-			MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (s->ctl == MAP_FAILED || s->stage == MAP_FAILED) {
-		err = -errno;
-		goto fail;
-	}
 	err = us_spawn(s, sp);
-	if (err)
-		goto fail;
-	us_registry_add(s);
+	if (err) {
+		free(s);
+		return err;
+	}
 	*out = s;
 	return 0;
-fail:
-	if (s->ctl != MAP_FAILED)
-		munmap(s->ctl, sizeof(*s->ctl));
-	if (s->stage != MAP_FAILED)
-		munmap(s->stage, s->stage_size);
-	free(s);
-	return err;
 }
 
 static pid_t us_pid(const struct orbit_sys *s)
@@ -180,8 +166,7 @@ static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
 	us_links_free(s);
 	free(s->rx.payload);
 	free(s->scratch);
-	munmap(s->ctl, sizeof(*s->ctl));
-	munmap(s->stage, s->stage_size);
+	us_shared_free(s);
 	free(s);
 }
 

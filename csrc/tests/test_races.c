@@ -1,0 +1,414 @@
+/*
+ * test_races.c - interleavings between main's threads, forced rather than
+ * hoped for.
+ *
+ * Two tools pin a thread at an exact point of the library:
+ *   - the orbit hooks (public API): block_begin runs in orbit_pump after the
+ *     orbit's lock is dropped and before the backend is asked for a message;
+ *     before_fork runs in the backend's spawn after the channel exists and
+ *     before the fork;
+ *   - this binary is linked with -Wl,--wrap=pthread_mutex_{lock,unlock,
+ *     init,destroy} (see the Makefile): a thread can be paused right after it
+ *     unlocks a given mutex, and locking a mutex that was destroyed (freed
+ *     with its object) is counted.
+ * Each scenario runs in a forked child: a use-after-free there crashes (or
+ * trips ASan) in the child and fails that one test.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+#include <semaphore.h>
+#include <stdint.h>
+
+#include "check.h"
+#include "orbit.h"
+#include "orbit_internal.h"	/* only for &ob->submit_lock below */
+
+#define PG 4096
+
+/* ------------------------------------------------- mutex instrumentation */
+
+int __real_pthread_mutex_lock(pthread_mutex_t *m);
+int __real_pthread_mutex_unlock(pthread_mutex_t *m);
+int __real_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a);
+int __real_pthread_mutex_destroy(pthread_mutex_t *m);
+int __wrap_pthread_mutex_lock(pthread_mutex_t *m);
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m);
+int __wrap_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a);
+int __wrap_pthread_mutex_destroy(pthread_mutex_t *m);
+
+#define NDEAD 256
+static void *dead[NDEAD];		/* destroyed mutexes (not re-initialised) */
+static int dead_spin;
+static int locks_of_dead;		/* lock calls on a destroyed mutex */
+
+static __thread pthread_mutex_t *pause_after;	/* pause after unlocking this */
+static __thread int pause_any;			/* ...or after any unlock */
+static sem_t paused, resume;
+
+static void dead_lock(void)
+{
+	while (__atomic_exchange_n(&dead_spin, 1, __ATOMIC_ACQUIRE))
+		;
+}
+
+static void dead_unlock(void)
+{
+	__atomic_store_n(&dead_spin, 0, __ATOMIC_RELEASE);
+}
+
+static int dead_find(void *m)
+{
+	for (int i = 0; i < NDEAD; i++)
+		if (dead[i] == m)
+			return i;
+	return -1;
+}
+
+int __wrap_pthread_mutex_destroy(pthread_mutex_t *m)
+{
+	int i;
+
+	dead_lock();
+	i = dead_find(NULL);
+	if (i >= 0 && dead_find(m) < 0)
+		dead[i] = m;
+	dead_unlock();
+	return __real_pthread_mutex_destroy(m);
+}
+
+int __wrap_pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a)
+{
+	int i;
+
+	dead_lock();
+	i = dead_find(m);
+	if (i >= 0)
+		dead[i] = NULL;
+	dead_unlock();
+	return __real_pthread_mutex_init(m, a);
+}
+
+int __wrap_pthread_mutex_lock(pthread_mutex_t *m)
+{
+	int hit;
+
+	dead_lock();
+	hit = dead_find(m) >= 0;
+	dead_unlock();
+	if (hit) {
+		__atomic_fetch_add(&locks_of_dead, 1, __ATOMIC_SEQ_CST);
+		fprintf(stderr, "lock of a destroyed mutex %p (use after free)\n", (void *)m);
+	}
+	return __real_pthread_mutex_lock(m);
+}
+
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	int rc = __real_pthread_mutex_unlock(m);
+
+	if (pause_any || (pause_after && pause_after == m)) {
+		pause_any = 0;
+		pause_after = NULL;
+		sem_post(&paused);
+		sem_wait(&resume);
+	}
+	return rc;
+}
+
+static int sem_wait_ms(sem_t *s, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (sem_timedwait(s, &ts) < 0)
+		if (errno != EINTR)
+			return -1;
+	return 0;
+}
+
+/* ------------------------------------------------------------- entries */
+
+static long entry_echo(void *arg, size_t argsize, void *store)
+{
+	(void)store;
+	if (argsize == sizeof(long) && *(long *)arg > 0)
+		check_sleep_ms((unsigned)*(long *)arg);
+	return argsize == sizeof(long) ? *(long *)arg : 0;
+}
+
+/* ------------------------- the last two futures released at the same time */
+
+static struct orbit_future *rel_f;
+
+static void *release_paused(void *arg)
+{
+	(void)arg;
+	pause_any = 1;		/* pause right after release drops ob->lock */
+	orbit_future_release(rel_f);
+	return NULL;
+}
+
+/*
+ * orbit_future_release drops the orbit's lock, then maybe_free() takes it
+ * again to see whether the orbit may be freed.  If another thread releases
+ * the last future in between, it frees the orbit, and the first thread's
+ * maybe_free() then locks and reads freed memory.
+ */
+static void scenario_release_release(void)
+{
+	struct orbit *ob = orbit_create("rel", entry_echo, NULL, NULL);
+	struct orbit_future *fa, *fb;
+	pthread_t t;
+	long v = 0, ret;
+
+	REQUIRE(ob != NULL);
+	fa = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	fb = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(fa && fb);
+	CHECK_EQ(orbit_future_get(fa, &ret), 0);
+	CHECK_EQ(orbit_future_get(fb, &ret), 0);
+	CHECK_EQ(orbit_destroy(ob), 0);	/* the futures keep it alive */
+	rel_f = fa;
+	REQUIRE(pthread_create(&t, NULL, release_paused, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
+	orbit_future_release(fb);	/* the last one: frees the orbit */
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	CHECK_EQ(locks_of_dead, 0);
+}
+
+static void test_release_races_release(void)
+{
+	CHECK_CHILD(scenario_release_release, 20000);
+}
+
+/* ------------------------------ orbit_destroy racing the last release */
+
+static struct orbit *des_ob;
+
+static void *destroy_paused(void *arg)
+{
+	(void)arg;
+	/* orbit_destroy unlocks submit_lock last, then calls maybe_free() */
+	pause_after = &des_ob->submit_lock;
+	orbit_destroy(des_ob);
+	return NULL;
+}
+
+static void scenario_destroy_release(void)
+{
+	struct orbit_future *f;
+	pthread_t t;
+	long v = 0, ret;
+
+	des_ob = orbit_create("des", entry_echo, NULL, NULL);
+	REQUIRE(des_ob != NULL);
+	f = orbit_call_async(des_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(f != NULL);
+	CHECK_EQ(orbit_future_get(f, &ret), 0);
+	REQUIRE(pthread_create(&t, NULL, destroy_paused, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
+	orbit_future_release(f);	/* handle gone, last future: frees */
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	CHECK_EQ(locks_of_dead, 0);
+}
+
+static void test_destroy_races_release(void)
+{
+	CHECK_CHILD(scenario_destroy_release, 20000);
+}
+
+/* ------------------ a dead orbit found by a submitter while a reader pulls */
+
+static __thread int hook_armed;
+
+static void *hook_block_begin(void *ctx)
+{
+	(void)ctx;
+	if (hook_armed) {	/* in orbit_pump: reading, lock dropped */
+		hook_armed = 0;
+		sem_post(&paused);
+		sem_wait(&resume);
+	}
+	return NULL;
+}
+
+static void hook_block_end(void *ctx, void *state)
+{
+	(void)ctx;
+	(void)state;
+}
+
+static struct orbit *rd_ob;
+static struct orbit_future *rd_f;
+static int rd_rc;
+
+static void *reader(void *arg)
+{
+	long ret;
+
+	(void)arg;
+	hook_armed = 1;
+	rd_rc = orbit_future_get(rd_f, &ret);
+	return NULL;
+}
+
+/*
+ * Thread R waits for a call: it becomes the reader (ob->reading), drops the
+ * lock and is about to pull from the backend (ob->sys).  The orbit process
+ * dies.  Thread S submits a call: the backend reports -EPIPE and
+ * orbit_call_async() calls orbit_lose(), which destroys ob->sys although R
+ * is still using it (orbit_restart and orbit_destroy wait for the reader;
+ * this path does not).  R then pulls from freed memory.
+ */
+static void *resume_later(void *arg)
+{
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+
+	(void)arg;
+	nanosleep(&ts, NULL);
+	sem_post(&resume);
+	return NULL;
+}
+
+static void scenario_lose_under_reader(void)
+{
+	struct orbit_hooks hooks = { .block_begin = hook_block_begin,
+				     .block_end = hook_block_end };
+	struct orbit_options o;
+	struct orbit_future *f2;
+	pthread_t t;
+	long v = 0, ret;
+	pid_t pid;
+
+	orbit_options_init(&o);
+	o.hooks = &hooks;
+	o.restart = 0;		/* keep the freed backend's memory unused */
+	rd_ob = orbit_create("reader", entry_echo, NULL, &o);
+	REQUIRE(rd_ob != NULL);
+	CHECK_EQ(orbit_call(rd_ob, 0, NULL, NULL, &v, sizeof(v), &ret), 0);
+	pid = orbit_pid(rd_ob);
+	v = 10000;
+	rd_f = orbit_call_async(rd_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(rd_f != NULL);
+	REQUIRE(pthread_create(&t, NULL, reader, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
+
+	kill(pid, SIGKILL);
+	CHECK(check_wait_dead(pid, 3000));
+	/* The submitter finds the process dead while the reader is between
+	 * taking the reader role and pulling: it must wait for the reader to
+	 * leave the backend object before that object is freed. */
+	{
+		pthread_t r;
+
+		REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
+		v = 0;
+		f2 = orbit_call_async(rd_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+		CHECK(f2 == NULL);
+		CHECK_EQ(errno, ORBIT_E_CLOSED);	/* crashed, restart disabled */
+		pthread_join(r, NULL);
+	}
+	pthread_join(t, NULL);
+	CHECK_EQ(rd_rc, -ORBIT_E_CRASHED);
+	orbit_future_release(rd_f);
+	orbit_destroy(rd_ob);
+}
+
+static void test_dead_orbit_lost_under_reader(void)
+{
+	CHECK_CHILD(scenario_lose_under_reader, 20000);
+}
+
+/* ---------------------- an orbit forked while another one is being born */
+
+static long entry_count_sockets(void *arg, size_t argsize, void *store)
+{
+	char path[64], link[128];
+	long n = 0;
+
+	(void)arg;
+	(void)argsize;
+	(void)store;
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;
+		link[len] = 0;
+		if (!strncmp(link, "socket:", 7))
+			n++;
+	}
+	return n;
+}
+
+static struct orbit *fw_other;
+
+static void start_other(void *ctx)
+{
+	long ret = -1;
+
+	(void)ctx;
+	if (fw_other)
+		return;
+	/* Between the first orbit's socketpair() and its registration. */
+	fw_other = orbit_create("other", entry_count_sockets, NULL, NULL);
+	if (fw_other)
+		CHECK_EQ(orbit_call(fw_other, 0, NULL, NULL, NULL, 0, &ret), 0);
+}
+
+/*
+ * us_spawn() creates the orbit's socketpair before it takes the registry
+ * lock, and us_create() registers the orbit only after fork() returned.  An
+ * orbit forked by another thread in between inherits both ends of the new
+ * orbit's channel and keeps them open: the new orbit then never sees its
+ * channel close, so orbit_destroy() waits out its 2 s grace and SIGKILLs it.
+ * (Threads that start orbits concurrently hit this by chance; before_fork,
+ * which runs in that window, makes it certain.)
+ */
+static void test_fork_window_leaks_channel(void)
+{
+	struct orbit_hooks hooks = { .before_fork = start_other };
+	struct orbit_options o;
+	struct orbit *ob;
+	uint64_t t0;
+	long v = 1, ret = -1;
+
+	orbit_options_init(&o);
+	o.hooks = &hooks;
+	ob = orbit_create("first", entry_echo, NULL, &o);
+	REQUIRE(ob != NULL);
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &v, sizeof(v), &ret), 0);
+	REQUIRE(fw_other != NULL);
+	/* The other orbit holds only its own channel. */
+	CHECK_EQ(orbit_call(fw_other, 0, NULL, NULL, NULL, 0, &ret), 0);
+	CHECK_EQ(ret, 1);
+	/* An idle orbit exits as soon as its channel closes. */
+	t0 = check_now_ms();
+	orbit_destroy(ob);
+	CHECK(check_now_ms() - t0 < 1000);
+	orbit_destroy(fw_other);
+	fw_other = NULL;
+}
+
+int main(void)
+{
+	check_watchdog(55);
+	sem_init(&paused, 0, 0);
+	sem_init(&resume, 0, 0);
+	RUN(test_release_races_release);
+	RUN(test_destroy_races_release);
+	RUN(test_dead_orbit_lost_under_reader);
+	RUN(test_fork_window_leaks_channel);
+	return CHECK_DONE();
+}
