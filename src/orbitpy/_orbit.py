@@ -94,15 +94,104 @@ def _name_of(fn: Any) -> str:
 class OrbitFuture(concurrent.futures.Future, Generic[R]):
     """The pending result of ``fn.call_async(...)``.
 
-    A :class:`concurrent.futures.Future` (so ``asyncio.wrap_future`` works); the
-    call is running from the moment it is issued, so it cannot be cancelled.
+    A :class:`concurrent.futures.Future` (so ``asyncio.wrap_future``,
+    ``concurrent.futures.wait`` and callbacks work); the call is running from
+    the moment it is issued, so it cannot be cancelled.
+
+    Resolution is lazy: ``result()``, ``exception()`` and ``done()`` read the
+    orbit's answer in the calling thread (no hand-off between threads).  Only
+    when something must be told without asking -- a done callback, or a
+    ``concurrent.futures.wait``/``as_completed`` waiter -- does the orbit's
+    dispatcher thread take the future over.
     """
 
     def __init__(self, core: Any, handle: OrbitHandle) -> None:
+        self._dispatched = True  # no hand-off while Future.__init__ runs
         super().__init__()
         self.set_running_or_notify_cancel()
         self._core = core
         self._handle = handle
+        self._resolve_lock = threading.Lock()
+        self._dispatched = False
+
+    # Waiters of concurrent.futures.wait()/as_completed() are appended to
+    # _waiters directly: a future with waiters must resolve by itself.
+    @property
+    def _waiters(self) -> list[Any]:
+        if not self._dispatched and self._state == "RUNNING":
+            self._dispatch()
+        return self.__dict__["_waiters_list"]
+
+    @_waiters.setter
+    def _waiters(self, value: list[Any]) -> None:
+        self.__dict__["_waiters_list"] = value
+
+    def _dispatch(self) -> None:
+        self._dispatched = True
+        self._handle._dispatch(self)
+
+    def _resolve(self, timeout: float | None) -> None:
+        """Wait (up to timeout) for the orbit's answer and settle the future."""
+        if self._state != "RUNNING":
+            return
+        if timeout is None:
+            got = self._resolve_lock.acquire()
+        elif timeout <= 0:
+            got = self._resolve_lock.acquire(blocking=False)
+        else:
+            got = self._resolve_lock.acquire(timeout=timeout)
+        if not got:
+            # Another thread is waiting for the answer: it will settle it.
+            if not super().done():
+                raise TimeoutError("the orbit call is still running")
+            return
+        try:
+            self._settle(timeout)
+        finally:
+            self._resolve_lock.release()
+
+    def _settle(self, timeout: float | None) -> None:
+        if self._state == "RUNNING":
+            try:
+                ret, data = self._core.wait(timeout)
+            except _core.CoreError as e:
+                if e.code == _core.E_CANCELLED:
+                    exc: BaseException = concurrent.futures.CancelledError(
+                        "cancelled by a later call_async(..., cancel_queued=True)")
+                else:
+                    exc = self._handle._error(e)
+                self.set_exception(exc)
+                return
+            try:
+                value = self._handle._decode(ret, data)
+            except BaseException as e:  # noqa: BLE001 - the orbit's exception
+                self.set_exception(e)
+            else:
+                self.set_result(value)
+
+    def done(self) -> bool:
+        if self._state == "RUNNING":
+            try:
+                self._resolve(0)  # take what the orbit has sent, never wait
+            except TimeoutError:
+                return False
+        return super().done()
+
+    def running(self) -> bool:
+        return not self.done()
+
+    def result(self, timeout: float | None = None) -> R:
+        self._resolve(timeout)
+        return super().result(0)  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._resolve(timeout)
+        return super().exception(0)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        super().add_done_callback(fn)
+        if not self._dispatched and self._state == "RUNNING":
+            self._dispatch()
 
     def updates(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield the updates the orbit pushed for this call, in order, as they
@@ -240,10 +329,12 @@ class OrbitHandle:
         flags = ((_core.CALL_SKIP_IF_BUSY if skip_if_busy else 0)
                  | (_core.CALL_CANCEL_QUEUED if cancel_queued else 0))
         core_future = self._submit(args, kwargs, flags)
-        fut: OrbitFuture = OrbitFuture(core_future, self)
+        return OrbitFuture(core_future, self)
+
+    def _dispatch(self, fut: OrbitFuture) -> None:
+        """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
         self._ensure_dispatcher()
         self._queue.put(fut)
-        return fut
 
     def _ensure_dispatcher(self) -> None:
         if self._dispatcher is not None and self._dispatcher.is_alive():
@@ -315,32 +406,17 @@ class OrbitHandle:
 
 
 def _dispatch(q: queue.SimpleQueue[Any], ref: weakref.ref[OrbitHandle]) -> None:
-    """Resolve async calls' futures in order.  The C core drops the GIL while
-    this thread waits."""
+    """Settle the futures handed over (callbacks or waiters attached), in
+    order.  The C core drops the GIL while this thread waits."""
     while True:
         fut = q.get()
         if fut is None:
             return
-        handle = ref()
         try:
-            ret, data = fut._core.wait()
-        except _core.CoreError as e:
-            if e.code == _core.E_CANCELLED:
-                fut.set_exception(concurrent.futures.CancelledError(
-                    "cancelled by a later call_async(..., cancel_queued=True)"))
-            else:
-                fut.set_exception(handle._error(e) if handle is not None else OrbitError(e))
-            continue
-        except BaseException as e:  # noqa: BLE001
-            fut.set_exception(e)
-            continue
-        try:
-            value = handle._decode(ret, data) if handle is not None else None
-        except BaseException as e:  # noqa: BLE001 - the orbit's exception
-            fut.set_exception(e)
-        else:
-            fut.set_result(value)
-        del handle, fut
+            fut._resolve(None)
+        except BaseException:  # noqa: BLE001 - never let the dispatcher die
+            pass
+        del fut
 
 
 class OrbitFunction(Generic[P, R]):
