@@ -21,7 +21,14 @@ ext = Extension(
     libraries=["pthread"],
 )
 
+# Benchmark helpers for benchmarks/ (uses nothing from the C core).
+bench_ext = Extension(
+    "orbitpy._bench",
+    sources=["src/orbitpy/_bench.pyx"],
+    extra_compile_args=["-O2", "-g"],
+)
+
 setup(
     libraries=[core_lib],
-    ext_modules=cythonize([ext], compiler_directives={"language_level": "3"}),
+    ext_modules=cythonize([ext, bench_ext], compiler_directives={"language_level": "3"}),
 )
