@@ -178,16 +178,62 @@ static void mp_detach(void *state, void *addr, size_t len)
 	pthread_mutex_unlock(&mp_lock);
 }
 
-static int mp_protect(uintptr_t base, size_t first, size_t n)
+/*
+ * Report the pages of the words in `batch` (already cleared), after one
+ * mprotect over their whole span: re-protecting pages that are read-only
+ * already is harmless, and one call instead of one per run avoids splitting
+ * and re-merging the mapping once per dirty page.
+ */
+struct mp_word {
+	size_t w;
+	uint64_t x;
+};
+
+static int mp_flush(uintptr_t base, size_t npages, const struct mp_word *batch, size_t n,
+		    page_run_cb cb, void *ctx)
 {
-	return mprotect((void *)(base + (first << PM_PAGE_SHIFT)), n << PM_PAGE_SHIFT, PROT_READ);
+	size_t first, last, run_start = 0, run_len = 0;
+
+	if (!n)
+		return 0;
+	first = batch[0].w * 64 + (size_t)__builtin_ctzll(batch[0].x);
+	last = batch[n - 1].w * 64 + 63 - (size_t)__builtin_clzll(batch[n - 1].x);
+	if (last >= npages)
+		last = npages - 1;
+	if (mprotect((void *)(base + (first << PM_PAGE_SHIFT)), (last - first + 1) << PM_PAGE_SHIFT,
+		     PROT_READ) < 0)
+		return -errno;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t x = batch[i].x;
+
+		while (x) {
+			size_t pg = batch[i].w * 64 + (size_t)__builtin_ctzll(x);
+
+			x &= x - 1;
+			if (pg >= npages)
+				break;
+			if (run_len && run_start + run_len == pg) {
+				run_len++;
+				continue;
+			}
+			if (run_len)
+				cb(ctx, run_start, run_len);
+			run_start = pg;
+			run_len = 1;
+		}
+	}
+	if (run_len)
+		cb(ctx, run_start, run_len);
+	return 0;
 }
+
+#define MP_BATCH 256
 
 static int mp_collect(void *state, void *addr, size_t len, page_run_cb cb, void *ctx)
 {
 	struct mp_range *r = state;
-	uintptr_t base = (uintptr_t)addr;
-	size_t run_start = 0, run_len = 0, npages = len >> PM_PAGE_SHIFT;
+	struct mp_word batch[MP_BATCH];
+	size_t n = 0, npages = len >> PM_PAGE_SHIFT;
 	int err;
 
 	/* Someone may have installed a SIGSEGV handler over ours since. */
@@ -197,39 +243,21 @@ static int mp_collect(void *state, void *addr, size_t len, page_run_cb cb, void 
 	if (err)
 		return err;
 	for (size_t w = 0; w < r->nwords; w++) {
-		uint64_t x;
-
 		if (!atomic_load_explicit(&r->bits[w], memory_order_relaxed))
 			continue;
 		/* Clear, then protect, then report (the caller copies after):
 		 * a write after the clear either lands before the protect and is
 		 * copied, or faults and is marked again. */
-		x = atomic_exchange(&r->bits[w], 0);
-		while (x) {
-			size_t pg = w * 64 + (size_t)__builtin_ctzll(x);
-
-			x &= x - 1;
-			if (pg >= npages)
-				break;
-			if (run_len && run_start + run_len == pg) {
-				run_len++;
-				continue;
-			}
-			if (run_len) {
-				if (mp_protect(base, run_start, run_len) < 0)
-					return -errno;
-				cb(ctx, run_start, run_len);
-			}
-			run_start = pg;
-			run_len = 1;
+		batch[n].w = w;
+		batch[n].x = atomic_exchange(&r->bits[w], 0);
+		if (batch[n].x && ++n == MP_BATCH) {
+			err = mp_flush((uintptr_t)addr, npages, batch, n, cb, ctx);
+			if (err)
+				return err;
+			n = 0;
 		}
 	}
-	if (run_len) {
-		if (mp_protect(base, run_start, run_len) < 0)
-			return -errno;
-		cb(ctx, run_start, run_len);
-	}
-	return 0;
+	return mp_flush((uintptr_t)addr, npages, batch, n, cb, ctx);
 }
 
 static void mp_child_reset(void)
