@@ -162,13 +162,14 @@ static int64_t view_discard(struct us_view *v)
 static int wait_readable(struct orbit_sys *s)
 {
 	uint64_t spin_until = us_now_ns() + us_spin_ns();
+	unsigned n = 0;
 
 	/* A hot caller: answer without a scheduler round trip. */
 	while (!s->outq && atomic_load_explicit(&s->ctl->req_count, memory_order_acquire) ==
 				   s->req_seen) {
 		if (us_now_ns() >= spin_until)
 			break;
-		us_cpu_relax();
+		us_spin_step(&n);
 	}
 	for (;;) {
 		struct pollfd p = { .fd = s->osock, .events = POLLIN };

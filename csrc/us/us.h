@@ -163,6 +163,7 @@ int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);
 int us_read_msg(int fd, struct us_hdr *h, char **buf, size_t *cap, int *fds, int *nfds, int maxfds);
 unsigned us_spin_ns(void);
 void us_cpu_relax(void);
+void us_spin_step(unsigned *n);
 uint64_t us_now_ns(void);
 
 /* snapshot.c (main) */

@@ -125,12 +125,13 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 
 	if (s->rx.hdr_got == 0 && timeout_ms != 0) {
 		uint64_t until = us_now_ns() + us_spin_ns();
+		unsigned n = 0;
 
 		while (atomic_load_explicit(&s->ctl->resp_count, memory_order_acquire) ==
 		       s->resp_seen) {
 			if (us_now_ns() >= until)
 				break;
-			us_cpu_relax();
+			us_spin_step(&n);
 		}
 	}
 	rc = us_rx_poll(s->sock, &s->rx, timeout_ms);
