@@ -17,7 +17,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -260,14 +259,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 
 	if (narea > US_MAX_CALL_AREAS)
 		return -E2BIG;
-	{
-		/* A dead orbit would take the call silently into its socket
-		 * buffer; find out now, cheaply, so the caller can restart it. */
-		struct pollfd p = { .fd = s->sock, .events = POLLRDHUP };
 
-		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)))
-			return -EPIPE;
-	}
 	/* Deduplicate and order. */
 	for (size_t i = 0; i < narea; i++) {
 		size_t j;

@@ -53,7 +53,7 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
     """The orbit side of a call: runs in the orbit process."""
     try:
         if arg:
-            args, kwargs = _pickle.loads(arg)
+            args, kwargs = _pickle.loads_call(arg)
         else:
             args, kwargs = (), {}
         result = fn(*args, **kwargs)
@@ -299,18 +299,16 @@ class OrbitHandle:
         arenas = [a._area for a in self._areas]
         if args or kwargs:
             try:
-                arg = _pickle.dumps((args, kwargs), arenas)
+                arg = _pickle.dumps_call(args, kwargs, arenas)
             except Exception as e:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
         else:
             arg = b""
-        live = []
-        for a in arenas:
-            if a.alive:
-                live.append(a)
-                if a not in self._seen:
-                    self._seen.add(a)
+        live = [a for a in arenas if a.alive]
+        for a in live:
+            if a not in self._seen:
+                self._seen.add(a)
         try:
             return self._orbit().call_async(arg, live, flags)
         except _core.CoreError as e:
