@@ -305,10 +305,14 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		uint64_t need = need_pages << PM_PAGE_SHIFT, pad = 0;
 
 		/* Each area's pages must be contiguous in the ring: simplest is
-		 * to keep the whole call contiguous, skipping the ring's tail. */
-		if (off + need > s->stage_size)
+		 * to keep the whole call contiguous, skipping the ring's tail.
+		 * An empty ring starts over at its beginning, on pages that are
+		 * populated and cache-warm, rather than touch new ones. */
+		if (used == 0)
+			pad = off ? s->stage_size - off : 0;
+		else if (off + need > s->stage_size)
 			pad = s->stage_size - off;
-		if (used + pad + need > s->stage_size) {
+		if (need > s->stage_size || (used && used + pad + need > s->stage_size)) {
 			err = -EAGAIN;
 			goto out;
 		}
