@@ -107,3 +107,30 @@ def test_exception_and_crash_through_every_path(make_orbit: Callable[..., Any]) 
     f2.add_done_callback(lambda f: (got.append(f.exception()), ev.set()))
     assert ev.wait(10)
     assert isinstance(got[0], orbitpy.OrbitCrashed) and got[0].exitcode == 5
+
+
+def test_signal_handler_interrupts_a_sync_wait(make_orbit: Callable[..., Any]) -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    @make_orbit
+    def slow(x: int) -> int:
+        time.sleep(0.5)
+        return x
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        t0 = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            slow(1)
+        assert time.monotonic() - t0 < 0.45  # the wait ended at the signal
+        assert slow(2) == 2  # the orbit goes on; the abandoned call finished first
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -6,7 +6,7 @@ the hooks below whenever it waits, so other threads keep running.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_FULL_RO
-from libc.errno cimport errno
+from libc.errno cimport EINTR, ETIMEDOUT, errno
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free
 from libc.string cimport strerror
@@ -431,9 +431,9 @@ cdef class CoreFuture:
         cdef size_t n = 0
         cdef const void *data
         cdef int rc = orbit_future_wait(self.f, _timeout_ms(timeout), &ret)
-        if rc == -4:  # -EINTR: a signal handler raised
+        if rc == -EINTR:  # a signal handler raised: re-raise its exception
             _reraise_pending()
-        if rc == -110:  # -ETIMEDOUT
+        if rc == -ETIMEDOUT:
             raise TimeoutError("the orbit call is still running")
         if rc < 0:
             raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f))
@@ -446,9 +446,9 @@ cdef class CoreFuture:
         cdef void *data = NULL
         cdef size_t n = 0
         cdef int rc = orbit_pull(self.f, _timeout_ms(timeout), &data, &n)
-        if rc == -4:
+        if rc == -EINTR:
             _reraise_pending()
-        if rc == -110:
+        if rc == -ETIMEDOUT:
             raise TimeoutError("no update yet")
         if rc < 0:
             raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f))
