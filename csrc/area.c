@@ -14,7 +14,13 @@ struct orbit_area {
 	void *base;
 	size_t size;
 	pthread_mutex_t lock;	/* the allocator */
+	pid_t owner;
 };
+
+pid_t orbit_area_owner(const struct orbit_area *a)
+{
+	return a->owner;
+}
 
 struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a)
 {
@@ -44,6 +50,7 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
 		return NULL;
 	}
 	a->size = (size + 4095) & ~(size_t)4095;
+	a->owner = getpid();
 	pthread_mutex_init(&a->lock, NULL);
 	area_alloc_init(a->base, a->size);
 	return a;
@@ -56,7 +63,7 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
  */
 void orbit_area_destroy(struct orbit_area *a)
 {
-	if (!a || orbit_in_orbit())
+	if (!a || orbit_foreign(a->owner))
 		return;
 	orbit_sys->area_destroy(a->sys);
 	pthread_mutex_destroy(&a->lock);

@@ -339,6 +339,7 @@ struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
 	snprintf(ob->name, sizeof(ob->name), "%s", name ? name : "orbit");
 	ob->entry = entry;
 	ob->init = init;
+	ob->owner = getpid();
 	if (opts)
 		ob->opt = *opts;
 	else
@@ -443,7 +444,7 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st)
 
 int orbit_restart(struct orbit *ob)
 {
-	if (orbit_in_orbit())
+	if (orbit_foreign(ob->owner))
 		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
@@ -486,6 +487,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		errno = EPERM;
 		return NULL;
 	}
+	if (orbit_foreign(ob->owner)) {	/* inherited by fork from its owner */
+		errno = ECHILD;
+		return NULL;
+	}
 	if (narea > MAX_CALL_AREAS) {
 		errno = E2BIG;
 		return NULL;
@@ -493,6 +498,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 	for (size_t i = 0; i < narea; i++) {
 		if (!areas[i]) {
 			errno = EINVAL;
+			return NULL;
+		}
+		if (orbit_foreign(orbit_area_owner(areas[i]))) {
+			errno = EXDEV;	/* an area inherited from another process */
 			return NULL;
 		}
 		sa[i] = orbit_area_sys(areas[i]);
@@ -603,9 +612,7 @@ int orbit_destroy(struct orbit *ob)
 
 	if (!ob)
 		return -EINVAL;
-	/* In an orbit process main's orbits are copies: their descriptors are
-	 * closed and their locks may have been held at fork time.  Leave them. */
-	if (orbit_in_orbit())
+	if (orbit_foreign(ob->owner))	/* a copy made by fork: leave it */
 		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
@@ -647,7 +654,7 @@ void orbit_future_release(struct orbit_future *f)
 {
 	struct orbit *ob = f->ob;
 
-	if (orbit_in_orbit())	/* main's future, copied by fork: leave it */
+	if (orbit_foreign(ob->owner))	/* a copy made by fork: leave it */
 		return;
 	int gone;
 

@@ -5,6 +5,7 @@
 #define ORBIT_INTERNAL_H
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include "orbit.h"
 #include "orbit_sys.h"
@@ -56,6 +57,7 @@ struct orbit {
 	int live_futures;		/* futures the caller still holds */
 	int handle_gone;		/* orbit_destroy was called */
 	int freeing;
+	pid_t owner;			/* the process that created the orbit */
 };
 
 /* future.c */
@@ -67,6 +69,18 @@ void future_put_locked(struct orbit_future *f);
 
 /* area.c */
 struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a);
+pid_t orbit_area_owner(const struct orbit_area *a);
+
+/*
+ * Orbits and areas belong to the process that created them.  In an orbit
+ * process, or in any process forked from main (multiprocessing, os.fork),
+ * they are copies: their descriptors and processes are main's, their locks
+ * may have been held at fork time.  Such a process leaves them alone.
+ */
+static inline int orbit_foreign(pid_t owner)
+{
+	return orbit_in_orbit() || getpid() != owner;
+}
 
 /* orbit.c */
 void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);

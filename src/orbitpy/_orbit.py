@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import errno
 import functools
 import os
 import queue
@@ -221,6 +222,7 @@ class OrbitHandle:
         self._lock = threading.Lock()
         self._closed = False
         self._core: Any = None
+        self._owner = os.getpid()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
         limit = 5 if restart is True else (int(restart) if restart else 0)
@@ -237,6 +239,13 @@ class OrbitHandle:
 
     def _orbit(self) -> Any:
         core = self._core
+        if core is not None and self._owner != os.getpid():
+            # We are a process forked from the one that started the orbit
+            # (multiprocessing, os.fork): that orbit is its, not ours.  Start
+            # our own; the inherited handle is dropped without touching it.
+            self._core = core = None
+            self._queue = queue.SimpleQueue()
+            self._dispatcher = None
         if core is None:
             with self._lock:
                 if self._closed:
@@ -246,6 +255,7 @@ class OrbitHandle:
                     self._core = _core.Orbit(self.name,
                                              functools.partial(_run_in_orbit, fn),
                                              **self._opts)
+                    self._owner = os.getpid()
                 core = self._core
         return core
 
@@ -392,6 +402,10 @@ class OrbitHandle:
             return OrbitCrashed(f"orbit {self.name!r} crashed "
                                 f"{self._opts['restart_limit'] + 1} times in a row; not "
                                 f"restarting it again (call fn.orbit.restart() to retry)")
+        if code == errno.EXDEV:
+            return OrbitError(f"an arena passed to orbit {self.name!r} was created in another "
+                              f"process (this one was forked from it); arenas belong to the "
+                              f"process that made them: create them after forking")
         if code == _core.E_SKIPPED:
             return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
         if code == _core.E_CANCELLED:
