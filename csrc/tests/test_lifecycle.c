@@ -583,6 +583,48 @@ static void test_no_zombies(void)
 	CHECK_EQ(errno, ECHILD);
 }
 
+/* A process forked from main (not an orbit) inherits copies of main's
+ * orbits and areas: it must not use them, and leaving them must not disturb
+ * main's orbit. */
+static void test_forked_child_leaves_inherited_orbits(void)
+{
+	struct orbit *ob = orbit_create("fk", entry_echo, NULL, NULL);
+	struct orbit_area *a = orbit_area_create(1 << 16, ORBIT_SNAPSHOT_AUTO);
+	long v = 5, ret = 0;
+	pid_t main_orbit, child;
+	int st = 0;
+
+	REQUIRE(ob && a);
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &v, sizeof(v), &ret), 0);
+	main_orbit = orbit_pid(ob);
+	child = fork();
+	if (child == 0) {
+		struct orbit *mine = orbit_create("fk2", entry_echo, NULL, NULL);
+		int ok = 1;
+
+		/* main's orbit: refused, and destroying the copy is a no-op */
+		ok &= orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v)) == NULL &&
+		      errno == ECHILD;
+		ok &= orbit_destroy(ob) == -EPERM;
+		/* an area of main's, passed to an orbit of our own: refused */
+		ok &= orbit_call_async(mine, 0, 1, &a, NULL, &v, sizeof(v)) == NULL &&
+		      errno == EXDEV;
+		/* our own orbit works */
+		ok &= orbit_call(mine, 0, NULL, NULL, &v, sizeof(v), &ret) == 0 && ret == 5;
+		orbit_destroy(mine);
+		_exit(ok ? 0 : 1);
+	}
+	REQUIRE(child > 0);
+	waitpid(child, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	v = 7;
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &v, sizeof(v), &ret), 0);
+	CHECK_EQ(ret, 7);
+	CHECK_EQ(orbit_pid(ob), main_orbit);
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -593,6 +635,7 @@ int main(void)
 	RUN(test_options_applied);
 	RUN(test_hooks);
 	RUN(test_api_inside_orbit);
+	RUN(test_forked_child_leaves_inherited_orbits);
 	RUN(test_destroy_busy_and_idle);
 	RUN(test_orbit_inherits_no_other_orbit);
 	RUN(test_cycles_no_fd_growth);
