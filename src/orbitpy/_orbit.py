@@ -229,7 +229,7 @@ class OrbitHandle:
         cpu_mask = 0
         for c in cpus or ():
             cpu_mask |= 1 << c
-        self._opts = dict(
+        self._opts: dict[str, Any] = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
             nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
             restart=bool(restart), restart_limit=limit)

@@ -75,7 +75,7 @@ def _arena_memoryview(addr: int, nbytes: int, readonly: bool, fmt: str,
                       shape: tuple[int, ...]) -> memoryview:
     mv = _core.memory_at(addr, nbytes, readonly)
     if fmt != "B" or len(shape) != 1:
-        mv = mv.cast("B").cast(fmt, shape)
+        mv = mv.cast("B").cast(fmt, shape)  # type: ignore[call-overload]
     return mv
 
 
