@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,26 @@ def no_leaked_orbits() -> Iterator[None]:
         time.sleep(0.02)
         extra = child_pids() - before
     assert not extra, f"processes left behind by the test: {sorted(extra)}"
+
+
+@pytest.fixture
+def new_arena() -> Iterator[Callable[..., orbitpy.Arena]]:
+    """orbitpy.arena(size, snapshot); closes the arenas once the test's
+    buffers are gone (so that big arenas do not pile up in the reservation)."""
+    made: list[orbitpy.Arena] = []
+
+    def make(size: int, snapshot: str | None = None) -> orbitpy.Arena:
+        a = orbitpy.arena(size, snapshot=snapshot)
+        made.append(a)
+        return a
+
+    yield make
+    gc.collect()
+    for a in made:
+        try:
+            a.close()
+        except RuntimeError:
+            pass  # a buffer is still referenced (e.g. by a failure's traceback)
 
 
 SNAPSHOT_MODES = ["uffd", "mprotect", "full"]

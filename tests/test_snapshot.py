@@ -17,7 +17,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,24 +33,6 @@ TRACKED_MODES = ["uffd", "mprotect"]
 
 # ------------------------------------------------------------------ helpers
 
-@pytest.fixture
-def new_arena() -> Iterator[Callable[..., orbitpy.Arena]]:
-    """orbitpy.arena(size, snapshot); closes the arenas once the test's
-    buffers are gone (so that big arenas do not pile up in the reservation)."""
-    made: list[orbitpy.Arena] = []
-
-    def make(size: int, snapshot: str | None = None) -> orbitpy.Arena:
-        a = orbitpy.arena(size, snapshot=snapshot)
-        made.append(a)
-        return a
-
-    yield make
-    gc.collect()
-    for a in made:
-        try:
-            a.close()
-        except RuntimeError:
-            pass  # a buffer is still referenced (e.g. by a failure's traceback)
 
 
 def addr_of(buf: Any) -> int:

@@ -8,7 +8,6 @@ chosen from the environment, and main may write while calls are in flight.
 from __future__ import annotations
 
 import errno
-import gc
 import hashlib
 import os
 import signal
@@ -18,34 +17,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-import orbitpy
 from orbitpy import _core
 
 PAGE = 4096
 
 
-@pytest.fixture
-def new_arena() -> Iterator[Callable[..., orbitpy.Arena]]:
-    made: list[orbitpy.Arena] = []
-
-    def make(size: int, snapshot: str | None = None) -> orbitpy.Arena:
-        a = orbitpy.arena(size, snapshot=snapshot)
-        made.append(a)
-        return a
-
-    yield make
-    gc.collect()
-    for a in made:
-        try:
-            a.close()
-        except RuntimeError:
-            pass
 
 
 def digest(b: Any) -> str:
