@@ -134,3 +134,24 @@ def test_signal_handler_interrupts_a_sync_wait(make_orbit: Callable[..., Any]) -
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_skip_if_busy_and_cancel_queued(make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def task(x: Any, delay: float = 0.0) -> Any:
+        orbitpy.push("started")
+        time.sleep(delay)
+        return x
+
+    first = task.call_async("first", 0.3)
+    assert next(first.updates(timeout=10)) == "started"  # it runs now
+    with pytest.raises(orbitpy.OrbitBusy):
+        task.call_async_ex(("skipped",), skip_if_busy=True)
+    queued = [task.call_async(i) for i in range(3)]
+    last = task.call_async_ex(("last",), cancel_queued=True)
+    assert first.result(timeout=10) == "first"  # already running: not cancelled
+    for f in queued:
+        with pytest.raises(cf.CancelledError):
+            f.result(timeout=10)
+    assert last.result(timeout=10) == "last"
+    assert task.call_async_ex(("idle",), skip_if_busy=True).result(timeout=10) == "idle"
