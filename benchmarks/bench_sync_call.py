@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ def test_orbit(benchmark: Any, empty: Any) -> None:
     benchmark.extra_info.update(kind="sync", variant="orbit", spin_us=spin_us(),
                                 placement="free")
     benchmark.pedantic(empty, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+
+
+@pytest.mark.parametrize("pause_ms", [1, 5])
+def test_orbit_after_pause(benchmark: Any, empty: Any, pause_ms: int) -> None:
+    """The sync call of a service that calls now and then: main sleeps
+    `pause_ms` before each call (outside the timing), so both sides start
+    from sleep, as with a periodic maintenance task."""
+    benchmark.extra_info.update(kind="sync", variant=f"orbit-pause-{pause_ms}",
+                                spin_us=spin_us(), placement="free")
+    benchmark.pedantic(empty, setup=lambda: time.sleep(pause_ms / 1000), rounds=200,
+                       warmup_rounds=5, iterations=1)
 
 
 @pytest.mark.parametrize("placement", ["free", "split", "same"])

@@ -14,14 +14,16 @@ from typing import Any
 US = 1e6
 KS = [0, 1, 10, 100, 1000]
 SYNC_ORDER = ["plain-call", "futex-spin-split", "futex-sleep-same", "futex-sleep-split",
-              "orbit", "orbit-spin0", "orbit-spin0-same", "orbit-spin0-split", "mp-pipe",
-              "process-pool"]
+              "orbit", "orbit-pause-1", "orbit-pause-5", "orbit-spin0", "orbit-spin0-same",
+              "orbit-spin0-split", "mp-pipe", "process-pool"]
 SYNC_TEXT = {
     "plain-call": "plain function call in this thread",
     "futex-spin-split": "futex round trip (C), spin {spin} µs then sleep, 2 CPUs",
     "futex-sleep-same": "futex round trip (C), sleeping, 1 CPU",
     "futex-sleep-split": "futex round trip (C), sleeping, 2 CPUs",
     "orbit": "**orbit `fn()`**, default (spin {spin} µs), unpinned",
+    "orbit-pause-1": "orbit `fn()`, default, main sleeps 1 ms before each call",
+    "orbit-pause-5": "orbit `fn()`, default, main sleeps 5 ms before each call",
     "orbit-spin0": "orbit `fn()`, ORBITPY_SPIN_US=0, unpinned",
     "orbit-spin0-same": "orbit `fn()`, ORBITPY_SPIN_US=0, 1 CPU",
     "orbit-spin0-split": "orbit `fn()`, ORBITPY_SPIN_US=0, 2 CPUs",
