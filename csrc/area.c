@@ -50,7 +50,7 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
 		return NULL;
 	}
 	a->size = (size + 4095) & ~(size_t)4095;
-	a->owner = getpid();
+	a->owner = orbit_self_pid();
 	pthread_mutex_init(&a->lock, NULL);
 	area_alloc_init(a->base, a->size);
 	return a;

@@ -36,6 +36,33 @@ uint64_t orbit_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* getpid() without a system call on the call path: cached, and forgotten in
+ * every forked child. */
+static pid_t self_pid;
+static pthread_once_t self_pid_once = PTHREAD_ONCE_INIT;
+
+static void self_pid_forget(void)
+{
+	self_pid = 0;
+}
+
+static void self_pid_register(void)
+{
+	pthread_atfork(NULL, NULL, self_pid_forget);
+}
+
+pid_t orbit_self_pid(void)
+{
+	pid_t pid = __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+
+	if (pid)
+		return pid;
+	pthread_once(&self_pid_once, self_pid_register);
+	pid = getpid();
+	__atomic_store_n(&self_pid, pid, __ATOMIC_RELAXED);
+	return pid;
+}
+
 const char *orbit_strerror(int code)
 {
 	if (code < 0)
@@ -339,7 +366,7 @@ struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
 	snprintf(ob->name, sizeof(ob->name), "%s", name ? name : "orbit");
 	ob->entry = entry;
 	ob->init = init;
-	ob->owner = getpid();
+	ob->owner = orbit_self_pid();
 	if (opts)
 		ob->opt = *opts;
 	else

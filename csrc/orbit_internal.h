@@ -77,9 +77,11 @@ pid_t orbit_area_owner(const struct orbit_area *a);
  * they are copies: their descriptors and processes are main's, their locks
  * may have been held at fork time.  Such a process leaves them alone.
  */
+pid_t orbit_self_pid(void);
+
 static inline int orbit_foreign(pid_t owner)
 {
-	return orbit_in_orbit() || getpid() != owner;
+	return orbit_in_orbit() || orbit_self_pid() != owner;
 }
 
 /* orbit.c */

@@ -101,7 +101,6 @@ cdef extern from "orbit.h":
                                    orbit_area **areas, orbit_entry entry,
                                    const void *arg, size_t argsize)
     int orbit_future_wait(orbit_future *f, int timeout_ms, long *ret)
-    int orbit_future_done(orbit_future *f)
     const void *orbit_future_data(orbit_future *f, size_t *len)
     int orbit_future_status(orbit_future *f)
     int orbit_future_pid(orbit_future *f)
@@ -194,7 +193,9 @@ cdef int _timeout_ms(timeout) except -2:
 # ----------------------------------------------------------------- areas
 
 cdef class Area:
-    """An area: a range of memory snapshotted into orbits page by page."""
+    """An area: a range of memory snapshotted into orbits page by page.
+    It is unmapped only by destroy(), never by garbage collection: buffers
+    may still point into it."""
     cdef orbit_area *a
     cdef object __weakref__
 
@@ -202,10 +203,6 @@ cdef class Area:
         self.a = orbit_area_create(size, MODES[mode])
         if self.a is NULL:
             raise OSError(errno, strerror(errno).decode())
-
-    def __dealloc__(self):
-        # Areas are unmapped only by destroy(): objects may still point in.
-        pass
 
     @property
     def address(self):
@@ -270,9 +267,6 @@ cdef class Block:
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         PyBuffer_FillInfo(buf, self, self.p, self.n, 0, flags)
-
-    def __releasebuffer__(self, Py_buffer *buf):
-        pass
 
     def __dealloc__(self):
         if self.p is not NULL and self.area is not None:
@@ -420,9 +414,6 @@ cdef class CoreFuture:
     @property
     def seq(self):
         return orbit_future_seq(self.f)
-
-    def done(self):
-        return bool(orbit_future_done(self.f))
 
     def wait(self, timeout=None):
         """(retval, payload) once the call ended; raises CoreError, or

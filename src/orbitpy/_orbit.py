@@ -34,6 +34,17 @@ R = TypeVar("R")
 _STATUS_OK, _STATUS_RAISED = 0, 1
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
 
+# Bumped in every child forked from this process (no getpid() per call).
+_fork_generation = 0
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 # ------------------------------------------------------------ in the orbit
 
@@ -222,7 +233,7 @@ class OrbitHandle:
         self._lock = threading.Lock()
         self._closed = False
         self._core: Any = None
-        self._owner = os.getpid()
+        self._generation = _fork_generation
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
         limit = 5 if restart is True else (int(restart) if restart else 0)
@@ -239,7 +250,7 @@ class OrbitHandle:
 
     def _orbit(self) -> Any:
         core = self._core
-        if core is not None and self._owner != os.getpid():
+        if core is not None and self._generation != _fork_generation:
             # We are a process forked from the one that started the orbit
             # (multiprocessing, os.fork): that orbit is its, not ours.  Start
             # our own; the inherited handle is dropped without touching it.
@@ -255,7 +266,7 @@ class OrbitHandle:
                     self._core = _core.Orbit(self.name,
                                              functools.partial(_run_in_orbit, fn),
                                              **self._opts)
-                    self._owner = os.getpid()
+                    self._generation = _fork_generation
                 core = self._core
         return core
 
