@@ -400,24 +400,14 @@ static void test_crash_cycles_no_fd_growth(void)
 static long entry_scan(void *arg, size_t argsize, void *store)
 {
 	int what = *(int *)arg;
-	char line[512], path[64], link[128];
+	char line[512];
 	long fds = 0, maps = 0;
 	FILE *f;
 
 	(void)argsize;
 	(void)store;
 	if (what == 0)
-		for (int fd = 0; fd < 1024; fd++) {
-			ssize_t len;
-
-			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-			len = readlink(path, link, sizeof(link) - 1);
-			if (len <= 0)
-				continue;
-			link[len] = 0;
-			if (strstr(link, "memfd:orbit-base"))
-				fds++;
-		}
+		fds = check_count_fds_like("memfd:orbit-base");
 	f = fopen("/proc/self/maps", "re");
 	if (!f)
 		return -1;

@@ -332,24 +332,10 @@ static void test_dead_orbit_lost_under_reader(void)
 
 static long entry_count_sockets(void *arg, size_t argsize, void *store)
 {
-	char path[64], link[128];
-	long n = 0;
-
 	(void)arg;
 	(void)argsize;
 	(void)store;
-	for (int fd = 0; fd < 1024; fd++) {
-		ssize_t len;
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		len = readlink(path, link, sizeof(link) - 1);
-		if (len <= 0)
-			continue;
-		link[len] = 0;
-		if (!strncmp(link, "socket:", 7))
-			n++;
-	}
-	return n;
+	return check_count_fds_like("socket:");
 }
 
 static struct orbit *fw_other;
