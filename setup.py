@@ -2,6 +2,7 @@
 and the Cython binding over it."""
 
 import glob
+import sysconfig
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -13,10 +14,18 @@ CORE_FLAGS = ["-O2", "-g", "-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-
 core_lib = ("orbitcore", {"sources": CORE_SOURCES, "include_dirs": ["csrc"],
                           "cflags": CORE_FLAGS})
 
+# Python objects in arenas: allocator hooks and pre-call checks.  C that
+# knows CPython (internal headers included), so it is not part of the core.
+HEAP_SOURCES = sorted(glob.glob("src/orbitpy/_heap/*.c"))
+heap_lib = ("orbitheap", {"sources": HEAP_SOURCES,
+                          "include_dirs": ["csrc", "src/orbitpy/_heap",
+                                           sysconfig.get_paths()["include"]],
+                          "cflags": CORE_FLAGS})
+
 ext = Extension(
     "orbitpy._core",
     sources=["src/orbitpy/_core.pyx"],
-    include_dirs=["csrc"],
+    include_dirs=["csrc", "src/orbitpy/_heap"],
     extra_compile_args=["-O2", "-g"],
     libraries=["pthread"],
 )
@@ -29,6 +38,6 @@ bench_ext = Extension(
 )
 
 setup(
-    libraries=[core_lib],
+    libraries=[heap_lib, core_lib],
     ext_modules=cythonize([ext, bench_ext], compiler_directives={"language_level": "3"}),
 )

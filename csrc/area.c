@@ -143,3 +143,24 @@ void orbit_area_stats(struct orbit_area *a, struct orbit_area_stats *st)
 	area_alloc_usage(a->base, &st->used, &st->allocations);
 	pthread_mutex_unlock(&a->lock);
 }
+
+size_t orbit_usable_size(struct orbit_area *a, const void *ptr)
+{
+	size_t n = 0;
+
+	if (!ptr)
+		return 0;
+	if (orbit_in_orbit())
+		return area_alloc_usable(a->base, ptr);
+	pthread_mutex_lock(&a->lock);
+	n = area_alloc_usable(a->base, ptr);
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
+int orbit_area_changed(struct orbit_area *a, orbit_page_run_fn fn, void *ctx)
+{
+	if (orbit_in_orbit())
+		return -EPERM;
+	return orbit_sys->area_changed(a->sys, fn, ctx);
+}

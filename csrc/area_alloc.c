@@ -208,3 +208,10 @@ int area_alloc_owns(void *base, const void *ptr)
 		return 0;
 	return (blk(base, off - HDR)->size_flags & F_USED) != 0;
 }
+
+size_t area_alloc_usable(void *base, const void *ptr)
+{
+	if (!area_alloc_owns(base, ptr))
+		return 0;
+	return bsize(blk(base, (uint64_t)((const char *)ptr - (const char *)base) - HDR)) - HDR;
+}

@@ -17,5 +17,7 @@ void area_free(void *base, void *ptr);
 void area_alloc_usage(void *base, size_t *used, size_t *count);
 /* Does ptr point at a live block of this heap? */
 int area_alloc_owns(void *base, const void *ptr);
+/* Payload bytes of the live block at ptr, 0 if ptr is not one. */
+size_t area_alloc_usable(void *base, const void *ptr);
 
 #endif

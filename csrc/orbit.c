@@ -74,6 +74,7 @@ const char *orbit_strerror(int code)
 	case ORBIT_E_RESTART_LIMIT: return "the orbit crashed too often in a row";
 	case ORBIT_E_SKIPPED: return "the orbit was busy and the call was skipped";
 	case ORBIT_E_CANCELLED: return "the call was cancelled before it ran";
+	case ORBIT_E_REFUSED: return "the call was refused before it was sent";
 	default: return strerror(code);
 	}
 }
@@ -90,6 +91,14 @@ void orbit_options_init(struct orbit_options *o)
 static void *blk_begin(struct orbit *ob)
 {
 	return ob->hooks.block_begin ? ob->hooks.block_begin(ob->hooks.ctx) : NULL;
+}
+
+/* The runtime's last look before a snapshot; see struct orbit_hooks. */
+static int prepare(struct orbit *ob)
+{
+	if (ob->hooks.prepare && ob->hooks.prepare(ob->hooks.ctx))
+		return -ORBIT_E_REFUSED;
+	return 0;
 }
 
 static void blk_end(struct orbit *ob, void *st)
@@ -569,7 +578,9 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			break;
 		}
 		f->pid = orbit_sys->pid(sys);
-		rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, &sync);
+		rc = prepare(ob);
+		if (!rc)
+			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, &sync);
 		if (rc == -EAGAIN) {
 			/* No room to stage the snapshot: wait until the orbit has
 			 * caught up, then write it straight into its view. */
@@ -578,6 +589,8 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				orbit_pump(ob, UINT64_MAX);
 			rc = ob->sys == sys ? 0 : -EPIPE;
 			pthread_mutex_unlock(&ob->lock);
+			if (!rc)	/* the wait let other threads run: check again */
+				rc = prepare(ob);
 			if (!rc)
 				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize, &sync);
 		}

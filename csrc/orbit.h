@@ -36,6 +36,7 @@ enum {
 	ORBIT_E_RESTART_LIMIT,	/* the orbit crashed more often in a row than its policy allows */
 	ORBIT_E_SKIPPED,	/* ORBIT_CALL_SKIP_IF_BUSY and the orbit was busy */
 	ORBIT_E_CANCELLED,	/* cancelled by ORBIT_CALL_CANCEL_QUEUED */
+	ORBIT_E_REFUSED,	/* the prepare hook refused the call; nothing was sent */
 };
 
 /* Returns a static, human readable text for a (negative or positive) code. */
@@ -90,6 +91,17 @@ struct orbit_area_stats {
 	size_t allocations;	/* live allocations */
 };
 void orbit_area_stats(struct orbit_area *area, struct orbit_area_stats *st);
+/* Bytes usable at ptr, a live block from orbit_alloc (0 if it is not one). */
+size_t orbit_usable_size(struct orbit_area *area, const void *ptr);
+/*
+ * Report the pages of the area main wrote since the previous
+ * orbit_area_changed() (or since the area was created), as runs of page
+ * indexes (first page, count), and forget them.  Independent of what orbits
+ * have been sent: this is the feed for checks main runs before its calls.
+ * Returns 0 or -errno.
+ */
+typedef void (*orbit_page_run_fn)(void *ctx, size_t first_page, size_t npages);
+int orbit_area_changed(struct orbit_area *area, orbit_page_run_fn fn, void *ctx);
 
 /* --------------------------------------------------------------- orbits */
 
@@ -112,6 +124,13 @@ struct orbit_hooks {
 	void (*block_end)(void *ctx, void *state);
 	/* A wait was interrupted by a signal; return non-zero to abandon it. */
 	int (*interrupted)(void *ctx);
+	/*
+	 * Called by every call right before its snapshot is taken, in the calling
+	 * thread, with no wait (no block hook) between it and the snapshot: a
+	 * runtime checks here what the orbit is about to read.  Non-zero refuses
+	 * the call (ORBIT_E_REFUSED).  May be NULL.
+	 */
+	int (*prepare)(void *ctx);
 	void *ctx;
 };
 

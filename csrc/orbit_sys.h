@@ -67,6 +67,9 @@ struct orbit_sys_ops {
 			   struct orbit_sys_area **out, void **base);
 	void (*area_destroy)(struct orbit_sys_area *a);
 	enum orbit_snapshot_mode (*area_mode)(const struct orbit_sys_area *a);
+	/* Pages main wrote since the previous area_changed (see
+	 * orbit_area_changed in orbit.h), as runs, then forgotten. */
+	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
 	size_t (*reservation_size)(void);
 	int (*rearm_fault_handler)(void);	/* may be NULL */
 

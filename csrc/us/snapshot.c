@@ -35,6 +35,7 @@ void us_area_put(struct orbit_sys_area *a)
 	if (last) {
 		pthread_mutex_destroy(&a->lock);
 		free(a->ever);
+		free(a->changed);
 		free(a);
 	}
 }
@@ -135,10 +136,41 @@ static void collect_cb(void *ctx, size_t first, size_t n)
 {
 	struct orbit_sys_area *a = ctx;
 
-	for (size_t pg = first; pg < first + n; pg++)
+	for (size_t pg = first; pg < first + n; pg++) {
 		a->ever[pg / 64] |= 1ULL << (pg % 64);
+		a->changed[pg / 64] |= 1ULL << (pg % 64);
+	}
 	for (struct us_link *l = a->links; l; l = l->next_in_area)
 		pending_set(l, first, n);
+}
+
+/*
+ * The checks main runs before its calls want the pages written since they
+ * last asked: collect (which also feeds every orbit's pending set, so nothing
+ * is lost for them) and hand over the `changed` runs.
+ */
+int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx)
+{
+	size_t nwords = (a->npages + 63) / 64;
+	int err;
+
+	pthread_mutex_lock(&a->lock);
+	err = a->dead ? -EINVAL : a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+	for (size_t w = 0; !err && w < nwords; w++) {
+		uint64_t x = a->changed[w];
+
+		a->changed[w] = 0;
+		while (x) {
+			int b = __builtin_ctzll(x);
+			uint64_t run = x >> b;
+			int len = run == ~0ULL ? 64 : (int)__builtin_ctzll(~run);
+
+			fn(ctx, w * 64 + (size_t)b, (size_t)len);
+			x = len + b >= 64 ? 0 : x & ~(((1ULL << len) - 1) << b);
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+	return err;
 }
 
 /* A new base needs every page main ever wrote. */

@@ -39,6 +39,7 @@ struct orbit_sys_area {
 	pthread_mutex_t lock;	/* tracker collect and the link list */
 	struct us_link *links;	/* one per orbit that has a snapshot of it */
 	uint64_t *ever;		/* pages written since the area was created */
+	uint64_t *changed;	/* pages written since the last us_area_changed() */
 	int refs;		/* 1 for main + one per link */
 	int dead;
 };
@@ -172,6 +173,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		     const void *arg, size_t argsize, struct orbit_sync_stats *st);
 void us_links_free(struct orbit_sys *s);
 void us_area_put(struct orbit_sys_area *a);
+int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
 
 /* orbit_view.c (orbit) */
 int us_view_recv(struct orbit_sys *s, struct orbit_request *rq);

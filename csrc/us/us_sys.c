@@ -42,15 +42,22 @@ static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
 	if (size > us_reserve_size())
 		return -E2BIG;
 	a = calloc(1, sizeof(*a));
-	if (a)
+	if (a) {
 		a->ever = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-	if (!a || !a->ever) {
+		a->changed = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+	}
+	if (!a || !a->ever || !a->changed) {
+		if (a) {
+			free(a->ever);
+			free(a->changed);
+		}
 		free(a);
 		return -ENOMEM;
 	}
 	err = us_reserve_range(size, &addr);
 	if (err) {
 		free(a->ever);
+		free(a->changed);
 		free(a);
 		return err;
 	}
@@ -77,6 +84,7 @@ static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
 fail:
 	us_reserve_release(addr, size);
 	free(a->ever);
+	free(a->changed);
 	free(a);
 	return err;
 }
@@ -198,6 +206,7 @@ static const struct orbit_sys_ops us_ops = {
 	.area_create = us_area_create,
 	.area_destroy = us_area_destroy,
 	.area_mode = us_area_mode,
+	.area_changed = us_area_changed,
 	.reservation_size = us_reserve_size,
 	.rearm_fault_handler = dirty_track_mprotect_rearm,
 	.create = us_create,

@@ -18,6 +18,7 @@ from ._orbit import (
     push,
 )
 from .errors import (
+    ArenaEscapeError,
     ArenaFull,
     OrbitBusy,
     OrbitClosed,
@@ -28,7 +29,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed", "OrbitError",
+    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed", "OrbitError",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
 ]

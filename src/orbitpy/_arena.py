@@ -8,7 +8,7 @@ import os
 import threading
 from typing import Any
 
-from . import _core
+from . import _core, _objects
 from .errors import ArenaFull
 
 _live_lock = threading.Lock()
@@ -117,6 +117,7 @@ class Arena:
                     f"(set ORBITPY_RESERVE to reserve more)") from None
             raise
         self._size = self._area.size
+        self._heap: Any = None  # registered with the allocator hooks on first `with`
         _register(self._area)
         if self._area.mode == "mprotect":
             _keep_fault_handler_on_top()
@@ -156,20 +157,54 @@ class Arena:
             raise ValueError(f"{e}: cannot allocate in it") from None
         return memoryview(block)
 
+    def __enter__(self) -> Arena:
+        """Objects this thread creates until the block ends live in the arena.
+
+        Blocks nest (the innermost arena wins) and are per thread: other
+        threads keep allocating where they were.  An allocation the arena has
+        no room for raises :class:`ArenaFull`."""
+        if self._heap is None:
+            if self.closed:
+                raise ValueError("the arena is closed")
+            self._heap = _core.heap_register_area(self._area)
+        _objects.enter(self._heap)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        refused = _objects.leave(self._heap)
+        if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
+            st = self.stats()
+            raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
+                            f"bytes ({st['used']} in use)") from exc
+
+    def contains(self, obj: object) -> bool:
+        """Does obj live in this arena?"""
+        if self.closed:
+            return False
+        return self.address <= id(obj) < self.address + self._size
+
     def stats(self) -> dict[str, Any]:
-        """size, used (bytes allocated, headers included), allocations, snapshot_mode."""
+        """size, used (bytes allocated, headers included), allocations, snapshot_mode.
+
+        ``checks`` has the pre-call check counters (all arenas): checks,
+        pages and objects looked at, values copied and tables moved into
+        arenas, and ns spent."""
         size, used, allocations = self._area.stats()
         return {"size": size, "used": used, "allocations": allocations,
-                "snapshot_mode": self.snapshot_mode, "address": self.address}
+                "snapshot_mode": self.snapshot_mode, "address": self.address,
+                "checks": _core.check_stats()}
 
     def close(self) -> None:
-        """Unmap the arena.  Refused while buffers from it are alive."""
+        """Unmap the arena.  Refused while buffers or objects in it are alive."""
         if not self._area.alive:
             return
         _, _, allocations = self._area.stats()
         if allocations:
-            raise RuntimeError(f"arena still has {allocations} live buffer(s); release them "
-                               f"before closing it")
+            raise RuntimeError(f"arena still has {allocations} live allocation(s) (buffers "
+                               f"or objects); release them before closing it")
+        if self._heap is not None:
+            _core.heap_unregister_area(self._heap)
+            self._heap = None
         _unregister(self._area)
         self._area.destroy()
 

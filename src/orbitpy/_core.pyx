@@ -5,6 +5,7 @@ Every function here is called with the GIL held; the C core drops it through
 the hooks below whenever it waits, so other threads keep running.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 from cpython.buffer cimport PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release, PyBUF_FULL_RO
 from libc.errno cimport EINTR, ETIMEDOUT, errno
 from libc.stdint cimport uint64_t
@@ -21,6 +22,7 @@ cdef extern from "Python.h":
     void PyOS_AfterFork_Parent() nogil
     void PyOS_AfterFork_Child() nogil
     int PyErr_CheckSignals()
+    int PyGC_Disable() nogil
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_READ
     int PyBUF_WRITE
@@ -33,6 +35,7 @@ cdef extern from "orbit.h":
         ORBIT_E_RESTART_LIMIT
         ORBIT_E_SKIPPED
         ORBIT_E_CANCELLED
+        ORBIT_E_REFUSED
         ORBIT_CALL_SKIP_IF_BUSY
         ORBIT_CALL_CANCEL_QUEUED
     enum orbit_snapshot_mode:
@@ -65,6 +68,7 @@ cdef extern from "orbit.h":
         void *(*block_begin)(void *ctx) noexcept
         void (*block_end)(void *ctx, void *state) noexcept
         int (*interrupted)(void *ctx) noexcept
+        int (*prepare)(void *ctx) noexcept
         void *ctx
     struct orbit_options:
         int timeout_ms
@@ -117,6 +121,7 @@ E_CLOSED = ORBIT_E_CLOSED
 E_RESTART_LIMIT = ORBIT_E_RESTART_LIMIT
 E_SKIPPED = ORBIT_E_SKIPPED
 E_CANCELLED = ORBIT_E_CANCELLED
+E_REFUSED = ORBIT_E_REFUSED
 CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
 CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
 MODES = {"auto": ORBIT_SNAPSHOT_AUTO, "uffd": ORBIT_SNAPSHOT_UFFD,
@@ -150,22 +155,71 @@ cdef int _interrupted(void *ctx) noexcept with gil:
     return PyErr_CheckSignals() < 0
 
 cdef void _before_fork(void *ctx) noexcept nogil:
+    # The GIL is held here (PyOS_BeforeFork needs it).
+    with gil:
+        try:
+            hook = _fork_hooks.get("before")
+            if hook is not None:
+                (<Orbit>ctx).epoch = hook()
+        except BaseException:
+            (<Orbit>ctx).epoch = 0      # knows no classes: refuses, never wrong
     PyOS_BeforeFork()
 
 cdef void _after_fork_parent(void *ctx) noexcept nogil:
     PyOS_AfterFork_Parent()
 
 cdef object _child_handler = None
+cdef int _child_gc_was_enabled = 0
+cdef bint _child_started = False
 
 cdef void _after_fork_child(void *ctx) noexcept nogil:
-    global _child_handler
+    global _child_handler, _child_gc_was_enabled
+    # Before any Python code runs: arena objects that were in main's
+    # collector lists at fork time are unreadable until the first call maps
+    # the orbit's view, and their links will point at main-only memory.
+    _child_gc_was_enabled = PyGC_Disable()
+    heap_after_fork_orbit()
     PyOS_AfterFork_Child()
     with gil:
         _child_handler = (<Orbit>ctx).handler
 
+cdef int _prepare(void *ctx) noexcept with gil:
+    # Right before the snapshot, GIL held, nothing waits in between.
+    p = getattr(_call_tls, "prepare", None)
+    if p is None:
+        return 0
+    try:
+        p((<Orbit>ctx).epoch)
+        return 0
+    except BaseException as e:
+        _call_tls.refusal = e
+        return 1
+
+# "before": called before each orbit fork, returns the orbit's epoch.
+_fork_hooks = {}
+import threading as _threading
+_call_tls = _threading.local()
+
+
+def _start_child():
+    """First call in a new orbit: its view is mapped now.  Park everything
+    the collector knew at fork time in the permanent generation (it never
+    walks it), then let it run again over what the orbit makes itself."""
+    global _child_started
+    if _child_started:
+        return
+    _child_started = True
+    import gc
+    gc.freeze()
+    if _child_gc_was_enabled:
+        gc.enable()
+
+
 cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
     cdef bytes payload
     try:
+        if not _child_started:
+            _start_child()
         status, payload = _child_handler(PyBytes_FromStringAndSize(<char *>arg, argsize))
         if payload:
             orbit_return_data(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
@@ -319,6 +373,7 @@ cdef class Orbit:
     cdef orbit_hooks hooks
     cdef public object handler
     cdef public str name
+    cdef public uint64_t epoch     # classes the process has (see _heap.pxi)
 
     def __cinit__(self, str name, object handler, int timeout_ms=0, int nice=0,
                   uint64_t cpu_mask=0, size_t memory_limit=0, bint restart=True,
@@ -339,6 +394,7 @@ cdef class Orbit:
         self.hooks.block_begin = _block_begin
         self.hooks.block_end = _block_end
         self.hooks.interrupted = _interrupted
+        self.hooks.prepare = _prepare
         self.hooks.ctx = <void *>self
         o.hooks = &self.hooks
         self.handler = handler
@@ -356,7 +412,9 @@ cdef class Orbit:
         if self.ob is NULL:
             raise CoreError(ORBIT_E_CLOSED)
 
-    def call_async(self, bytes arg, list areas, int flags=0):
+    def call_async(self, bytes arg, list areas, int flags=0, prepare=None):
+        """prepare(epoch), if given, runs right before the snapshot is taken;
+        an exception from it refuses the call and is raised here."""
         cdef orbit_area *arr[64]
         cdef Py_ssize_t n = len(areas), i
         cdef orbit_future *f
@@ -366,10 +424,19 @@ cdef class Orbit:
         for i in range(n):
             (<Area>areas[i])._check()
             arr[i] = (<Area>areas[i]).a
-        f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
-                             PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
-        if f is NULL:
-            raise CoreError(errno)
+        _call_tls.prepare = prepare
+        try:
+            f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
+                                 PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
+            if f is NULL:
+                if errno == ORBIT_E_REFUSED:
+                    e = getattr(_call_tls, "refusal", None)
+                    _call_tls.refusal = None
+                    if e is not None:
+                        raise e
+                raise CoreError(errno)
+        finally:
+            _call_tls.prepare = None
         fut = CoreFuture.__new__(CoreFuture)
         (<CoreFuture>fut).f = f
         (<CoreFuture>fut).owner = self
@@ -459,3 +526,6 @@ def push(bytes data):
     cdef int rc = orbit_push(PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
     if rc < 0:
         raise CoreError(-rc)
+
+
+include "_heap.pxi"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _core, _pickle
+from . import _objects
 from ._arena import Arena
 from .errors import (
     EXIT_OUT_OF_MEMORY,
@@ -318,12 +319,17 @@ class OrbitHandle:
         if _core.in_orbit():
             raise OrbitError(f"orbit {self.name!r} cannot be called from inside an orbit")
         arenas = [a._area for a in self._areas]
+        roots: dict[Any, list[Any]] | None = {} if _core.heap_in_use() else None
+        prepare = None
         if args or kwargs:
             try:
-                arg = _pickle.dumps_call(args, kwargs, arenas)
+                arg = _pickle.dumps_call(args, kwargs, arenas, roots)
             except Exception as e:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
+            if roots:
+                prepare = functools.partial(_objects.check_call, roots,
+                                            self._arg_labels(args, kwargs))
         else:
             arg = b""
         live = [a for a in arenas if a.alive]
@@ -331,9 +337,19 @@ class OrbitHandle:
             if a not in self._seen:
                 self._seen.add(a)
         try:
-            return self._orbit().call_async(arg, live, flags)
+            return self._orbit().call_async(arg, live, flags, prepare)
         except _core.CoreError as e:
             raise self._error(e) from None
+
+    def _arg_labels(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, str]:
+        """Names for the arguments in error messages: parameter names where
+        the function's signature gives them."""
+        code = getattr(self._fn, "__code__", None)
+        names = code.co_varnames[:code.co_argcount] if code is not None else ()
+        labels = {id(v): k for k, v in kwargs.items()}
+        for i, a in enumerate(args):
+            labels.setdefault(id(a), names[i] if i < len(names) else f"args[{i}]")
+        return labels
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core_future = self._submit(args, kwargs)

@@ -24,6 +24,7 @@ import cloudpickle
 
 from . import _core
 from ._arena import area_containing
+from ._objects import SCALARS
 
 _tls = threading.local()
 
@@ -99,6 +100,37 @@ class _CloudPickler(cloudpickle.Pickler):
                                    cloudpickle.Pickler.dispatch_table)
 
 
+def _arena_object_id(obj: Any) -> Any:
+    """Arena objects (but scalars) cross by address; the orbit reads them
+    from its snapshot.  Each is a root of the call's pre-call check."""
+    if type(obj) in SCALARS:
+        return None
+    heap = _core.heap_of(obj)
+    if heap is None:
+        return None
+    roots = _tls.roots
+    if heap not in roots:
+        roots[heap] = []
+        _note(heap.area)
+    roots[heap].append(obj)
+    return ("A", id(obj))
+
+
+class _FastArenaPickler(_FastPickler):
+    def persistent_id(self, obj: Any) -> Any:
+        return _arena_object_id(obj)
+
+
+class _CloudArenaPickler(_CloudPickler):
+    def persistent_id(self, obj: Any) -> Any:
+        return _arena_object_id(obj)
+
+
+class _ArenaUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        return _core.object_at(pid[1])
+
+
 _numpy_seen: Any = None
 
 
@@ -140,17 +172,25 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     return np is not None and t is np.ndarray and obj.dtype.hasobject is False
 
 
-def dumps(obj: Any, arenas: list[Any] | None = None) -> bytes:
-    """Pickle obj; the core areas holding buffers in it are appended to `arenas`."""
+def dumps(obj: Any, arenas: list[Any] | None = None,
+          roots: dict[Any, list[Any]] | None = None) -> bytes:
+    """Pickle obj; the core areas holding buffers in it are appended to `arenas`.
+    With `roots`, arena objects are pickled by address and collected there
+    (by arena); otherwise by value."""
     buf = io.BytesIO()
     if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
         _learn_numpy()
     _tls.arenas = arenas
+    _tls.roots = roots
     try:
-        cls = _FastPickler if _is_plain(obj) else _CloudPickler
+        if roots is None:
+            cls = _FastPickler if _is_plain(obj) else _CloudPickler
+        else:
+            cls = _FastArenaPickler if _is_plain(obj) else _CloudArenaPickler
         cls(buf, protocol=5).dump(obj)
     finally:
         _tls.arenas = None
+        _tls.roots = None
     return buf.getvalue()
 
 
@@ -158,7 +198,8 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any], arenas: list[Any]) -> bytes:
+def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any], arenas: list[Any],
+               roots: dict[Any, list[Any]] | None = None) -> bytes:
     """Encode a call's arguments.  Flat positional arguments that are scalars,
     strings or arena memoryviews (the common case: a few numbers and a buffer)
     skip the Pickler machinery: one C-level dumps of plain tuples."""
@@ -182,6 +223,9 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any], arenas: list[Any])
                 break
         else:
             return b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5)
+    if roots is not None:
+        data = dumps((args, kwargs), arenas, roots)
+        return (b"A" if roots else b"P") + data
     return b"P" + dumps((args, kwargs), arenas)
 
 
@@ -194,4 +238,6 @@ def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         for i in bufs:
             args[i] = _arena_memoryview(*args[i])
         return tuple(args), {}
+    if data[:1] == b"A":
+        return _ArenaUnpickler(io.BytesIO(memoryview(data)[1:])).load()  # type: ignore[no-any-return]
     return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]

@@ -40,6 +40,22 @@ class ArenaFull(MemoryError):
     """An arena has no room for an allocation."""
 
 
+class ArenaEscapeError(OrbitError):
+    """An orbit call would reach memory the orbit does not have.
+
+    Raised in main before the call is sent.  ``path`` names the reference
+    from the call's arguments (e.g. ``table['bob'].history[3]``), ``reason``
+    says what is wrong with it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.reason))
+
+
 class RemoteTraceback(Exception):
     """Carries the formatted traceback of an exception raised in an orbit; it is
     attached as ``__cause__`` of the re-raised exception."""

@@ -1,0 +1,123 @@
+# Python objects in arenas: the allocator hooks and the pre-call checks
+# (C in _heap/; see heap.h and heap_check.h).  Included by _core.pyx, so
+# that one copy of the C core serves both.
+
+cdef extern from "heap.h":
+    struct heap_area:
+        pass
+    int heap_install() except -1
+    heap_area *heap_register(orbit_area *area) except NULL
+    void heap_unregister(heap_area *ha)
+    heap_area *heap_area_of(const void *p)
+    heap_area *heap_current()
+    void heap_set_current(heap_area *ha)
+    size_t c_heap_take_refused "heap_take_refused"(heap_area **ha)
+    void heap_after_fork_orbit() nogil
+    int heap_in_orbit()
+
+cdef extern from "heap_check.h":
+    struct chk_stats:
+        uint64_t checks
+        uint64_t pages
+        uint64_t objects
+        uint64_t copies
+        uint64_t moves
+        uint64_t ns
+    int chk_prepare(heap_area *ha, object roots, uint64_t epoch, object failures) except -1
+    uint64_t chk_register_types(object types)
+    void chk_forget_type(size_t addr)
+    int chk_is_checked(heap_area *ha, object op)
+    int chk_is_static(const void *op)
+    void chk_get_stats(chk_stats *st)
+
+
+
+cdef class HeapArea:
+    """An arena's area as the allocator hooks know it."""
+    cdef heap_area *ha
+    cdef readonly Area area
+    cdef object __weakref__
+
+    def __cinit__(self, Area area):
+        area._check()
+        heap_install()
+        self.ha = heap_register(area.a)
+        self.area = area
+
+    def unregister(self):
+        if self.ha is not NULL:
+            heap_unregister(self.ha)
+            self.ha = NULL
+
+    def contains(self, obj):
+        return self.ha is not NULL and heap_area_of(<void *>obj) == self.ha
+
+    def is_checked(self, obj):
+        return self.ha is not NULL and chk_is_checked(self.ha, obj) != 0
+
+    def prepare(self, list roots, uint64_t epoch, list failures):
+        if self.ha is NULL:
+            raise ValueError("the arena is closed")
+        chk_prepare(self.ha, roots, epoch, failures)
+
+
+cdef dict _heap_areas = {}      # address of heap_area -> HeapArea
+
+
+def heap_register_area(Area area):
+    h = HeapArea(area)
+    _heap_areas[<size_t>h.ha] = h
+    return h
+
+
+def heap_unregister_area(HeapArea h):
+    if h.ha is not NULL:
+        del _heap_areas[<size_t>h.ha]
+        h.unregister()
+
+
+def heap_in_use():
+    """Has any arena been used for Python objects?"""
+    return bool(_heap_areas)
+
+
+def heap_of(obj):
+    """The HeapArea holding obj, or None."""
+    cdef heap_area *ha = heap_area_of(<void *>obj)
+    if ha is NULL:
+        return None
+    return _heap_areas.get(<size_t>ha)
+
+
+def heap_set(HeapArea h):
+    """Make h (or None) where this thread allocates Python objects."""
+    heap_set_current(h.ha if h is not None else NULL)
+
+
+def heap_take_refused():
+    """Size of the last allocation an arena refused in this thread (0: none)."""
+    return c_heap_take_refused(NULL)
+
+
+def register_classes(list types):
+    return chk_register_types(types)
+
+
+def forget_class(size_t addr):
+    chk_forget_type(addr)
+
+
+def is_static(obj):
+    return chk_is_static(<void *>obj) != 0
+
+
+def object_at(size_t addr):
+    """The object at addr (in an orbit: an arena object of the snapshot)."""
+    return <object><PyObject *>addr
+
+
+def check_stats():
+    cdef chk_stats st
+    chk_get_stats(&st)
+    return {"checks": st.checks, "pages": st.pages, "objects": st.objects,
+            "copies": st.copies, "moves": st.moves, "ns": st.ns}

@@ -1,0 +1,49 @@
+/*
+ * heap.h - Python objects in orbit areas: the allocator hooks that place
+ * them (heap_hooks.c) and the checks that keep orbits from reading memory
+ * they do not have (heap_check.c).
+ */
+#ifndef ORBITPY_HEAP_H
+#define ORBITPY_HEAP_H
+
+#include "pyver.h"
+#include "orbit.h"
+
+struct chk_area;
+
+/* An area registered for Python objects. */
+struct heap_area {
+	struct orbit_area *area;
+	char *lo, *hi;
+	struct chk_area *chk;	/* the checker's state for it (main only) */
+};
+
+/* ---- heap_hooks.c */
+
+/* Install the allocator hooks (once; they stay). 0 or -1 with an exception. */
+int heap_install(void);
+/* Register / unregister an area; at most HEAP_MAX_AREAS at once. */
+#define HEAP_MAX_AREAS 64
+struct heap_area *heap_register(struct orbit_area *area);
+void heap_unregister(struct heap_area *ha);
+/* The registered area holding p, or NULL. */
+struct heap_area *heap_area_of(const void *p);
+/* The area this thread allocates Python objects in (NULL: the usual heap). */
+struct heap_area *heap_current(void);
+void heap_set_current(struct heap_area *ha);
+/* Size of the last allocation an area refused in this thread (0: none), reset. */
+size_t heap_take_refused(struct heap_area **ha);
+/* Raw allocation in an area, outside any Python domain (for moved tables). */
+void *heap_alloc_in(struct heap_area *ha, size_t n);
+/* In a new orbit process: no current area, arena blocks are never freed. */
+void heap_after_fork_orbit(void);
+int heap_in_orbit(void);
+
+/* ---- heap_check.c */
+
+int chk_area_init(struct heap_area *ha);
+void chk_area_free(struct heap_area *ha);
+/* The allocator is about to reuse [p, p+n): forget what was checked there. */
+void chk_forget(struct heap_area *ha, void *p, size_t n);
+
+#endif

@@ -1,0 +1,1112 @@
+/*
+ * heap_check.c - see heap_check.h.
+ *
+ * Why each rule:
+ *  - An arena object is in the orbit's snapshot: the orbit may follow it.
+ *  - A static interpreter object (None, small ints, builtin types, ...) sits
+ *    at the same address, unchanged, in every process.
+ *  - A class defined in Python is the orbit's own copy from its fork: fine if
+ *    it existed then and has not been changed since (version tag), and its
+ *    address cannot have been reused (the registry drops dead classes).
+ *  - An immutable value outside the arena (str, bytes, int, float, complex,
+ *    tuples and frozensets of those) is copied into the arena, and the
+ *    reference moved to the copy.
+ *  - A table (list items, dict keys, set table, bytearray bytes) that an
+ *    arena object got from outside the arena (it grew outside `with`) is
+ *    moved into the arena.
+ *  - Anything else is a failure the caller reports.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "heap_check.h"
+#include "ptrmap.h"
+
+#define GRAN_SHIFT 4
+#define PAGE_SHIFT 12
+#define PAGE 4096
+
+struct chk_area {
+	char *base;
+	size_t size, npages;
+	uint64_t *obj;		/* checked objects, by address */
+	uint64_t *buf;		/* checked tables, by block */
+	uint32_t *cover;	/* per page: 1 + granule of the checked object or
+				 * table over 1 page long that covers its start */
+	struct ptrmap owner;	/* table block -> object it belongs to */
+	struct ptrmap invalid;	/* objects whose last check failed */
+};
+
+/* A class alive when some orbit was forked. */
+struct treg {
+	PyTypeObject *tp;
+	unsigned int tag;	/* version tag when registered */
+	uint64_t epoch;		/* orbits forked at or after this have it */
+	void *keys;		/* its shared keys then */
+	Py_ssize_t nentries;	/* entries they had (they only grow) */
+	int referenced;		/* on the `referenced` list */
+};
+
+static struct ptrmap types;	/* PyTypeObject * -> struct treg * */
+static struct ptrmap keys_of;	/* shared keys -> struct treg * */
+static struct treg **referenced;	/* classes checked objects refer to */
+static size_t nreferenced, referenced_cap;
+static uint64_t epoch_now;
+static char *static_lo, *static_hi;
+static struct chk_stats stats;
+
+/* One chk_prepare. */
+struct pass {
+	struct heap_area *ha;
+	struct chk_area *ca;
+	uint64_t epoch;
+	PyObject *failures;
+	struct ptrmap copies;	/* outside value -> its arena copy, this pass */
+	PyObject **stack;
+	size_t nstack, stack_cap;
+	size_t *pages;
+	size_t npages, pages_cap;
+	int oom;
+	struct ptrmap failed;	/* objects that failed in this pass */
+};
+
+/* ---------------------------------------------------------------- bits */
+
+static inline size_t gran(const struct chk_area *ca, const void *p)
+{
+	return (size_t)((const char *)p - ca->base) >> GRAN_SHIFT;
+}
+
+static inline int bit_get(const uint64_t *m, size_t g)
+{
+	return (int)((m[g / 64] >> (g % 64)) & 1);
+}
+
+static inline void bit_set(uint64_t *m, size_t g)
+{
+	m[g / 64] |= 1ULL << (g % 64);
+}
+
+static inline void bit_clr(uint64_t *m, size_t g)
+{
+	m[g / 64] &= ~(1ULL << (g % 64));
+}
+
+static inline int in_area(const struct chk_area *ca, const void *p)
+{
+	return (const char *)p >= ca->base && (const char *)p < ca->base + ca->size;
+}
+
+int chk_is_static(const void *op)
+{
+	return (const char *)op >= static_lo && (const char *)op < static_hi;
+}
+
+/* The interpreter's static objects live in the image holding None. */
+static void find_static_range(void)
+{
+	Dl_info info;
+	char line[4096], path[4096];
+	FILE *f;
+
+	if (!dladdr((void *)Py_None, &info) || !info.dli_fname)
+		return;
+	if (!realpath(info.dli_fname, path))
+		snprintf(path, sizeof(path), "%s", info.dli_fname);
+	f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char *name = strchr(line, '/');
+
+		if (!name || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		name[strcspn(name, "\n")] = 0;
+		if (strcmp(name, path))
+			continue;
+		if (!static_lo || (char *)lo < static_lo)
+			static_lo = (char *)lo;
+		if ((char *)hi > static_hi)
+			static_hi = (char *)hi;
+	}
+	fclose(f);
+}
+
+int chk_area_init(struct heap_area *ha)
+{
+	struct chk_area *ca = calloc(1, sizeof(*ca));
+	size_t size = (size_t)(ha->hi - ha->lo), ngran = size >> GRAN_SHIFT;
+
+	if (!static_lo)
+		find_static_range();
+	if (!ca)
+		return -1;
+	ca->base = ha->lo;
+	ca->size = size;
+	ca->npages = size >> PAGE_SHIFT;
+	ca->obj = calloc(ngran / 64 + 1, sizeof(uint64_t));
+	ca->buf = calloc(ngran / 64 + 1, sizeof(uint64_t));
+	ca->cover = calloc(ca->npages + 1, sizeof(uint32_t));
+	if (!ca->obj || !ca->buf || !ca->cover) {
+		free(ca->obj);
+		free(ca->buf);
+		free(ca->cover);
+		free(ca);
+		return -1;
+	}
+	ha->chk = ca;
+	return 0;
+}
+
+void chk_area_free(struct heap_area *ha)
+{
+	struct chk_area *ca = ha->chk;
+
+	if (!ca)
+		return;
+	free(ca->obj);
+	free(ca->buf);
+	free(ca->cover);
+	ptrmap_free(&ca->owner);
+	ptrmap_free(&ca->invalid);
+	free(ca);
+	ha->chk = NULL;
+}
+
+static void cover_set(struct chk_area *ca, const char *start, size_t len, size_t g)
+{
+	size_t first = ((size_t)(start - ca->base) + PAGE - 1) >> PAGE_SHIFT;
+	size_t end = (size_t)(start + len - ca->base) >> PAGE_SHIFT;
+
+	for (size_t pg = first; pg < end && pg < ca->npages; pg++)
+		ca->cover[pg] = (uint32_t)(g + 1);
+}
+
+static void cover_clear(struct chk_area *ca, const char *start, size_t len, size_t g)
+{
+	size_t first = ((size_t)(start - ca->base) + PAGE - 1) >> PAGE_SHIFT;
+	size_t end = (size_t)(start + len - ca->base) >> PAGE_SHIFT;
+
+	for (size_t pg = first; pg < end && pg < ca->npages; pg++)
+		if (ca->cover[pg] == g + 1)
+			ca->cover[pg] = 0;
+}
+
+void chk_forget(struct heap_area *ha, void *p, size_t n)
+{
+	struct chk_area *ca = ha->chk;
+	size_t g, ng;
+
+	if (!ca || !n)
+		return;
+	/* An object sits at most 32 bytes (its pre-header) into its block. */
+	g = gran(ca, p);
+	ng = (n < 48 ? n : 48) >> GRAN_SHIFT;
+	if (bit_get(ca->buf, g)) {
+		bit_clr(ca->buf, g);
+		ptrmap_del(&ca->owner, (uintptr_t)p);
+	}
+	for (size_t i = 0; i < ng; i++) {
+		if (bit_get(ca->obj, g + i))
+			bit_clr(ca->obj, g + i);
+		if (ca->invalid.len)
+			ptrmap_del(&ca->invalid, (uintptr_t)((char *)p + (i << GRAN_SHIFT)));
+	}
+	if (n >= PAGE)
+		for (size_t i = 0; i <= ng; i++)
+			cover_clear(ca, p, n, g + i);
+}
+
+int chk_is_checked(struct heap_area *ha, PyObject *op)
+{
+	return ha->chk && in_area(ha->chk, op) && bit_get(ha->chk->obj, gran(ha->chk, op));
+}
+
+void chk_get_stats(struct chk_stats *st)
+{
+	*st = stats;
+}
+
+/* ------------------------------------------------------------- classes */
+
+static int referenced_add(struct treg *r)
+{
+	if (r->referenced)
+		return 0;
+	if (nreferenced == referenced_cap) {
+		size_t cap = referenced_cap ? referenced_cap * 2 : 16;
+		struct treg **n = realloc(referenced, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		referenced = n;
+		referenced_cap = cap;
+	}
+	referenced[nreferenced++] = r;
+	r->referenced = 1;
+	return 0;
+}
+
+static struct treg *treg_of(PyTypeObject *tp)
+{
+	uintptr_t v;
+
+	return ptrmap_get(&types, (uintptr_t)tp, &v) ? (struct treg *)v : NULL;
+}
+
+uint64_t chk_register_types(PyObject *list)
+{
+	uint64_t e = ++epoch_now;
+
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+		PyTypeObject *tp = (PyTypeObject *)PyList_GET_ITEM(list, i);
+		struct treg *r = treg_of(tp);
+		unsigned int tag = pyver_type_version(tp);
+		void *keys = pyver_type_shared_keys(tp);
+
+		if (!r) {
+			r = calloc(1, sizeof(*r));
+			if (!r || ptrmap_put(&types, (uintptr_t)tp, (uintptr_t)r)) {
+				free(r);
+				continue;	/* unknown to the checker: refused, never wrong */
+			}
+			r->tp = tp;
+			r->epoch = e;
+		} else if (r->tag != tag || r->keys != keys) {
+			r->epoch = e;	/* changed: only orbits from now on have this one */
+		} else {
+			continue;
+		}
+		if (r->keys)
+			ptrmap_del(&keys_of, (uintptr_t)r->keys);
+		r->tag = tag;
+		r->keys = keys;
+		r->nentries = keys ? pyver_keys_nentries(keys) : 0;
+		if (keys)
+			ptrmap_put(&keys_of, (uintptr_t)keys, (uintptr_t)r);
+	}
+	return e;
+}
+
+void chk_forget_type(uintptr_t addr)
+{
+	struct treg *r = treg_of((PyTypeObject *)addr);
+
+	if (!r)
+		return;
+	ptrmap_del(&types, addr);
+	if (r->keys)
+		ptrmap_del(&keys_of, (uintptr_t)r->keys);
+	if (r->referenced)
+		for (size_t i = 0; i < nreferenced; i++)
+			if (referenced[i] == r) {
+				referenced[i] = referenced[--nreferenced];
+				break;
+			}
+	free(r);
+}
+
+/* ------------------------------------------------------------ failures */
+
+static int fail(struct pass *ps, PyObject *owner, PyObject *target, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	PyObject *t;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	t = Py_BuildValue("(OOs)", owner ? owner : Py_None, target ? target : Py_None, msg);
+	if (!t || PyList_Append(ps->failures, t) < 0) {
+		Py_XDECREF(t);
+		return -1;
+	}
+	Py_DECREF(t);
+	return 1;
+}
+
+/* 0 if the orbit has class tp as main has it, 1 after recording why not. */
+static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
+{
+	struct treg *r;
+
+	if (chk_is_static(tp))
+		return 0;
+	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
+		return fail(ps, owner, (PyObject *)tp,
+			    "class %s is not part of the interpreter's static image", tp->tp_name);
+	r = treg_of(tp);
+	if (!r || r->epoch > ps->epoch)
+		return fail(ps, owner, (PyObject *)tp,
+			    "class %s was created after the orbit started (restart the orbit to "
+			    "use it)", tp->tp_name);
+	if (pyver_type_version(tp) != r->tag || !r->tag)
+		return fail(ps, owner, (PyObject *)tp,
+			    "class %s was changed after the orbit started (restart the orbit)",
+			    tp->tp_name);
+	if (referenced_add(r)) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	return 0;
+}
+
+/* --------------------------------------------------------------- copies */
+
+static int push(struct pass *ps, PyObject *op)
+{
+	if (ps->nstack == ps->stack_cap) {
+		size_t cap = ps->stack_cap ? ps->stack_cap * 2 : 256;
+		PyObject **n = realloc(ps->stack, cap * sizeof(*n));
+
+		if (!n) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		ps->stack = n;
+		ps->stack_cap = cap;
+	}
+	ps->stack[ps->nstack++] = op;
+	return 0;
+}
+
+static int copyable(PyObject *op, int depth)
+{
+	PyTypeObject *tp = Py_TYPE(op);
+
+	if (tp == &PyUnicode_Type || tp == &PyBytes_Type || tp == &PyLong_Type ||
+	    tp == &PyFloat_Type || tp == &PyComplex_Type || tp == &PyBool_Type)
+		return 1;
+	if (depth > 64)
+		return 0;
+	if (tp == &PyTuple_Type) {
+		for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(op); i++) {
+			PyObject *x = PyTuple_GET_ITEM(op, i);
+
+			if (!chk_is_static(x) && !heap_area_of(x) && !copyable(x, depth + 1))
+				return 0;
+		}
+		return 1;
+	}
+	if (tp == &PyFrozenSet_Type) {
+		PySetObject *s = (PySetObject *)op;
+
+		for (Py_ssize_t i = 0; i <= s->mask; i++) {
+			PyObject *x = s->table[i].key;
+
+			if (x && !chk_is_static(x) && !heap_area_of(x) && !copyable(x, depth + 1))
+				return 0;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/* A new reference to an arena copy of the immutable value op (copyable). */
+static PyObject *copy_value(struct pass *ps, PyObject *op)
+{
+	PyTypeObject *tp = Py_TYPE(op);
+	PyObject *c = NULL;
+	uintptr_t v;
+
+	if (chk_is_static(op) || heap_area_of(op))
+		return Py_NewRef(op);
+	if (ptrmap_get(&ps->copies, (uintptr_t)op, &v))
+		return Py_NewRef((PyObject *)v);
+	/* Made through the allocator (not free lists) while the arena is current. */
+	if (tp == &PyUnicode_Type) {
+		Py_ssize_t n = PyUnicode_GET_LENGTH(op);
+
+		c = PyUnicode_New(n, PyUnicode_MAX_CHAR_VALUE(op));
+		if (c) {
+			memcpy(PyUnicode_DATA(c), PyUnicode_DATA(op), (size_t)n * PyUnicode_KIND(op));
+			if (PyObject_Hash(c) == -1)	/* dict lookups expect it cached */
+				Py_CLEAR(c);
+		}
+	} else if (tp == &PyBytes_Type) {
+		c = PyBytes_FromStringAndSize(PyBytes_AS_STRING(op), PyBytes_GET_SIZE(op));
+	} else if (tp == &PyLong_Type || tp == &PyBool_Type) {
+		c = _PyLong_Copy((PyLongObject *)op);
+	} else if (tp == &PyFloat_Type) {
+		PyFloatObject *f = PyObject_Malloc(sizeof(PyFloatObject));
+
+		if (f) {
+			PyObject_Init((PyObject *)f, &PyFloat_Type);
+			f->ob_fval = PyFloat_AS_DOUBLE(op);
+		}
+		c = (PyObject *)f;
+	} else if (tp == &PyComplex_Type) {
+		c = PyComplex_FromCComplex(((PyComplexObject *)op)->cval);
+	} else if (tp == &PyTuple_Type) {
+		Py_ssize_t n = PyTuple_GET_SIZE(op);
+		PyTupleObject *t = PyObject_GC_NewVar(PyTupleObject, &PyTuple_Type, n);
+
+		if (t) {
+			memset(t->ob_item, 0, (size_t)n * sizeof(PyObject *));
+			for (Py_ssize_t i = 0; i < n; i++) {
+				PyObject *x = copy_value(ps, PyTuple_GET_ITEM(op, i));
+
+				if (!x) {
+					Py_DECREF(t);
+					return NULL;
+				}
+				t->ob_item[i] = x;
+			}
+			PyObject_GC_Track(t);
+		}
+		c = (PyObject *)t;
+	} else if (tp == &PyFrozenSet_Type) {
+		PySetObject *s = (PySetObject *)op;
+		PyObject *items = PyList_New(0);
+
+		for (Py_ssize_t i = 0; items && i <= s->mask; i++) {
+			PyObject *x = s->table[i].key, *xc;
+
+			if (!x || chk_is_static(x))	/* empty, or the dummy */
+				continue;
+			xc = copy_value(ps, x);
+			if (!xc || PyList_Append(items, xc) < 0)
+				Py_CLEAR(items);
+			Py_XDECREF(xc);
+		}
+		c = items ? PyFrozenSet_New(items) : NULL;
+		Py_XDECREF(items);
+	}
+	if (!c)
+		return NULL;
+	if (!heap_area_of(c)) {	/* a free list served it after all */
+		Py_DECREF(c);
+		PyErr_SetString(PyExc_RuntimeError, "orbitpy: a copy did not land in the arena");
+		return NULL;
+	}
+	if (ptrmap_put(&ps->copies, (uintptr_t)op, (uintptr_t)c) < 0) {
+		Py_DECREF(c);
+		PyErr_NoMemory();
+		return NULL;
+	}
+	stats.copies++;
+	return c;
+}
+
+/* --------------------------------------------------------- references */
+
+/*
+ * The reference in *slot, held by arena object owner: 0 if the orbit may
+ * follow it (queueing arena objects not yet checked), 1 after recording a
+ * failure, -1 on error.  `may_copy`: the slot may be pointed at a copy.
+ */
+static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_copy)
+{
+	PyObject *t = *slot, *c;
+	struct heap_area *ha;
+	struct heap_area *prev;
+
+	if (!t || chk_is_static(t))
+		return 0;
+	if (in_area(ps->ca, t)) {
+		if (bit_get(ps->ca->obj, gran(ps->ca, t)))
+			return 0;
+		return push(ps, t);
+	}
+	if (PyType_Check(t))
+		return check_class(ps, owner, (PyTypeObject *)t);
+	ha = heap_area_of(t);
+	if (ha)
+		return fail(ps, owner, t, "refers to a %s in another arena", Py_TYPE(t)->tp_name);
+	if (!may_copy || !copyable(t, 0))
+		return fail(ps, owner, t, "refers to a %s that is not in the arena",
+			    Py_TYPE(t)->tp_name);
+	prev = heap_current();
+	heap_set_current(ps->ha);
+	c = copy_value(ps, t);
+	heap_set_current(prev);
+	if (!c)
+		return -1;
+	*slot = c;
+	Py_DECREF(t);	/* an immutable value: no code runs */
+	return 0;
+}
+
+/* ------------------------------------------------------------- tables */
+
+/*
+ * The table *slot (nbytes, allocated in `domain`) of arena object owner.
+ * Moves it into the arena if it is outside and may_move; marks it as the
+ * owner's.  *fresh is set when its entries must all be checked now.
+ */
+static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block, size_t nbytes,
+		     PyMemAllocatorDomain domain, int may_move, int *fresh)
+{
+	struct chk_area *ca = ps->ca;
+	void *t = block ? block : *slot;
+	uintptr_t who;
+	size_t g;
+
+	*fresh = 0;
+	if (!t || chk_is_static(t))
+		return 0;
+	if (!in_area(ca, t)) {
+		void *n;
+
+		if (heap_area_of(t))
+			return fail(ps, owner, NULL, "%s keeps its contents in another arena",
+				    Py_TYPE(owner)->tp_name);
+		if (!may_move || block)
+			return fail(ps, owner, NULL, "%s keeps its contents outside the arena",
+				    Py_TYPE(owner)->tp_name);
+		n = heap_alloc_in(ps->ha, nbytes);
+		if (!n) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		memcpy(n, t, nbytes);
+		*slot = n;
+		if (domain == PYMEM_DOMAIN_OBJ)
+			PyObject_Free(t);
+		else
+			PyMem_Free(t);
+		t = n;
+		stats.moves++;
+	}
+	g = gran(ca, t);
+	if (bit_get(ca->buf, g) && ptrmap_get(&ca->owner, (uintptr_t)t, &who) &&
+	    who == (uintptr_t)owner)
+		return 0;
+	if (ptrmap_put(&ca->owner, (uintptr_t)t, (uintptr_t)owner) < 0) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	bit_set(ca->buf, g);
+	if (nbytes > PAGE)
+		cover_set(ca, t, nbytes, g);
+	*fresh = 1;
+	return 0;
+}
+
+/* Entries [*i0, *i1) of an array of n entries of esz bytes at a that
+ * overlap [lo, hi); lo NULL means all. */
+static void span(const char *a, size_t esz, Py_ssize_t n, const char *lo, const char *hi,
+		 Py_ssize_t *i0, Py_ssize_t *i1)
+{
+	*i0 = 0;
+	*i1 = n;
+	if (!lo)
+		return;
+	if (lo > a)
+		*i0 = (Py_ssize_t)((size_t)(lo - a) / esz);
+	if (hi < a + (size_t)n * esz)
+		*i1 = hi <= a ? 0 : (Py_ssize_t)(((size_t)(hi - a) + esz - 1) / esz);
+	if (*i0 > n)
+		*i0 = n;
+}
+
+static int check_array(struct pass *ps, PyObject *owner, PyObject **a, Py_ssize_t n,
+		       const char *lo, const char *hi, int may_copy)
+{
+	Py_ssize_t i0, i1;
+	int r, bad = 0;
+
+	span((const char *)a, sizeof(PyObject *), n, lo, hi, &i0, &i1);
+	for (Py_ssize_t i = i0; i < i1; i++) {
+		r = check_ref(ps, owner, &a[i], may_copy);
+		if (r < 0)
+			return -1;
+		bad |= r;
+	}
+	return bad;
+}
+
+/* ------------------------------------------------------------- per type */
+
+static int check_dict(struct pass *ps, PyObject *op, const char *lo, const char *hi, int full)
+{
+	PyDictObject *d = (PyDictObject *)op;
+	struct pyver_dict v;
+	int fresh, r, bad = 0;
+
+	pyver_dict(d, &v);
+	if (v.split) {
+		uintptr_t x;
+		struct treg *reg = ptrmap_get(&keys_of, (uintptr_t)v.keys, &x) ?
+				   (struct treg *)x : NULL;
+
+		if (!reg || reg->epoch > ps->epoch)
+			return fail(ps, op, NULL, "dict shares its keys with a class the orbit "
+				    "does not have");
+		r = own_table(ps, op, (void **)&d->ma_values, v.values_block, 0,
+			      PYMEM_DOMAIN_MEM, 0, &fresh);
+		if (r)
+			return r;
+		for (Py_ssize_t i = reg->nentries; i < v.nentries; i++)
+			if (v.values[i])
+				return fail(ps, op, NULL, "dict uses keys its class gained after "
+					    "the orbit started");
+		return check_array(ps, op, v.values, v.nentries, lo, hi, 1);
+	}
+	r = own_table(ps, op, (void **)&d->ma_keys, NULL, v.keys_size, PYMEM_DOMAIN_OBJ,
+		      pyver_keys_refcnt(v.keys) == 1, &fresh);
+	if (r)
+		return r;
+	if (!fresh && !full && !lo)
+		return 0;
+	pyver_dict(d, &v);	/* it may have moved */
+	{
+		Py_ssize_t i0, i1;
+
+		span(v.entries, v.entry_size, v.nentries, lo, hi, &i0, &i1);
+		for (Py_ssize_t i = i0; i < i1; i++) {
+			char *e = v.entries + (size_t)i * v.entry_size;
+
+			r = check_ref(ps, op, (PyObject **)(e + v.key_off), 1);
+			if (r < 0)
+				return -1;
+			bad |= r;
+			r = check_ref(ps, op, (PyObject **)(e + v.value_off), 1);
+			if (r < 0)
+				return -1;
+			bad |= r;
+		}
+	}
+	return bad;
+}
+
+static int check_list(struct pass *ps, PyObject *op, const char *lo, const char *hi, int full)
+{
+	PyListObject *l = (PyListObject *)op;
+	int fresh, r;
+
+	r = own_table(ps, op, (void **)&l->ob_item, NULL, (size_t)l->allocated * sizeof(PyObject *),
+		      PYMEM_DOMAIN_MEM, 1, &fresh);
+	if (r)
+		return r;
+	if (!fresh && !full && !lo)
+		return 0;
+	return check_array(ps, op, l->ob_item, Py_SIZE(l), lo, hi, 1);
+}
+
+static int check_set(struct pass *ps, PyObject *op, const char *lo, const char *hi, int full)
+{
+	PySetObject *s = (PySetObject *)op;
+	int fresh = 0, r, bad = 0;
+	Py_ssize_t i0, i1;
+
+	if (s->table != s->smalltable) {
+		r = own_table(ps, op, (void **)&s->table, NULL,
+			      (size_t)(s->mask + 1) * sizeof(setentry), PYMEM_DOMAIN_MEM, 1, &fresh);
+		if (r)
+			return r;
+		if (!fresh && !full && !lo)
+			return 0;
+	}
+	span((const char *)s->table, sizeof(setentry), s->mask + 1, lo, hi, &i0, &i1);
+	for (Py_ssize_t i = i0; i < i1; i++) {
+		setentry *e = &s->table[i];
+
+		if (!e->key)	/* the dummy is static: check_ref passes it */
+			continue;
+		r = check_ref(ps, op, &e->key, 1);
+		if (r < 0)
+			return -1;
+		bad |= r;
+	}
+	return bad;
+}
+
+static int check_bytearray(struct pass *ps, PyObject *op)
+{
+	PyByteArrayObject *b = (PyByteArrayObject *)op;
+	char *old = b->ob_bytes;
+	int fresh;
+	int r = own_table(ps, op, (void **)&b->ob_bytes, NULL, (size_t)b->ob_alloc,
+			  PYMEM_DOMAIN_OBJ, 1, &fresh);
+
+	if (!r && b->ob_bytes != old)
+		b->ob_start = b->ob_bytes + (b->ob_start - old);
+	return r;
+}
+
+/* Give an instance a plain dict of its own, in the arena, instead of values
+ * indexed by keys its class gained after the orbit started. */
+static int own_dict(struct pass *ps, PyObject *op)
+{
+	struct heap_area *prev = heap_current();
+	PyObject *d, *nd = NULL;
+	int rc = -1;
+
+	heap_set_current(ps->ha);
+	d = PyObject_GenericGetDict(op, NULL);
+	if (d) {
+		nd = PyDict_New();
+		if (nd && PyDict_Update(nd, d) == 0 && PyObject_GenericSetDict(op, nd, NULL) == 0)
+			rc = 0;
+	}
+	heap_set_current(prev);
+	Py_XDECREF(d);
+	Py_XDECREF(nd);
+	return rc;
+}
+
+static int check_instance(struct pass *ps, PyObject *op)
+{
+	PyTypeObject *tp = Py_TYPE(op);
+	PyObject *mro = tp->tp_mro;
+	struct pyver_inst in;
+	int r, bad = 0, fresh;
+
+	/* __slots__: object members of every class in the MRO. */
+	for (Py_ssize_t k = 0; mro && k < PyTuple_GET_SIZE(mro); k++) {
+		PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, k);
+		PyMemberDef *m;
+
+		if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE))
+			continue;
+		for (m = t->tp_members; m && m->name; m++) {
+			if (!pyver_member_is_object(m))
+				continue;
+			r = check_ref(ps, op, (PyObject **)((char *)op + m->offset), 1);
+			if (r < 0)
+				return -1;
+			bad |= r;
+		}
+	}
+	pyver_inst(op, &in);
+	if (in.values) {
+		uintptr_t x;
+		struct treg *reg = ptrmap_get(&types, (uintptr_t)tp, &x) ? (struct treg *)x : NULL;
+		int late = !reg || reg->keys != in.keys;
+
+		for (Py_ssize_t i = reg ? reg->nentries : 0; !late && i < in.nvalues; i++)
+			late = in.values[i] != NULL;
+		if (late) {
+			if (own_dict(ps, op) < 0)
+				return -1;
+			pyver_inst(op, &in);
+		}
+	}
+	if (in.values) {
+		r = own_table(ps, op, (void **)&in.values_block, in.values_block, 0,
+			      PYMEM_DOMAIN_MEM, 0, &fresh);
+		if (r)
+			return r;
+		r = check_array(ps, op, in.values, in.nvalues, NULL, NULL, 1);
+		if (r < 0)
+			return -1;
+		bad |= r;
+	}
+	if (in.dict_slot && *in.dict_slot) {
+		r = check_ref(ps, op, in.dict_slot, 0);
+		if (r < 0)
+			return -1;
+		bad |= r;
+	}
+	return bad;
+}
+
+/* The builtin type an instance is laid out as. */
+static PyTypeObject *solid_base(PyTypeObject *tp)
+{
+	while (tp->tp_flags & Py_TPFLAGS_HEAPTYPE && tp->tp_base)
+		tp = tp->tp_base;
+	return tp;
+}
+
+static void mark(struct pass *ps, PyObject *op)
+{
+	struct chk_area *ca = ps->ca;
+	size_t g = gran(ca, op);
+	char *blk = (char *)op - pyver_preheader(Py_TYPE(op));
+	size_t n;
+
+	bit_set(ca->obj, g);
+	n = orbit_usable_size(ps->ha->area, blk);
+	if (n > PAGE)
+		cover_set(ca, blk, n, g);
+}
+
+/*
+ * Check arena object op.  lo/hi (or NULL) is the changed byte range that
+ * brought us here: long inline arrays (tuples) are checked only there.
+ * `full`: check every entry of its tables too, not only new tables.
+ */
+static int check_object(struct pass *ps, PyObject *op, const char *lo, const char *hi, int full)
+{
+	PyTypeObject *tp, *base;
+	int r, bad = 0;
+
+	stats.objects++;
+	if (Py_REFCNT(op) <= 0) {	/* dead, parked on a free list */
+		bit_clr(ps->ca->obj, gran(ps->ca, op));
+		return 0;
+	}
+	tp = Py_TYPE(op);
+	r = check_class(ps, op, tp);
+	if (r)
+		goto out;
+	base = solid_base(tp);
+	if (base == &PyTuple_Type) {
+		r = check_array(ps, op, ((PyTupleObject *)op)->ob_item, Py_SIZE(op), lo, hi, 1);
+	} else if (base == &PyList_Type) {
+		r = check_list(ps, op, NULL, NULL, full);
+	} else if (base == &PyDict_Type) {
+		r = check_dict(ps, op, NULL, NULL, full);
+	} else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
+		r = check_set(ps, op, NULL, NULL, full);
+	} else if (base == &PyByteArray_Type) {
+		r = check_bytearray(ps, op);
+	} else if (base == &PyUnicode_Type || base == &PyBytes_Type || base == &PyLong_Type ||
+		   base == &PyFloat_Type || base == &PyComplex_Type || base == &PyBaseObject_Type ||
+		   base == &PyBool_Type) {
+		r = 0;
+	} else {
+		r = fail(ps, op, (PyObject *)tp, "objects of type %s cannot be checked, so they "
+			 "cannot be read by orbits from an arena", tp->tp_name);
+	}
+	if (r < 0)
+		return -1;
+	bad |= r;
+	if (!bad && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+		r = check_instance(ps, op);
+		if (r < 0)
+			return -1;
+		bad |= r;
+	}
+	r = bad;
+out:
+	if (r < 0)
+		return -1;
+	if (r) {
+		bit_clr(ps->ca->obj, gran(ps->ca, op));
+		if (ptrmap_put(&ps->ca->invalid, (uintptr_t)op, 1) < 0 ||
+		    ptrmap_put(&ps->failed, (uintptr_t)op, 1) < 0) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		return 0;
+	}
+	if (ps->ca->invalid.len)
+		ptrmap_del(&ps->ca->invalid, (uintptr_t)op);
+	mark(ps, op);
+	return 0;
+}
+
+/* Table block t of a checked object changed within [lo, hi). */
+static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
+{
+	struct chk_area *ca = ps->ca;
+	uintptr_t who;
+	PyObject *op;
+	PyTypeObject *base;
+	int stale = 1, r = 0;
+
+	stats.objects++;
+	if (!ptrmap_get(&ca->owner, (uintptr_t)t, &who))
+		goto drop;
+	op = (PyObject *)who;
+	if (!in_area(ca, op) || !bit_get(ca->obj, gran(ca, op)) || Py_REFCNT(op) <= 0)
+		goto drop;
+	base = solid_base(Py_TYPE(op));
+	if (base == &PyList_Type && (char *)((PyListObject *)op)->ob_item == t) {
+		stale = 0;
+		r = check_list(ps, op, lo, hi, 0);
+	} else if (base == &PyDict_Type) {
+		struct pyver_dict v;
+
+		pyver_dict((PyDictObject *)op, &v);
+		if ((char *)v.keys == t || (v.values_block && (char *)v.values_block == t)) {
+			stale = 0;
+			r = check_dict(ps, op, lo, hi, 0);
+		}
+	} else if ((base == &PySet_Type || base == &PyFrozenSet_Type) &&
+		   (char *)((PySetObject *)op)->table == t) {
+		stale = 0;
+		r = check_set(ps, op, lo, hi, 0);
+	} else if (base == &PyByteArray_Type && ((PyByteArrayObject *)op)->ob_bytes == t) {
+		stale = 0;
+	}
+	if (stale && (Py_TYPE(op)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+		struct pyver_inst in;
+
+		pyver_inst(op, &in);
+		if ((char *)in.values_block == t) {
+			stale = 0;
+			return check_object(ps, op, NULL, NULL, 0);
+		}
+	}
+	if (!stale) {
+		if (r > 0) {	/* the owner no longer passes */
+			bit_clr(ca->obj, gran(ca, op));
+			if (ptrmap_put(&ca->invalid, (uintptr_t)op, 1) < 0) {
+				PyErr_NoMemory();
+				return -1;
+			}
+		}
+		return r < 0 ? -1 : 0;
+	}
+drop:
+	bit_clr(ca->buf, gran(ca, t));
+	ptrmap_del(&ca->owner, (uintptr_t)t);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- pages */
+
+static void note_pages(void *ctx, size_t first, size_t n)
+{
+	struct pass *ps = ctx;
+
+	for (size_t pg = first; pg < first + n; pg++) {
+		if (ps->npages == ps->pages_cap) {
+			size_t cap = ps->pages_cap ? ps->pages_cap * 2 : 256;
+			size_t *p = realloc(ps->pages, cap * sizeof(*p));
+
+			if (!p) {
+				ps->oom = 1;
+				return;
+			}
+			ps->pages = p;
+			ps->pages_cap = cap;
+		}
+		ps->pages[ps->npages++] = pg;
+	}
+}
+
+/* Look again at what was checked and may have changed with page pg. */
+static int recheck_page(struct pass *ps, size_t pg)
+{
+	struct chk_area *ca = ps->ca;
+	char *P = ca->base + (pg << PAGE_SHIFT), *end = P + PAGE;
+	size_t g0 = gran(ca, P), glo = g0 >= 255 ? g0 - 255 : 0, ghi = g0 + (PAGE >> GRAN_SHIFT);
+	size_t covering = ca->cover[pg] ? ca->cover[pg] - 1 : (size_t)-1;
+
+	stats.pages++;
+	for (size_t g = glo; g < ghi; g++) {
+		uint64_t w = ca->obj[g / 64] | ca->buf[g / 64];
+		char *a;
+
+		if (!(w >> (g % 64))) {	/* skip to the next word */
+			g |= 63;
+			continue;
+		}
+		if (!((w >> (g % 64)) & 1))
+			continue;
+		a = ca->base + (g << GRAN_SHIFT);
+		if (g == covering)
+			covering = (size_t)-1;
+		if (bit_get(ca->obj, g)) {
+			PyObject *op = (PyObject *)a;
+			char *blk;
+			size_t n;
+
+			if (Py_REFCNT(op) <= 0) {
+				bit_clr(ca->obj, g);
+				continue;
+			}
+			blk = a - pyver_preheader(Py_TYPE(op));
+			n = orbit_usable_size(ps->ha->area, blk);
+			if (blk + n > P && blk < end &&
+			    check_object(ps, op, P, end, 0) < 0)
+				return -1;
+		}
+		if (bit_get(ca->buf, g)) {
+			size_t n = orbit_usable_size(ps->ha->area, a);
+
+			if (a + n > P && a < end && check_table(ps, a, P, end) < 0)
+				return -1;
+		}
+	}
+	if (covering != (size_t)-1) {	/* a long block that starts before the window */
+		char *a = ca->base + (covering << GRAN_SHIFT);
+
+		if (bit_get(ca->obj, covering)) {
+			if (Py_REFCNT((PyObject *)a) > 0 &&
+			    check_object(ps, (PyObject *)a, P, end, 0) < 0)
+				return -1;
+		} else if (bit_get(ca->buf, covering)) {
+			if (check_table(ps, a, P, end) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures)
+{
+	struct pass ps = { .ha = ha, .ca = ha->chk, .epoch = epoch, .failures = failures };
+	uint64_t t0 = now_ns();
+	int rc = -1, err;
+
+	if (!ps.ca) {
+		PyErr_SetString(PyExc_RuntimeError, "orbitpy: arena has no checker state");
+		return -1;
+	}
+	stats.checks++;
+	/* 1. what main wrote since the last check */
+	err = orbit_area_changed(ha->area, note_pages, &ps);
+	if (err) {
+		errno = -err;
+		PyErr_SetFromErrno(PyExc_OSError);
+		goto out;
+	}
+	if (ps.oom) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (size_t i = 0; i < ps.npages; i++)
+		if (recheck_page(&ps, ps.pages[i]) < 0)
+			goto out;
+	/* 2. objects that failed before (they may be fixed, or reachable now) */
+	if (ps.ca->invalid.len) {
+		for (size_t i = 0; i < ps.ca->invalid.cap; i++)
+			if (ps.ca->invalid.keys[i] && push(&ps, (PyObject *)ps.ca->invalid.keys[i]) < 0)
+				goto out;
+	}
+	/* 3. the roots, and whatever new they lead to */
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++) {
+		PyObject *r = PyList_GET_ITEM(roots, i);
+
+		if (in_area(ps.ca, r) && !bit_get(ps.ca->obj, gran(ps.ca, r)) && push(&ps, r) < 0)
+			goto out;
+	}
+	while (ps.nstack) {
+		PyObject *op = ps.stack[--ps.nstack];
+
+		if (bit_get(ps.ca->obj, gran(ps.ca, op)) || ptrmap_get(&ps.failed, (uintptr_t)op, NULL))
+			continue;
+		if (check_object(&ps, op, NULL, NULL, 1) < 0)
+			goto out;
+	}
+	/* 4. classes the checked objects use: still as the orbit has them? */
+	for (size_t i = 0; i < nreferenced; i++) {
+		struct treg *r = referenced[i];
+
+		if (r->epoch > epoch || pyver_type_version(r->tp) != r->tag) {
+			if (fail(&ps, NULL, (PyObject *)r->tp, "class %s was %s after the orbit "
+				 "started (restart the orbit)", r->tp->tp_name,
+				 r->epoch > epoch ? "created" : "changed") < 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(ps.stack);
+	free(ps.pages);
+	ptrmap_free(&ps.copies);
+	ptrmap_free(&ps.failed);
+	stats.ns += now_ns() - t0;
+	return rc;
+}

@@ -1,0 +1,47 @@
+/*
+ * heap_check.h - before a call, make sure everything the orbit can reach
+ * from its arena arguments is memory it has: arena objects (in its page
+ * snapshot), static interpreter objects, and classes it got from its fork.
+ *
+ * The work is incremental.  Objects found good are marked (one bit per
+ * 16-byte granule of the area, main-only); the pages main wrote since the
+ * previous check say which marked objects and tables to look at again.  An
+ * object whose check fails is unmarked and kept on the area's `invalid` list:
+ * the caller decides whether the call can reach it.
+ */
+#ifndef ORBITPY_HEAP_CHECK_H
+#define ORBITPY_HEAP_CHECK_H
+
+#include "heap.h"
+
+/*
+ * Check what changed in `ha` and everything reachable from `roots` (a list
+ * of objects in ha) for an orbit forked at `epoch`.  Problems are appended to
+ * `failures` as (owner, target, message) tuples: owner is the arena object
+ * holding the bad reference (None for a class problem), target what it
+ * refers to.  Returns 0, or -1 with an exception set (e.g. MemoryError when
+ * the arena has no room for a copy).
+ */
+int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures);
+
+/* Record the classes alive now as present in orbits forked from now on;
+ * returns the epoch of those orbits.  `types` is a list of heap types. */
+uint64_t chk_register_types(PyObject *types);
+/* A registered class died: its address may be reused. */
+void chk_forget_type(uintptr_t addr);
+/* Is op marked as checked? */
+int chk_is_checked(struct heap_area *ha, PyObject *op);
+/* Is op a statically allocated interpreter object? */
+int chk_is_static(const void *op);
+
+struct chk_stats {
+	uint64_t checks;	/* chk_prepare calls */
+	uint64_t pages;		/* changed pages looked at */
+	uint64_t objects;	/* objects and tables checked */
+	uint64_t copies;	/* immutable values copied into an arena */
+	uint64_t moves;		/* tables moved into an arena */
+	uint64_t ns;		/* time spent in chk_prepare */
+};
+void chk_get_stats(struct chk_stats *st);
+
+#endif

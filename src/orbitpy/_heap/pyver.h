@@ -1,0 +1,60 @@
+/*
+ * pyver.h - what orbitpy needs to know about how CPython lays out objects and
+ * caches memory, behind one interface.  Everything that differs between
+ * 3.11, 3.12 and 3.13 lives in pyver_layout.c (object layout) and
+ * pyver_freelists.c (free lists); nothing else includes internal headers.
+ */
+#ifndef ORBITPY_PYVER_H
+#define ORBITPY_PYVER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>	/* PyMemberDef */
+#endif
+
+/* Bytes an object of this type keeps in front of its address (GC links,
+ * managed dict pointers): the block the allocator handed out starts there. */
+size_t pyver_preheader(PyTypeObject *tp);
+
+/* Attribute storage of an instance of a class defined in Python. */
+struct pyver_inst {
+	PyObject **dict_slot;	/* where its __dict__ pointer lives, or NULL */
+	PyObject **values;	/* attribute values indexed like `keys`, or NULL */
+	Py_ssize_t nvalues;	/* entries of `values` that may be set */
+	void *values_block;	/* allocation holding `values`, NULL when inline */
+	void *keys;		/* the class's shared keys `values` follow */
+};
+void pyver_inst(PyObject *op, struct pyver_inst *out);
+
+/* A dict's tables. */
+struct pyver_dict {
+	void *keys;		/* the keys object (an allocation of keys_size) */
+	size_t keys_size;
+	int split;		/* keys shared with a class, values in `values` */
+	char *entries;		/* entry array inside keys */
+	size_t entry_size;
+	Py_ssize_t nentries;
+	size_t key_off, value_off;	/* offsets of the pointers in an entry */
+	PyObject **values;	/* split: the values */
+	void *values_block;	/* split: allocation holding them, NULL when
+				 * embedded in an instance */
+};
+void pyver_dict(PyDictObject *d, struct pyver_dict *out);
+/* Entries a keys object has used so far (shared keys only grow). */
+Py_ssize_t pyver_keys_nentries(void *keys);
+/* Number of dicts sharing a keys object. */
+Py_ssize_t pyver_keys_refcnt(void *keys);
+/* The class's shared keys, or NULL. */
+void *pyver_type_shared_keys(PyTypeObject *tp);
+/* The type's version tag, assigned now if it has none; 0 when none can be. */
+unsigned int pyver_type_version(PyTypeObject *tp);
+
+/* Does this member (a __slots__ entry) hold an object reference? */
+int pyver_member_is_object(const PyMemberDef *m);
+
+/* From now on, floats, tuples, lists and dicts are made and freed through
+ * the allocator, never recycled on free lists (see pyver_freelists.c). */
+void pyver_freelists_off(void);
+
+#endif

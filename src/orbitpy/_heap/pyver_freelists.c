@@ -1,0 +1,125 @@
+/*
+ * pyver_freelists.c - take CPython's object free lists out of the way
+ * (3.11, 3.12, 3.13).
+ *
+ * Floats, tuples, lists and dicts are recycled through free lists that never
+ * call the allocator.  With them, an object made inside `with arena:` could
+ * reuse a block from outside the arena, and an arena block could come back
+ * as an object another thread makes outside it.  Once arenas hold objects,
+ * every such object is made and freed through the allocator instead:
+ *  - 3.13 marks a free list closed with numfree = -1 (as at finalization);
+ *  - 3.11/3.12: linked lists (floats, tuples) are closed by "full and empty";
+ *    array lists (lists, dicts) cannot be, so the types' deallocators are
+ *    wrapped to release at once what the original parked.
+ * Dict key tables keep their free list; tables are not objects, and the
+ * checks move a table that came from outside the arena into it.
+ */
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#include "pyver.h"
+/* Internal headers are not written for -Wextra. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#include "internal/pycore_interp.h"
+#pragma GCC diagnostic pop
+
+static int off;
+
+#if PY_VERSION_HEX >= 0x030D0000
+void pyver_freelists_off(void)
+{
+	struct _Py_object_freelists *fl;
+
+	if (off)
+		return;
+	fl = &((struct _is *)PyInterpreterState_Get())->object_state.freelists;
+	while (fl->floats.items) {
+		PyFloatObject *op = fl->floats.items;
+
+		fl->floats.items = (PyFloatObject *)Py_TYPE(op);
+		PyObject_Free(op);
+	}
+	fl->floats.numfree = -1;
+	for (int i = 0; i < PyTuple_NFREELISTS; i++) {
+		while (fl->tuples.items[i]) {
+			PyTupleObject *op = fl->tuples.items[i];
+
+			fl->tuples.items[i] = (PyTupleObject *)op->ob_item[0];
+			PyObject_GC_Del(op);
+		}
+		fl->tuples.numfree[i] = -1;
+	}
+	while (fl->lists.numfree > 0)
+		PyObject_GC_Del(fl->lists.items[--fl->lists.numfree]);
+	fl->lists.numfree = -1;
+	while (fl->dicts.numfree > 0)
+		PyObject_GC_Del(fl->dicts.items[--fl->dicts.numfree]);
+	fl->dicts.numfree = -1;
+	off = 1;
+}
+#else
+static destructor list_dealloc_orig, dict_dealloc_orig;
+
+static struct _is *interp(void)
+{
+	return (struct _is *)PyInterpreterState_Get();
+}
+
+static void list_dealloc(PyObject *op)
+{
+	struct _Py_list_state *st = &interp()->list;
+	int n = st->numfree;
+
+	list_dealloc_orig(op);
+	while (st->numfree > n)
+		PyObject_GC_Del(st->free_list[--st->numfree]);
+}
+
+static void dict_dealloc(PyObject *op)
+{
+	struct _Py_dict_state *st = &interp()->dict_state;
+	int n = st->numfree;
+
+	dict_dealloc_orig(op);
+	while (st->numfree > n)
+		PyObject_GC_Del(st->free_list[--st->numfree]);
+}
+
+void pyver_freelists_off(void)
+{
+	struct _is *is;
+	struct _Py_float_state *fs;
+
+	if (off)
+		return;
+	is = interp();
+	fs = &is->float_state;
+	while (fs->free_list) {
+		PyFloatObject *op = fs->free_list;
+
+		fs->free_list = (PyFloatObject *)Py_TYPE(op);
+		PyObject_Free(op);
+	}
+	fs->numfree = PyFloat_MAXFREELIST;	/* "full": deallocs free */
+	for (int i = 0; i < PyTuple_NFREELISTS; i++) {
+		while (is->tuple.free_list[i]) {
+			PyTupleObject *op = is->tuple.free_list[i];
+
+			is->tuple.free_list[i] = (PyTupleObject *)op->ob_item[0];
+			PyObject_GC_Del(op);
+		}
+		is->tuple.numfree[i] = PyTuple_MAXFREELIST;
+	}
+	while (is->list.numfree > 0)
+		PyObject_GC_Del(is->list.free_list[--is->list.numfree]);
+	while (is->dict_state.numfree > 0)
+		PyObject_GC_Del(is->dict_state.free_list[--is->dict_state.numfree]);
+	list_dealloc_orig = PyList_Type.tp_dealloc;
+	PyList_Type.tp_dealloc = list_dealloc;
+	dict_dealloc_orig = PyDict_Type.tp_dealloc;
+	PyDict_Type.tp_dealloc = dict_dealloc;
+	off = 1;
+}
+#endif

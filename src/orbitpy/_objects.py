@@ -1,0 +1,193 @@
+"""Python objects in arenas.
+
+Placement: ``with arena:`` makes the arena where this thread's new objects
+live (the C allocator hooks in ``_heap/`` do the routing).  Calls: an arena
+object in a call's arguments crosses to the orbit as its address, and right
+before the snapshot main checks that everything the orbit can reach from it
+is memory the orbit has (``_heap/heap_check.c``); a problem the call can
+reach raises :class:`ArenaEscapeError` naming the path to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from . import _core
+from .errors import ArenaEscapeError, ArenaFull, OrbitError
+
+_tls = threading.local()
+
+# Objects of these types cross to orbits by value even when they live in an
+# arena: copying a number or a short string is cheaper than checking it.
+SCALARS = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def _stack() -> list[Any]:
+    st: list[Any] | None = getattr(_tls, "stack", None)
+    if st is None:
+        st = _tls.stack = []
+    return st
+
+
+def enter(heap: Any) -> None:
+    if _core.in_orbit():
+        raise OrbitError("an orbit cannot allocate in an arena: its view of the arena is "
+                         "a snapshot, and what it writes there is thrown away")
+    st = _stack()
+    st.append(heap)
+    _core.heap_take_refused()
+    _core.heap_set(heap)
+
+
+def leave(heap: Any) -> int:
+    """Leave the innermost ``with`` of this thread; returns the size of an
+    allocation the arena refused inside it (0: none)."""
+    st = _stack()
+    if not st or st[-1] is not heap:
+        raise RuntimeError("arena blocks must be left in the order they were entered")
+    st.pop()
+    _core.heap_set(st[-1] if st else None)
+    return int(_core.heap_take_refused())
+
+
+# ------------------------------------------------------------------ classes
+
+_classes: dict[int, Any] = {}
+
+
+def _forget(addr: int, _ref: Any = None) -> None:
+    _classes.pop(addr, None)
+    _core.forget_class(addr)
+
+
+def _register_classes() -> int:
+    """Before each orbit fork: the classes alive now are the orbit's."""
+    found: list[type] = []
+    seen: set[int] = set()
+    todo: list[type] = [object]
+    while todo:
+        for sub in type.__subclasses__(todo.pop()):
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            todo.append(sub)
+            if not _core.is_static(sub):
+                found.append(sub)
+                if id(sub) not in _classes:
+                    try:
+                        _classes[id(sub)] = weakref.ref(sub, lambda r, a=id(sub): _forget(a))
+                    except TypeError:  # not weak-referenceable: not registered
+                        found.pop()
+    return int(_core.register_classes(found))
+
+
+_core._fork_hooks["before"] = _register_classes
+
+
+# -------------------------------------------------------------------- calls
+
+def check_call(roots: dict[Any, list[Any]], labels: dict[int, str], epoch: int) -> None:
+    """Runs right before the call's snapshot (GIL held throughout)."""
+    for heap, objs in roots.items():
+        failures: list[tuple[Any, Any, str]] = []
+        try:
+            heap.prepare(objs, epoch, failures)
+        except MemoryError:
+            size, used, _ = heap.area.stats()
+            raise ArenaFull(f"arena of {size} bytes is full ({used} in use): no room to copy "
+                            f"values the orbit needs into it") from None
+        if failures:
+            err = _explain(heap, objs, labels, failures)
+            if err is not None:
+                raise err
+
+
+def _label(obj: Any, labels: dict[int, str]) -> str:
+    return labels.get(id(obj), f"<{type(obj).__name__} at {id(obj):#x}>")
+
+
+def _short(x: Any) -> str:
+    try:
+        r = repr(x)
+    except Exception:
+        r = f"<{type(x).__name__}>"
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _children(heap: Any, obj: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in list(dict.items(obj)):
+            yield f"[{_short(k)}]", v
+            yield f" (the key {_short(k)})", k
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(list(obj)):
+            yield f"[{i}]", v
+    elif isinstance(obj, (set, frozenset)):
+        for v in list(obj):
+            yield f" (the member {_short(v)})", v
+    cls = type(obj)
+    for c in cls.__mro__:
+        slots = c.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            try:
+                yield f".{name}", object.__getattribute__(obj, name)
+            except AttributeError:
+                pass
+    if cls.__dictoffset__ and not isinstance(obj, type):
+        # Reading __dict__ may create it: do so in the arena, where it belongs.
+        prev = _stack()[-1] if _stack() else None
+        _core.heap_set(heap)
+        try:
+            d = object.__getattribute__(obj, "__dict__")
+        except (AttributeError, TypeError):
+            d = None
+        finally:
+            _core.heap_set(prev)
+        if isinstance(d, dict):
+            for k, v in list(d.items()):
+                yield f".{k}", v
+            yield ".__dict__", d
+
+
+def _explain(heap: Any, roots: list[Any], labels: dict[int, str],
+             failures: list[tuple[Any, Any, str]]) -> ArenaEscapeError | None:
+    """The first failure the call can reach, as an error naming its path."""
+    parent: dict[int, tuple[int, str]] = {}
+    objs: dict[int, Any] = {}
+    todo: deque[Any] = deque()
+    for r in roots:
+        if id(r) not in objs:
+            objs[id(r)] = r
+            todo.append(r)
+    wanted_edges = {(id(o), id(t)): m for o, t, m in failures if o is not None and t is not None}
+    wanted_nodes = {id(o): m for o, t, m in failures if o is not None and t is None}
+    wanted_types = {id(t): m for o, t, m in failures if o is None}
+
+    def path_to(i: int) -> str:
+        parts = []
+        while i in parent:
+            i, step = parent[i]
+            parts.append(step)
+        return _label(objs[i], labels) + "".join(reversed(parts))
+
+    while todo:
+        o = todo.popleft()
+        if id(o) in wanted_nodes:
+            return ArenaEscapeError(path_to(id(o)), wanted_nodes[id(o)])
+        if id(type(o)) in wanted_types:
+            return ArenaEscapeError(path_to(id(o)), wanted_types[id(type(o))])
+        for step, c in _children(heap, o):
+            m = wanted_edges.get((id(o), id(c)))
+            if m is not None:
+                return ArenaEscapeError(path_to(id(o)) + step, m)
+            if id(c) not in objs and heap.contains(c):
+                objs[id(c)] = c
+                parent[id(c)] = (id(o), step)
+                todo.append(c)
+    return None
