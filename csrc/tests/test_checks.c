@@ -1,0 +1,171 @@
+/*
+ * test_checks.c - what the core offers runtimes that check their areas
+ * before a call: orbit_area_changed (pages main wrote since it last asked,
+ * independent of what orbits were sent), orbit_usable_size, and the
+ * prepare hook that can refuse a call right before its snapshot.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "orbit.h"
+
+#define PG 4096
+
+struct runs {
+	size_t pages[64];
+	size_t n;
+	int overflow;
+};
+
+static void note(void *ctx, size_t first, size_t npages)
+{
+	struct runs *r = ctx;
+
+	for (size_t i = 0; i < npages; i++) {
+		if (r->n == 64) {
+			r->overflow = 1;
+			return;
+		}
+		r->pages[r->n++] = first + i;
+	}
+}
+
+static struct runs changed(struct orbit_area *a)
+{
+	struct runs r = { 0 };
+
+	CHECK_EQ(orbit_area_changed(a, note, &r), 0);
+	return r;
+}
+
+static long read_first(void *arg, size_t argsize, void *store)
+{
+	(void)argsize;
+	(void)store;
+	return **(long **)arg;
+}
+
+static void changed_pages(enum orbit_snapshot_mode mode)
+{
+	struct orbit_area *a = check_area(64 * PG, mode);
+	char *b;
+	struct runs r;
+
+	REQUIRE(a != NULL);
+	b = orbit_area_base(a);
+	r = changed(a);	/* whatever setup wrote */
+	b[3 * PG] = 1;
+	b[10 * PG + 5] = 2;
+	b[11 * PG] = 3;
+	r = changed(a);
+	if (mode == ORBIT_SNAPSHOT_FULL) {	/* every populated page, every time */
+		CHECK(r.n >= 3);
+	} else {
+		CHECK_EQ(r.n, 3);
+		CHECK_EQ(r.pages[0], 3);
+		CHECK_EQ(r.pages[1], 10);
+		CHECK_EQ(r.pages[2], 11);
+		/* Asked again with no write in between: nothing. */
+		r = changed(a);
+		CHECK_EQ(r.n, 0);
+	}
+	orbit_area_destroy(a);
+}
+
+/* A call's snapshot does not consume what the checks have not seen yet, and
+ * the checks do not take pages away from the orbit's next snapshot. */
+static void changed_independent_of_calls(enum orbit_snapshot_mode mode)
+{
+	struct orbit_area *a = check_area(16 * PG, mode);
+	struct orbit *ob;
+	long *p, ret = 0;
+	struct runs r;
+
+	REQUIRE(a != NULL);
+	ob = orbit_create("checks", read_first, NULL, NULL);
+	REQUIRE(ob != NULL);
+	p = (long *)((char *)orbit_area_base(a) + 5 * PG);
+	*p = 7;
+	r = changed(a);
+	CHECK(r.n >= 1);
+	*p = 8;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
+	CHECK_EQ(ret, 8);	/* the check took page 5 first: the orbit still got it */
+	*p = 9;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
+	CHECK_EQ(ret, 9);
+	r = changed(a);	/* both writes since the last check, reported once */
+	CHECK(r.n >= 1);
+	if (mode != ORBIT_SNAPSHOT_FULL) {
+		CHECK_EQ(r.n, 1);
+		CHECK_EQ(r.pages[0], 5);
+	}
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
+static void usable_size(void)
+{
+	struct orbit_area *a = check_area(64 * PG, ORBIT_SNAPSHOT_FULL);
+	char *p, *q;
+
+	REQUIRE(a != NULL);
+	p = orbit_alloc(a, 10);
+	q = orbit_alloc(a, 3 * PG + 1);
+	REQUIRE(p && q);
+	CHECK(orbit_usable_size(a, p) >= 10);
+	CHECK(orbit_usable_size(a, p) < 64);
+	CHECK(orbit_usable_size(a, q) >= 3 * PG + 1);
+	CHECK_EQ(orbit_usable_size(a, p + 16), 0);	/* not a block */
+	CHECK_EQ(orbit_usable_size(a, NULL), 0);
+	memset(q, 1, orbit_usable_size(a, q));	/* all of it is ours */
+	orbit_free(a, p);
+	CHECK_EQ(orbit_usable_size(a, p), 0);
+	orbit_free(a, q);
+	orbit_area_destroy(a);
+}
+
+static int prepares, refuse;
+
+static int prepare(void *ctx)
+{
+	(void)ctx;
+	prepares++;
+	return refuse;
+}
+
+static void prepare_hook(void)
+{
+	struct orbit_hooks h = { .prepare = prepare };
+	struct orbit_options o;
+	struct orbit *ob;
+	long v = 42, *p = &v, ret = 0;
+
+	orbit_options_init(&o);
+	o.hooks = &h;
+	ob = orbit_create("prepare", read_first, NULL, &o);
+	REQUIRE(ob != NULL);
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), 0);
+	CHECK_EQ(ret, 42);
+	CHECK_EQ(prepares, 1);
+	refuse = 1;
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), -ORBIT_E_REFUSED);
+	CHECK_EQ(prepares, 2);
+	refuse = 0;
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), 0);	/* still usable */
+	CHECK_EQ(ret, 42);
+	CHECK_EQ(prepares, 3);
+	CHECK(strstr(orbit_strerror(ORBIT_E_REFUSED), "refused") != NULL);
+	orbit_destroy(ob);
+}
+
+int main(void)
+{
+	check_watchdog(55);
+	RUN_MODES(changed_pages);
+	RUN_MODES(changed_independent_of_calls);
+	RUN(usable_size);
+	RUN(prepare_hook);
+	return CHECK_DONE();
+}
