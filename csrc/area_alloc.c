@@ -1,10 +1,13 @@
 /*
- * area_alloc.c - boundary-tag first-fit allocator with size-class bins.
+ * area_alloc.c - boundary-tag allocator with segregated free lists.
  *
  * Layout: a heap header at the start of the area, then blocks.  Each block
  * starts with a 16-byte header: its size (multiple of 16) with two flag bits,
  * and the size of the previous block (meaningful when that one is free, for
- * coalescing).  Free blocks keep their bin links in their payload.  Fresh
+ * coalescing).  Free blocks keep their bin links in their payload.  Bins
+ * hold one exact size each below 1 KiB (Python's objects: taking the head is
+ * a fit) and a power-of-two range above (first fit within the range); a
+ * bitmap of non-empty bins finds the next one with room in O(1).  Fresh
  * memory is taken from `top` upwards, so untouched pages stay unpopulated and
  * cost nothing to snapshot.  All links are offsets from the area base.
  */
@@ -17,7 +20,9 @@
 #define ALIGN 16
 #define HDR 16
 #define MIN_BLOCK 32
-#define NBINS 64
+#define EXACT_LIMIT 1024	/* block sizes below this have a bin each */
+#define NEXACT (EXACT_LIMIT / ALIGN)
+#define NBINS (NEXACT + 48)
 #define F_USED 1ULL
 #define F_PREV_USED 2ULL
 #define SIZE_MASK (~(uint64_t)15)
@@ -29,6 +34,7 @@ struct heap {
 	uint64_t used;
 	uint64_t count;
 	uint64_t bins[NBINS];	/* offsets of free-list heads, 0 = empty */
+	uint64_t nonempty[(NBINS + 63) / 64];
 };
 
 struct block {
@@ -52,9 +58,34 @@ static inline uint64_t bsize(const struct block *b)
 
 static int bin_of(uint64_t size)
 {
-	int b = 63 - __builtin_clzll(size);	/* floor(log2) */
+	int b;
 
+	if (size < EXACT_LIMIT)
+		return (int)(size / ALIGN);
+	b = NEXACT + (63 - __builtin_clzll(size)) - 10;	/* 2^10 = EXACT_LIMIT */
 	return b < NBINS ? b : NBINS - 1;
+}
+
+static void bin_mark(struct heap *h, int i)
+{
+	if (h->bins[i])
+		h->nonempty[i / 64] |= 1ULL << (i % 64);
+	else
+		h->nonempty[i / 64] &= ~(1ULL << (i % 64));
+}
+
+/* The first non-empty bin at or after i, or -1. */
+static int bin_next(const struct heap *h, int i)
+{
+	for (int w = i / 64; w < (NBINS + 63) / 64; w++) {
+		uint64_t x = h->nonempty[w];
+
+		if (w == i / 64)
+			x &= ~0ULL << (i % 64);
+		if (x)
+			return w * 64 + __builtin_ctzll(x);
+	}
+	return -1;
 }
 
 static void bin_insert(struct heap *h, void *base, uint64_t off)
@@ -67,16 +98,21 @@ static void bin_insert(struct heap *h, void *base, uint64_t off)
 	if (b->next)
 		blk(base, b->next)->prev = off;
 	h->bins[i] = off;
+	bin_mark(h, i);
 }
 
 static void bin_remove(struct heap *h, void *base, uint64_t off)
 {
 	struct block *b = blk(base, off);
 
-	if (b->prev)
+	if (b->prev) {
 		blk(base, b->prev)->next = b->next;
-	else
-		h->bins[bin_of(bsize(b))] = b->next;
+	} else {
+		int i = bin_of(bsize(b));
+
+		h->bins[i] = b->next;
+		bin_mark(h, i);
+	}
 	if (b->next)
 		blk(base, b->next)->prev = b->prev;
 }
@@ -116,12 +152,21 @@ void *area_alloc(void *base, size_t req)
 	need = (req + HDR + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
 	if (need < MIN_BLOCK)
 		need = MIN_BLOCK;
-	for (int i = bin_of(need); i < NBINS && !off; i++)
-		for (uint64_t o = h->bins[i]; o; o = blk(base, o)->next)
-			if (bsize(blk(base, o)) >= need) {
-				off = o;
-				break;
-			}
+	{
+		int i = bin_of(need);
+
+		if (i >= NEXACT)	/* a range: first fit within it */
+			for (uint64_t o = h->bins[i]; o; o = blk(base, o)->next)
+				if (bsize(blk(base, o)) >= need) {
+					off = o;
+					break;
+				}
+		if (!off) {	/* any block of a later bin (or this exact one) fits */
+			i = bin_next(h, i < NEXACT ? i : i + 1);
+			if (i >= 0)
+				off = h->bins[i];
+		}
+	}
 	if (off) {
 		struct block *b = blk(base, off);
 		uint64_t have = bsize(b);

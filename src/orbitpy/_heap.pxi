@@ -81,6 +81,11 @@ def heap_in_use():
     return bool(_heap_areas)
 
 
+def heap_areas():
+    """Every arena used for Python objects (as HeapAreas)."""
+    return list(_heap_areas.values())
+
+
 def heap_of(obj):
     """The HeapArea holding obj, or None."""
     cdef heap_area *ha = heap_area_of(<void *>obj)

@@ -332,6 +332,13 @@ class OrbitHandle:
                                             self._arg_labels(args, kwargs))
         else:
             arg = b""
+        if roots is not None:
+            # Every arena holding objects is mapped in every call: objects
+            # that lived there when the orbit was forked are in its memory
+            # (its collector's lists among them) and must stay readable.
+            for h in _core.heap_areas():
+                if h.area not in arenas:
+                    arenas.append(h.area)
         live = [a for a in arenas if a.alive]
         for a in live:
             if a not in self._seen:

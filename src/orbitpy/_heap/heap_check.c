@@ -817,6 +817,25 @@ static PyTypeObject *solid_base(PyTypeObject *tp)
 	return tp;
 }
 
+/* Is this a value with no references in it (nothing to check inside)? */
+static inline int is_leaf(PyTypeObject *tp)
+{
+	return tp == &PyFloat_Type || tp == &PyUnicode_Type || tp == &PyLong_Type ||
+	       tp == &PyBytes_Type || tp == &PyComplex_Type || tp == &PyBool_Type;
+}
+
+/* An upper bound of the bytes op spans from its block's start, without
+ * asking the allocator (which takes a lock) unless it may exceed a page. */
+static size_t extent(struct pass *ps, PyObject *op, char *blk)
+{
+	PyTypeObject *tp = Py_TYPE(op);
+	size_t n = (size_t)tp->tp_basicsize + ((char *)op - blk);
+
+	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > PAGE / 2)
+		return orbit_usable_size(ps->ha->area, blk);
+	return n;
+}
+
 static void mark(struct pass *ps, PyObject *op)
 {
 	struct chk_area *ca = ps->ca;
@@ -825,7 +844,7 @@ static void mark(struct pass *ps, PyObject *op)
 	size_t n;
 
 	bit_set(ca->obj, g);
-	n = orbit_usable_size(ps->ha->area, blk);
+	n = extent(ps, op, blk);
 	if (n > PAGE)
 		cover_set(ca, blk, n, g);
 }
@@ -1002,15 +1021,17 @@ static int recheck_page(struct pass *ps, size_t pg)
 		if (bit_get(ca->obj, g)) {
 			PyObject *op = (PyObject *)a;
 			char *blk;
-			size_t n;
 
 			if (Py_REFCNT(op) <= 0) {
 				bit_clr(ca->obj, g);
 				continue;
 			}
+			/* A value with no references (type unchanged: a string stays
+			 * a string) has nothing new to check. */
+			if (is_leaf(Py_TYPE(op)))
+				continue;
 			blk = a - pyver_preheader(Py_TYPE(op));
-			n = orbit_usable_size(ps->ha->area, blk);
-			if (blk + n > P && blk < end &&
+			if (blk + extent(ps, op, blk) > P && blk < end &&
 			    check_object(ps, op, P, end, 0) < 0)
 				return -1;
 		}
