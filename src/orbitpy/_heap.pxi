@@ -14,6 +14,7 @@ cdef extern from "heap.h":
     size_t c_heap_take_refused "heap_take_refused"(heap_area **ha)
     void heap_after_fork_orbit() nogil
     int heap_in_orbit()
+    void heap_after_collection()
 
 cdef extern from "heap_check.h":
     struct chk_stats:
@@ -74,6 +75,10 @@ def heap_unregister_area(HeapArea h):
     if h.ha is not NULL:
         del _heap_areas[<size_t>h.ha]
         h.unregister()
+
+
+def after_collection():
+    heap_after_collection()
 
 
 def heap_in_use():

@@ -10,6 +10,7 @@ reach raises :class:`ArenaEscapeError` naming the path to it.
 
 from __future__ import annotations
 
+import gc
 import threading
 import weakref
 from collections import deque
@@ -86,6 +87,16 @@ def _register_classes() -> int:
 
 
 _core._fork_hooks["before"] = _register_classes
+
+
+def _after_collection(phase: str, info: dict[str, int]) -> None:
+    # A full collection empties CPython's free lists and opens them again;
+    # keep them closed (see _heap/pyver_freelists.c).
+    if phase == "stop" and info.get("generation") == 2:
+        _core.after_collection()
+
+
+gc.callbacks.append(_after_collection)
 
 
 # -------------------------------------------------------------------- calls

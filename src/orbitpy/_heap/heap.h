@@ -38,6 +38,8 @@ void *heap_alloc_in(struct heap_area *ha, size_t n);
 /* In a new orbit process: no current area, arena blocks are never freed. */
 void heap_after_fork_orbit(void);
 int heap_in_orbit(void);
+/* After a full collection (which reopens CPython's free lists). */
+void heap_after_collection(void);
 
 /* ---- heap_check.c */
 

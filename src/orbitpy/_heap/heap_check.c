@@ -1005,41 +1005,42 @@ static int recheck_page(struct pass *ps, size_t pg)
 	size_t covering = ca->cover[pg] ? ca->cover[pg] - 1 : (size_t)-1;
 
 	stats.pages++;
-	for (size_t g = glo; g < ghi; g++) {
-		uint64_t w = ca->obj[g / 64] | ca->buf[g / 64];
-		char *a;
+	for (size_t w = glo / 64; w <= (ghi - 1) / 64; w++) {
+		uint64_t x = ca->obj[w] | ca->buf[w];
 
-		if (!(w >> (g % 64))) {	/* skip to the next word */
-			g |= 63;
-			continue;
-		}
-		if (!((w >> (g % 64)) & 1))
-			continue;
-		a = ca->base + (g << GRAN_SHIFT);
-		if (g == covering)
-			covering = (size_t)-1;
-		if (bit_get(ca->obj, g)) {
-			PyObject *op = (PyObject *)a;
-			char *blk;
+		if (w == glo / 64)
+			x &= ~0ULL << (glo % 64);
+		if (w == (ghi - 1) / 64 && (ghi % 64))
+			x &= ~0ULL >> (64 - ghi % 64);
+		for (; x; x &= x - 1) {
+			size_t g = w * 64 + (size_t)__builtin_ctzll(x);
+			char *a = ca->base + (g << GRAN_SHIFT);
 
-			if (Py_REFCNT(op) <= 0) {
-				bit_clr(ca->obj, g);
-				continue;
+			if (g == covering)
+				covering = (size_t)-1;
+			if (bit_get(ca->obj, g)) {
+				PyObject *op = (PyObject *)a;
+				char *blk;
+
+				if (Py_REFCNT(op) <= 0) {
+					bit_clr(ca->obj, g);
+					continue;
+				}
+				/* A value with no references (type unchanged: a
+				 * string stays a string) has nothing new to check. */
+				if (is_leaf(Py_TYPE(op)))
+					continue;
+				blk = a - pyver_preheader(Py_TYPE(op));
+				if (blk + extent(ps, op, blk) > P && blk < end &&
+				    check_object(ps, op, P, end, 0) < 0)
+					return -1;
 			}
-			/* A value with no references (type unchanged: a string stays
-			 * a string) has nothing new to check. */
-			if (is_leaf(Py_TYPE(op)))
-				continue;
-			blk = a - pyver_preheader(Py_TYPE(op));
-			if (blk + extent(ps, op, blk) > P && blk < end &&
-			    check_object(ps, op, P, end, 0) < 0)
-				return -1;
-		}
-		if (bit_get(ca->buf, g)) {
-			size_t n = orbit_usable_size(ps->ha->area, a);
+			if (bit_get(ca->buf, g)) {
+				size_t n = orbit_usable_size(ps->ha->area, a);
 
-			if (a + n > P && a < end && check_table(ps, a, P, end) < 0)
-				return -1;
+				if (a + n > P && a < end && check_table(ps, a, P, end) < 0)
+					return -1;
+			}
 		}
 	}
 	if (covering != (size_t)-1) {	/* a long block that starts before the window */
@@ -1069,13 +1070,15 @@ int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject 
 {
 	struct pass ps = { .ha = ha, .ca = ha->chk, .epoch = epoch, .failures = failures };
 	uint64_t t0 = now_ns();
-	int rc = -1, err;
+	int rc = -1, err, gc_was_on;
 
 	if (!ps.ca) {
 		PyErr_SetString(PyExc_RuntimeError, "orbitpy: arena has no checker state");
 		return -1;
 	}
 	stats.checks++;
+	/* The stack holds borrowed pointers: no collection may free them. */
+	gc_was_on = PyGC_Disable();
 	/* 1. what main wrote since the last check */
 	err = orbit_area_changed(ha->area, note_pages, &ps);
 	if (err) {
@@ -1128,6 +1131,8 @@ out:
 	free(ps.pages);
 	ptrmap_free(&ps.copies);
 	ptrmap_free(&ps.failed);
+	if (gc_was_on)
+		PyGC_Enable();
 	stats.ns += now_ns() - t0;
 	return rc;
 }

@@ -64,6 +64,7 @@ struct heap_area *heap_register(struct orbit_area *area)
 			     HEAP_MAX_AREAS);
 		return NULL;
 	}
+	pyver_freelists_off();	/* a full collection may have reopened them */
 	ha->lo = orbit_area_base(area);
 	ha->hi = ha->lo + orbit_area_size(area);
 	ha->chk = NULL;
@@ -126,6 +127,12 @@ void heap_after_fork_orbit(void)
 int heap_in_orbit(void)
 {
 	return in_orbit;
+}
+
+void heap_after_collection(void)
+{
+	if (installed)
+		pyver_freelists_off();
 }
 
 static void *hook_malloc(void *ctx, size_t n)

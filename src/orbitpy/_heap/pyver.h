@@ -54,7 +54,8 @@ unsigned int pyver_type_version(PyTypeObject *tp);
 int pyver_member_is_object(const PyMemberDef *m);
 
 /* From now on, floats, tuples, lists and dicts are made and freed through
- * the allocator, never recycled on free lists (see pyver_freelists.c). */
+ * the allocator, never recycled on free lists (see pyver_freelists.c).
+ * Call again after every full collection, which reopens them. */
 void pyver_freelists_off(void);
 
 #endif

@@ -13,6 +13,8 @@
  *    wrapped to release at once what the original parked.
  * Dict key tables keep their free list; tables are not objects, and the
  * checks move a table that came from outside the arena into it.
+ * A full collection clears the free lists and opens them again (numfree =
+ * 0): the Python layer calls this again after each (a gc callback).
  */
 #ifndef Py_BUILD_CORE
 #define Py_BUILD_CORE 1
@@ -25,15 +27,13 @@
 #include "internal/pycore_interp.h"
 #pragma GCC diagnostic pop
 
-static int off;
+static int wrapped;	/* 3.11/3.12: deallocators wrapped */
 
 #if PY_VERSION_HEX >= 0x030D0000
 void pyver_freelists_off(void)
 {
 	struct _Py_object_freelists *fl;
 
-	if (off)
-		return;
 	fl = &((struct _is *)PyInterpreterState_Get())->object_state.freelists;
 	while (fl->floats.items) {
 		PyFloatObject *op = fl->floats.items;
@@ -57,7 +57,6 @@ void pyver_freelists_off(void)
 	while (fl->dicts.numfree > 0)
 		PyObject_GC_Del(fl->dicts.items[--fl->dicts.numfree]);
 	fl->dicts.numfree = -1;
-	off = 1;
 }
 #else
 static destructor list_dealloc_orig, dict_dealloc_orig;
@@ -92,8 +91,6 @@ void pyver_freelists_off(void)
 	struct _is *is;
 	struct _Py_float_state *fs;
 
-	if (off)
-		return;
 	is = interp();
 	fs = &is->float_state;
 	while (fs->free_list) {
@@ -116,10 +113,12 @@ void pyver_freelists_off(void)
 		PyObject_GC_Del(is->list.free_list[--is->list.numfree]);
 	while (is->dict_state.numfree > 0)
 		PyObject_GC_Del(is->dict_state.free_list[--is->dict_state.numfree]);
-	list_dealloc_orig = PyList_Type.tp_dealloc;
-	PyList_Type.tp_dealloc = list_dealloc;
-	dict_dealloc_orig = PyDict_Type.tp_dealloc;
-	PyDict_Type.tp_dealloc = dict_dealloc;
-	off = 1;
+	if (!wrapped) {
+		list_dealloc_orig = PyList_Type.tp_dealloc;
+		PyList_Type.tp_dealloc = list_dealloc;
+		dict_dealloc_orig = PyDict_Type.tp_dealloc;
+		PyDict_Type.tp_dealloc = dict_dealloc;
+		wrapped = 1;
+	}
 }
 #endif
