@@ -33,6 +33,13 @@ SYNC_TEXT = {
 CALL_ASYNC_BUDGET_US = (15.0, 1.0)  # fixed + per dirty page
 SYNC_LIMIT = 1.5
 HEAP_LIMIT = 1.2
+# bench_arena_objects.py: at this fraction of records changed, the orbit call
+# must be this many times faster than each alternative.
+OBJ_TARGET_FRACTION = 0.001
+OBJ_TARGETS = {"pool": 100.0, "fork": 30.0}
+OBJ_TEXT = {"orbit": "orbit `fn(table, keys)`",
+            "pool": "`ProcessPoolExecutor(1)` (pickles the table)",
+            "fork": "`os.fork()` per call"}
 
 
 def fmt_us(seconds: float) -> str:
@@ -69,6 +76,7 @@ def report(data: dict[str, Any]) -> list[str]:
     ca: dict[tuple[str, str, int], dict[str, Any]] = {}
     sync: dict[str, dict[str, Any]] = {}
     heap: dict[tuple[str, int], dict[str, Any]] = {}
+    objs: dict[tuple[str, float], dict[str, Any]] = {}
     for b in benches:
         e = b.get("extra_info", {})
         if e.get("kind") == "call_async":
@@ -77,6 +85,8 @@ def report(data: dict[str, Any]) -> list[str]:
             sync[e["variant"]] = b
         elif e.get("kind") == "heap":
             heap[(e["variant"], int(e["heap_mb"]))] = b
+        elif e.get("kind") == "arena_objects":
+            objs[(e["variant"], float(e["fraction"]))] = b
 
     def med(b: dict[str, Any]) -> float:
         return float(b["stats"]["median"])
@@ -225,6 +235,122 @@ def report(data: dict[str, Any]) -> list[str]:
             out.append(f"- At {sizes[-1]} MB a fork per call costs {med(f1) / med(s1):,.0f}× "
                        f"an orbit call")
         out.append("")
+
+    # ---------------------------------------------------------- objects
+    if objs:
+        out += report_objects(objs)
+    return out
+
+
+def pct(f: float) -> str:
+    return f"{f * 100:g} %"
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:,.0f}" if ms >= 100 else (f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}")
+
+
+def report_objects(objs: dict[tuple[str, float], dict[str, Any]]) -> list[str]:
+    """Section 4: bench_arena_objects.py."""
+    def med(b: dict[str, Any]) -> float:
+        return float(b["stats"]["median"])
+
+    out: list[str] = []
+    any_b = next(iter(objs.values()))["extra_info"]
+    out.append(f"### 4. Python objects in an arena: {any_b.get('records', 0):,} records, "
+               f"a sync call that reads the changed ones")
+    out.append("")
+    out.append(f"A dict of `__slots__` records in a {any_b.get('arena_mb')} MiB arena "
+               f"({any_b.get('arena_used_mb')} MiB used, built in {any_b.get('build_s')} s); "
+               f"main also holds a {any_b.get('ballast_mb')} MiB bytearray (resident size "
+               f"{any_b.get('rss_mb')} MB).  Medians in ms; each round changes a fraction of "
+               f"the records at random (outside the timing) and makes one call.")
+    out.append("")
+    fracs = sorted({f for (_, f) in objs})
+    rows = []
+    for v in ("orbit", "pool", "fork"):
+        if not any((v, f) in objs for f in fracs):
+            continue
+        rows.append([OBJ_TEXT[v]] + [fmt_ms(med(objs[(v, f)])) if (v, f) in objs else "–"
+                                     for f in fracs])
+    for v in ("pool", "fork"):
+        if not any((v, f) in objs for f in fracs):
+            continue
+        cells = []
+        for f in fracs:
+            o, b = objs.get(("orbit", f)), objs.get((v, f))
+            cells.append(f"{med(b) / med(o):,.0f}×" if o and b else "–")
+        rows.append([f"{v} ÷ orbit"] + cells)
+    changed = {f: next(b["extra_info"]["changed"] for (_, g), b in objs.items() if g == f)
+               for f in fracs}
+    out += table(["ms, records changed →"] + [f"{pct(f)} ({changed[f]:,})" for f in fracs],
+                 rows)
+    out.append("")
+    for v, limit in OBJ_TARGETS.items():
+        o, b = objs.get(("orbit", OBJ_TARGET_FRACTION)), objs.get((v, OBJ_TARGET_FRACTION))
+        if o and b:
+            r = med(b) / med(o)
+            out.append(f"- Target at {pct(OBJ_TARGET_FRACTION)} changed: orbit ≥ {limit:g}× "
+                       f"faster than {v}: {fmt_ms(med(b))} / {fmt_ms(med(o))} ms = {r:,.1f}× → "
+                       f"{verdict(r >= limit)}")
+    out.append("")
+
+    orbit = {f: objs[("orbit", f)]["extra_info"] for f in fracs if ("orbit", f) in objs}
+    if not orbit:
+        return out
+    out.append("Where an orbit call's time goes (medians per call; \"issue\" is `call_async` "
+               "returning: pre-call check + snapshot taken; from separate diagnostic rounds):")
+    out.append("")
+    base = orbit.get(0.0)
+
+    def rest_s(e: dict[str, Any]) -> float:  # issue minus check: pickling + snapshot
+        return float(e["issue_s"]) - float(e["diag_check_s"])
+
+    def per_page(e: dict[str, Any], cost: float, cost0: float, pages: str) -> str:
+        """µs per page above the no-change call (base)."""
+        if base is None or e is base:
+            return "–"
+        extra = float(e[pages]) - float(base[pages])
+        return f"{(cost - cost0) * 1e6 / extra:.2f}" if extra > 0 else "–"
+
+    rows = []
+    for f, e in orbit.items():
+        n = int(e["changed"])
+        check = per_page(e, float(e["check_s"]), float(base["check_s"]) if base else 0.0,
+                         "check_pages")
+        snap = per_page(e, rest_s(e), rest_s(base) if base else 0.0, "diag_pages_copied")
+        rows.append([
+            f"{pct(f)} ({n:,})", fmt_ms(med(objs[("orbit", f)])),
+            f"{float(e['pages_copied']):,.0f}", f"{float(e['pages_reset']):,.0f}",
+            f"{float(e['check_objects']):,.0f}", fmt_ms(float(e["check_s"])), check,
+            fmt_ms(float(e["issue_s"])), snap, fmt_ms(float(e["orbit_compute_s"])),
+            f"{float(e['orbit_compute_s']) * 1e6 / n:.1f}" if n else "–"])
+    out += table(["changed", "call ms", "pages copied", "pages reset", "objects checked",
+                  "check ms", "check µs / page", "issue ms",
+                  "snapshot µs / page", "orbit work ms", "orbit µs / record"], rows)
+    out.append("")
+    out.append("(Per page: above the no-change call, ÷ the extra pages.  check: the "
+               "pre-call check's own clock (`arena.stats()['checks']['ns']`) ÷ the pages it "
+               "looked at; snapshot: issue − check (pickling the arguments, finding and "
+               "copying the dirty pages) ÷ the pages copied (`orbit.stats()['pages_copied']`). "
+               "Orbit work: the sum, timed inside the orbit.)")
+    out.append("")
+    e0 = next(iter(orbit.values()))
+    if e0.get("first_call_s") is not None:
+        out.append(f"- First call after the build: {e0['first_call_s'] * 1e3:,.0f} ms: the "
+                   f"orbit is forked, the check looks at every page "
+                   f"({e0['first_call_check_pages']:,} pages, "
+                   f"{e0['first_call_check_objects']:,} objects, "
+                   f"{e0['first_call_check_s'] * 1e3:,.0f} ms) and "
+                   f"{e0['first_call_pages_copied']:,} pages are copied; later calls are "
+                   f"incremental.")
+    gcs = sum(int(e.get("gc_full_collections", 0)) for e in orbit.values())
+    if gcs:
+        out.append(f"- **{gcs} full garbage collection(s) in main during the orbit rounds**: "
+                   f"each writes the header of every tracked arena object, so the next call "
+                   f"re-checks and copies nearly the whole table.")
+    out.append("")
     return out
 
 

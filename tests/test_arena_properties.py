@@ -15,7 +15,9 @@ raise exactly when a mutable object (list, dict, set, bytearray, instance)
 that is not in the arena is reachable from the argument: immutable values
 from outside the arena are copied in, so they never make a call fail.  The
 pre-call check may replace references to immutable values by arena copies,
-but it must never change what main sees.
+but it must never change what main sees, and once a call runs, everything
+reachable from its argument is in the arena or static.  When an example's
+objects are gone, so are their arena allocations.
 
 The digest is canonical and linear in the size of the graph: mutable objects
 are named by their address, which is the same in main and in the orbit (they
@@ -33,8 +35,8 @@ import concurrent.futures
 import gc
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -42,6 +44,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import orbitpy
+from orbitpy import _core
 
 # ------------------------------------------------------------------ classes
 # Module level, so that they exist before any orbit forks.
@@ -154,6 +157,13 @@ def reachable(root: object) -> Iterator[Any]:
         stack.extend(reversed(kids))
 
 
+def outsiders(root: object, arena: orbitpy.Arena) -> list[str]:
+    """Reachable objects the orbit does not have: neither in the arena nor
+    static (what the pre-call check lets through must be one or the other)."""
+    return [f"{type(x).__name__} at {id(x):#x}: {x!r:.60}" for x in reachable(root)
+            if not arena.contains(x) and not _core.is_static(x)]
+
+
 def mutables(root: object) -> list[Any]:
     return [x for x in reachable(root) if type(x) in MUTABLE]
 
@@ -189,37 +199,41 @@ def fresh_scalar(v: Any) -> Any:
     return v
 
 
-def build(spec: Spec) -> Any:
-    """The object a spec describes, allocated wherever this thread allocates
-    (in the arena inside ``with arena:``)."""
+Placer = Callable[[int], AbstractContextManager[Any]]
+CONTAINERS: dict[str, Callable[[list[Any]], Any]] = {
+    "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
+
+
+def build(spec: Spec, place: Placer | None = None, depth: int = 0) -> Any:
+    """The object a spec describes.  Each node is made where this thread
+    allocates (in the arena inside ``with arena:``), or, with `place`,
+    inside ``place(depth)`` (its children first, at depth + 1)."""
+    here = place(depth) if place is not None else nullcontext()
     kind = spec[0]
     if kind == "s":
-        return fresh_scalar(spec[1]) if spec[2] else spec[1]
-    if kind == "list":
-        return [build(c) for c in spec[1]]
-    if kind == "tuple":
-        return tuple([build(c) for c in spec[1]])
-    if kind == "dict":
-        d: dict[Any, Any] = {}
-        for k, v in spec[1]:
-            d[build(k)] = build(v)
-        return d
-    if kind == "set":
-        return {build(c) for c in spec[1]}
-    if kind == "frozenset":
-        return frozenset([build(c) for c in spec[1]])
+        with here:
+            return fresh_scalar(spec[1]) if spec[2] else spec[1]
     if kind == "bytearray":
-        return bytearray(spec[1])
-    if kind == "plain":
-        p = Plain()
-        for name, v in spec[1]:
-            setattr(p, name, build(v))
-        return p
-    assert kind == "slotted", spec
-    s = Slotted()
-    for name, v in spec[1]:
-        setattr(s, name, build(v))
-    return s
+        with here:
+            return bytearray(spec[1])
+    if kind in CONTAINERS:
+        items = [build(c, place, depth + 1) for c in spec[1]]
+        with here:
+            return CONTAINERS[kind](items)
+    if kind == "dict":
+        pairs = [(build(k, place, depth + 1), build(v, place, depth + 1)) for k, v in spec[1]]
+        with here:
+            d: dict[Any, Any] = {}
+            for k, v in pairs:
+                d[k] = v
+            return d
+    assert kind in ("plain", "slotted"), spec
+    attrs = [(name, build(v, place, depth + 1)) for name, v in spec[1]]
+    with here:
+        obj = Plain() if kind == "plain" else Slotted()
+        for name, v in attrs:
+            setattr(obj, name, v)
+        return obj
 
 
 # ------------------------------------------------------------- strategies
@@ -280,8 +294,10 @@ class Mutation:
 
     `target` picks a reachable mutable object and `op` an operation of its
     type; `aux` an index, key or attribute; `value` (a node spec) and `key`
-    (a hashable spec) are built inside the arena or outside it (`where`),
-    or `value` is an existing node (`source` "link") or an outside tuple
+    (a hashable spec) are built inside the arena, outside it, or "mixed"
+    (outside at even depths, inside at odd ones: e.g. an outside tuple holding
+    a new arena list that holds an outside list), per `where`; or `value` is
+    an existing node (`source` "link") or an outside tuple
     around one ("wrap").  `ctx`: the mutation itself runs outside any
     ``with``, inside ``with arena:``, or in nested blocks."""
 
@@ -304,7 +320,7 @@ mutations = st.builds(
     source=st.sampled_from(["new", "new", "new", "link", "wrap"]),
     value=node_specs,
     key=hashable_specs,
-    where=st.sampled_from(["in", "in", "out"]),
+    where=st.sampled_from(["in", "in", "out", "mixed"]),
     ctx=st.sampled_from(["outside", "inside", "nested"]),
     link=st.integers(0, 255),
 )
@@ -332,6 +348,8 @@ class Rig:
     digest: orbitpy.OrbitFunction[[object], Digest]
     calls: int = 0
     escapes: int = 0
+    failed: bool = False
+    pending: list[tuple[orbitpy.OrbitFuture[Digest], Digest]] = field(default_factory=list)
 
     def inside(self) -> AbstractContextManager[Any]:
         return self.arena
@@ -345,6 +363,8 @@ class Rig:
         return stack
 
     def make(self, spec: Spec, where: str) -> Any:
+        if where == "mixed":  # outside the arena at even depths, inside at odd ones
+            return build(spec, lambda depth: self.arena if depth % 2 else nullcontext())
         with self.where("inside" if where == "in" else "outside"):
             return build(spec)
 
@@ -357,13 +377,18 @@ def rig(request: pytest.FixtureRequest,
     arena = new_arena(64 << 20, mode)
     fn: orbitpy.OrbitFunction[[object], Digest] = orbitpy.orbit(timeout=30)(orbit_digest)
     r = Rig(arena, fn)
+    gc.collect()
+    gc.freeze()  # full collections after each example walk only what it made
     try:
         yield r
+        if r.failed:  # the failure says it all
+            return
         st_ = fn.orbit.stats()
         assert st_["crashes"] == 0 and st_["restarts"] == 0, st_
         assert r.calls >= 100, "the examples hardly called the orbit"
         assert r.escapes > 0, "no example stored an outside mutable"
     finally:
+        gc.unfreeze()
         fn.orbit.close()
 
 
@@ -459,74 +484,86 @@ def _mutate(t: Any, op: int, aux: int, value: Any, key: Any) -> None:
 
 
 # ------------------------------------------------------------------ calls
-
-def expect_call(rig: Rig, root: Any) -> tuple[str | None, Digest]:
-    return escape(root, rig.arena), canon(root)
-
-
-def check_refused(rig: Rig, root: Any, err: orbitpy.ArenaEscapeError, bad: str | None,
-                  before: Digest) -> None:
-    assert bad is not None, f"ArenaEscapeError although every mutable is in the arena: {err}"
-    assert canon(root) == before, "a refused call changed what main sees"
-    rig.escapes += 1
+# The checks below hold no reference to arena objects when they fail (a
+# failure's traceback would keep them alive past the test).
 
 
-def sync_call(rig: Rig, root: Any) -> None:
-    bad, want = expect_call(rig, root)
+def issue(rig: Rig, root: Any, asynchronously: bool) -> Any:
+    """Issue a call of the digest orbit on root, checking what main sees
+    around it.  Returns the future of an async call (None otherwise)."""
+    bad, want = escape(root, rig.arena), canon(root)
+    refused: str | None = None
+    got: Any = None
     try:
-        got = rig.digest(root)
+        if asynchronously:
+            got = rig.digest.call_async(root)
+        else:
+            got = rig.digest(root)
     except orbitpy.ArenaEscapeError as e:
-        check_refused(rig, root, e, bad, want)
-        return
+        refused = str(e)
+    after, out = canon(root), outsiders(root, rig.arena)
+    del root
+    if refused is not None:
+        assert bad is not None, \
+            f"ArenaEscapeError although every mutable is in the arena: {refused}"
+        assert after == want, "a refused call changed what main sees"
+        rig.escapes += 1
+        return None
     rig.calls += 1
     assert bad is None, f"the call ran although the orbit could reach {bad}"
-    assert canon(root) == want, "the pre-call check changed what main sees"
+    assert after == want, "the pre-call check changed what main sees"
+    assert not out, f"the call ran with references out of the arena: {out}"
+    if asynchronously:
+        rig.pending.append((got, want))
+        return got
     assert got == want, "the orbit saw another graph than main had at the call"
+    return None
+
+
+def collect(rig: Rig) -> None:
+    """The results of the async calls issued so far, in order."""
+    while rig.pending:
+        fut, want = rig.pending.pop(0)
+        assert fut.result(timeout=30) == want, \
+            "an async call saw another graph than main had at call_async"
 
 
 def run_steps(rig: Rig, root_spec: Spec, steps: list[tuple[Any, ...]]) -> None:
-    gc.collect()
+    """One example: build the graph, run the steps, a last sync call, then
+    every arena allocation of the example must be gone with its objects."""
+    try:
+        _run_steps(rig, root_spec, steps)
+    except BaseException:
+        rig.failed = True
+        raise
+
+
+def _run_steps(rig: Rig, root_spec: Spec, steps: list[tuple[Any, ...]]) -> None:
+    rig.pending.clear()  # left by a failed example
     allocations = rig.arena.stats()["allocations"]
     with rig.inside():
         root = build(root_spec)
-    assert rig.arena.contains(root)
-    pending: list[tuple[orbitpy.OrbitFuture[Digest], Digest]] = []
-
-    def collect() -> None:
-        while pending:
-            fut, want = pending.pop(0)
-            assert fut.result(timeout=30) == want, \
-                "an async call saw another graph than main had at call_async"
-
     try:
+        assert rig.arena.contains(root)
         for step in steps:
             if step[0] == "mut":
                 apply(rig, root, step[1])
             elif step[0] == "call":
-                sync_call(rig, root)
+                issue(rig, root, asynchronously=False)
             elif step[0] == "async":
-                bad, want = expect_call(rig, root)
-                try:
-                    fut = rig.digest.call_async(root)
-                except orbitpy.ArenaEscapeError as e:
-                    check_refused(rig, root, e, bad, want)
-                    continue
-                rig.calls += 1
-                assert bad is None, f"call_async accepted although the orbit could reach {bad}"
-                assert canon(root) == want, "the pre-call check changed what main sees"
-                pending.append((fut, want))
+                issue(rig, root, asynchronously=True)
             else:
-                collect()
-        sync_call(rig, root)  # and a last look, after everything
-        collect()
+                collect(rig)
+        issue(rig, root, asynchronously=False)  # and a last look, after everything
     finally:
-        for fut, _ in pending:  # a failed example leaves no call running
-            concurrent.futures.wait([fut], timeout=30)
-        pending.clear()
         del root
-    gc.collect()
+        for fut, _ in rig.pending:  # a failed example leaves no call running
+            concurrent.futures.wait([fut], timeout=30)
+    collect(rig)
+    gc.collect()  # the example's cycles (links) are garbage now
     left = rig.arena.stats()["allocations"] - allocations
     assert left <= 0, f"{left} arena allocations outlived the example's objects"
+    gc.freeze()  # what survived is the test's: the next collection need not walk it
 
 
 # ------------------------------------------------------------------- tests

@@ -29,7 +29,8 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed", "OrbitError",
+    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed",
+    "OrbitError",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
 ]

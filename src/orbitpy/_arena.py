@@ -61,12 +61,19 @@ def _keep_fault_handler_on_top() -> None:
     import faulthandler
     import signal
 
-    enable, set_signal = faulthandler.enable, signal.signal
+    enable, disable, set_signal = faulthandler.enable, faulthandler.disable, signal.signal
 
     @functools.wraps(enable)
     def faulthandler_enable(*args: Any, **kwargs: Any) -> Any:
         try:
             return enable(*args, **kwargs)
+        finally:
+            _core.rearm_fault_handler()
+
+    @functools.wraps(disable)
+    def faulthandler_disable(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return disable(*args, **kwargs)
         finally:
             _core.rearm_fault_handler()
 
@@ -79,6 +86,7 @@ def _keep_fault_handler_on_top() -> None:
                 _core.rearm_fault_handler()
 
     faulthandler.enable = faulthandler_enable
+    faulthandler.disable = faulthandler_disable
     signal.signal = signal_signal
     _guards_installed = True
 
@@ -163,6 +171,8 @@ class Arena:
         Blocks nest (the innermost arena wins) and are per thread: other
         threads keep allocating where they were.  An allocation the arena has
         no room for raises :class:`ArenaFull`."""
+        if _core.in_orbit():
+            _objects.enter(None)  # raises: an orbit cannot allocate in an arena
         if self._heap is None:
             if self.closed:
                 raise ValueError("the arena is closed")

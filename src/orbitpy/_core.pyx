@@ -170,7 +170,6 @@ cdef void _after_fork_parent(void *ctx) noexcept nogil:
 
 cdef object _child_handler = None
 cdef int _child_gc_was_enabled = 0
-cdef bint _child_started = False
 
 cdef void _after_fork_child(void *ctx) noexcept nogil:
     global _child_handler, _child_gc_was_enabled
@@ -182,6 +181,14 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
     PyOS_AfterFork_Child()
     with gil:
         _child_handler = (<Orbit>ctx).handler
+        # Still the fork's private copy of the arenas here (they are reset
+        # right after this hook): park what the collector knew at fork time
+        # in the permanent generation, which it never walks, then let it run
+        # over what the orbit makes itself.
+        import gc
+        gc.freeze()
+        if _child_gc_was_enabled:
+            gc.enable()
 
 cdef int _prepare(void *ctx) noexcept with gil:
     # Right before the snapshot, GIL held, nothing waits in between.
@@ -201,25 +208,9 @@ import threading as _threading
 _call_tls = _threading.local()
 
 
-def _start_child():
-    """First call in a new orbit: its view is mapped now.  Park everything
-    the collector knew at fork time in the permanent generation (it never
-    walks it), then let it run again over what the orbit makes itself."""
-    global _child_started
-    if _child_started:
-        return
-    _child_started = True
-    import gc
-    gc.freeze()
-    if _child_gc_was_enabled:
-        gc.enable()
-
-
 cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
     cdef bytes payload
     try:
-        if not _child_started:
-            _start_child()
         status, payload = _child_handler(PyBytes_FromStringAndSize(<char *>arg, argsize))
         if payload:
             orbit_return_data(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))

@@ -15,6 +15,7 @@ cdef extern from "heap.h":
     void heap_after_fork_orbit() nogil
     int heap_in_orbit()
     void heap_after_collection()
+    int heap_rescue() except -1
 
 cdef extern from "heap_check.h":
     struct chk_stats:
@@ -75,6 +76,10 @@ def heap_unregister_area(HeapArea h):
     if h.ha is not NULL:
         del _heap_areas[<size_t>h.ha]
         h.unregister()
+
+
+def rescue_tables():
+    heap_rescue()
 
 
 def after_collection():

@@ -10,6 +10,7 @@ reach raises :class:`ArenaEscapeError` naming the path to it.
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import weakref
@@ -52,7 +53,11 @@ def leave(heap: Any) -> int:
         raise RuntimeError("arena blocks must be left in the order they were entered")
     st.pop()
     _core.heap_set(st[-1] if st else None)
-    return int(_core.heap_take_refused())
+    refused = int(_core.heap_take_refused())
+    if not st:
+        _core.after_collection()  # empties the key-table free list (3.11/3.12)
+        _core.rescue_tables()
+    return refused
 
 
 # ------------------------------------------------------------------ classes
@@ -67,11 +72,15 @@ def _forget(addr: int, _ref: Any = None) -> None:
 
 def _register_classes() -> int:
     """Before each orbit fork: the classes alive now are the orbit's."""
+    if _core.heap_in_use():
+        _core.after_collection()
+        _core.rescue_tables()
     found: list[type] = []
     seen: set[int] = set()
     todo: list[type] = [object]
     while todo:
-        for sub in type.__subclasses__(todo.pop()):
+        subs: list[type] = type.__subclasses__(todo.pop())
+        for sub in subs:
             if id(sub) in seen:
                 continue
             seen.add(id(sub))
@@ -80,7 +89,7 @@ def _register_classes() -> int:
                 found.append(sub)
                 if id(sub) not in _classes:
                     try:
-                        _classes[id(sub)] = weakref.ref(sub, lambda r, a=id(sub): _forget(a))
+                        _classes[id(sub)] = weakref.ref(sub, functools.partial(_forget, id(sub)))
                     except TypeError:  # not weak-referenceable: not registered
                         found.pop()
     return int(_core.register_classes(found))
@@ -164,6 +173,9 @@ def _children(heap: Any, obj: Any) -> Iterator[tuple[str, Any]]:
             for k, v in list(d.items()):
                 yield f".{k}", v
             yield ".__dict__", d
+    # Whatever else the collector knows it refers to (unnamed steps).
+    for c in gc.get_referents(obj):
+        yield f".<{type(c).__name__}>", c
 
 
 def _explain(heap: Any, roots: list[Any], labels: dict[int, str],
@@ -187,12 +199,13 @@ def _explain(heap: Any, roots: list[Any], labels: dict[int, str],
             parts.append(step)
         return _label(objs[i], labels) + "".join(reversed(parts))
 
+    owners = {id(o) for o, _, _ in failures if o is not None}
     while todo:
         o = todo.popleft()
-        if id(o) in wanted_nodes:
-            return ArenaEscapeError(path_to(id(o)), wanted_nodes[id(o)])
-        if id(type(o)) in wanted_types:
-            return ArenaEscapeError(path_to(id(o)), wanted_types[id(type(o))])
+        m = (wanted_nodes.get(id(o)) or wanted_types.get(id(type(o)))
+             or wanted_edges.get((id(o), id(type(o)))))
+        if m is not None:
+            return ArenaEscapeError(path_to(id(o)), m)
         for step, c in _children(heap, o):
             m = wanted_edges.get((id(o), id(c)))
             if m is not None:
@@ -201,4 +214,7 @@ def _explain(heap: Any, roots: list[Any], labels: dict[int, str],
                 objs[id(c)] = c
                 parent[id(c)] = (id(o), step)
                 todo.append(c)
+        if id(o) in owners:  # the bad reference is one no label names
+            m = next(m for w, _, m in failures if w is o)
+            return ArenaEscapeError(path_to(id(o)), m)
     return None

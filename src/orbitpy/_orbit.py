@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import errno
 import functools
+import gc
 import os
 import queue
 import sys
@@ -15,8 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import _core, _pickle
-from . import _objects
+from . import _core, _objects, _pickle
 from ._arena import Arena
 from .errors import (
     EXIT_OUT_OF_MEMORY,
@@ -91,6 +91,10 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
             payload = _pickle.dumps((OrbitError(f"{type(e).__name__}: {e}"), tb))
         return _STATUS_RAISED, payload
     finally:
+        # What the call leaves behind may point into this call's view of the
+        # arenas (e.g. a __dict__ made for an arena object), which the next
+        # call replaces: the collector must never walk it again.
+        gc.freeze()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -332,10 +336,10 @@ class OrbitHandle:
                                             self._arg_labels(args, kwargs))
         else:
             arg = b""
-        if roots is not None:
-            # Every arena holding objects is mapped in every call: objects
-            # that lived there when the orbit was forked are in its memory
-            # (its collector's lists among them) and must stay readable.
+        if roots:
+            # A call that passes arena objects maps every arena holding
+            # objects: what the orbit reaches from them, and objects that
+            # lived there when it was forked, must be readable.
             for h in _core.heap_areas():
                 if h.area not in arenas:
                     arenas.append(h.area)

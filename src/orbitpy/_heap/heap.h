@@ -41,6 +41,12 @@ int heap_in_orbit(void);
 /* After a full collection (which reopens CPython's free lists). */
 void heap_after_collection(void);
 
+/* ---- heap_rescue.c */
+
+/* Move the key tables of module, builtins and interned-string dicts that
+ * grew inside an arena block back to the heap.  0, or -1 with an exception. */
+int heap_rescue(void);
+
 /* ---- heap_check.c */
 
 int chk_area_init(struct heap_area *ha);

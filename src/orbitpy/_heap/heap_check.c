@@ -401,7 +401,8 @@ static int copyable(PyObject *op, int depth)
 		for (Py_ssize_t i = 0; i <= s->mask; i++) {
 			PyObject *x = s->table[i].key;
 
-			if (x && !chk_is_static(x) && !heap_area_of(x) && !copyable(x, depth + 1))
+			if (x && s->table[i].hash != -1 && !chk_is_static(x) && !heap_area_of(x) &&
+			    !copyable(x, depth + 1))
 				return 0;
 		}
 		return 1;
@@ -469,7 +470,7 @@ static PyObject *copy_value(struct pass *ps, PyObject *op)
 		for (Py_ssize_t i = 0; items && i <= s->mask; i++) {
 			PyObject *x = s->table[i].key, *xc;
 
-			if (!x || chk_is_static(x))	/* empty, or the dummy */
+			if (!x || s->table[i].hash == -1)	/* empty, or the dummy */
 				continue;
 			xc = copy_value(ps, x);
 			if (!xc || PyList_Append(items, xc) < 0)
@@ -481,7 +482,7 @@ static PyObject *copy_value(struct pass *ps, PyObject *op)
 	}
 	if (!c)
 		return NULL;
-	if (!heap_area_of(c)) {	/* a free list served it after all */
+	if (!heap_area_of(c) && !chk_is_static(c)) {	/* (b"", "x": static singletons) */
 		Py_DECREF(c);
 		PyErr_SetString(PyExc_RuntimeError, "orbitpy: a copy did not land in the arena");
 		return NULL;
@@ -531,7 +532,8 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 		return -1;
 	*slot = c;
 	Py_DECREF(t);	/* an immutable value: no code runs */
-	return 0;
+	/* The copy may hold arena objects not checked yet (kept by reference). */
+	return in_area(ps->ca, c) ? push(ps, c) : 0;
 }
 
 /* ------------------------------------------------------------- tables */
@@ -555,9 +557,6 @@ static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block,
 	if (!in_area(ca, t)) {
 		void *n;
 
-		if (heap_area_of(t))
-			return fail(ps, owner, NULL, "%s keeps its contents in another arena",
-				    Py_TYPE(owner)->tp_name);
 		if (!may_move || block)
 			return fail(ps, owner, NULL, "%s keeps its contents outside the arena",
 				    Py_TYPE(owner)->tp_name);
@@ -732,8 +731,7 @@ static int check_bytearray(struct pass *ps, PyObject *op)
 	return r;
 }
 
-/* Give an instance a plain dict of its own, in the arena, instead of values
- * indexed by keys its class gained after the orbit started. */
+/* Give an instance a plain (combined) dict of its own, in the arena. */
 static int own_dict(struct pass *ps, PyObject *op)
 {
 	struct heap_area *prev = heap_current();
@@ -744,7 +742,9 @@ static int own_dict(struct pass *ps, PyObject *op)
 	d = PyObject_GenericGetDict(op, NULL);
 	if (d) {
 		nd = PyDict_New();
-		if (nd && PyDict_Update(nd, d) == 0 && PyObject_GenericSetDict(op, nd, NULL) == 0)
+		/* Through the class's __dict__ descriptor: on 3.13 that also marks
+		 * the inline values invalid (PyObject_GenericSetDict does not). */
+		if (nd && PyDict_Update(nd, d) == 0 && PyObject_SetAttrString(op, "__dict__", nd) == 0)
 			rc = 0;
 	}
 	heap_set_current(prev);
@@ -776,19 +776,19 @@ static int check_instance(struct pass *ps, PyObject *op)
 			bad |= r;
 		}
 	}
+	/*
+	 * Attribute values indexed by the class's shared keys are read in the
+	 * orbit through its fork-time copy of those keys, which may know fewer
+	 * names and (CPython shrinks the keys' `usable` as instances are made)
+	 * a larger values array than instances made since have.  So an arena
+	 * instance gets a plain dict of its own, in the arena.
+	 */
 	pyver_inst(op, &in);
-	if (in.values) {
-		uintptr_t x;
-		struct treg *reg = ptrmap_get(&types, (uintptr_t)tp, &x) ? (struct treg *)x : NULL;
-		int late = !reg || reg->keys != in.keys;
-
-		for (Py_ssize_t i = reg ? reg->nentries : 0; !late && i < in.nvalues; i++)
-			late = in.values[i] != NULL;
-		if (late) {
-			if (own_dict(ps, op) < 0)
-				return -1;
-			pyver_inst(op, &in);
-		}
+	if (in.values || (in.dict_slot && *in.dict_slot && PyDict_Check(*in.dict_slot) &&
+			  ((PyDictObject *)*in.dict_slot)->ma_values)) {
+		if (own_dict(ps, op) < 0)
+			return -1;
+		pyver_inst(op, &in);
 	}
 	if (in.values) {
 		r = own_table(ps, op, (void **)&in.values_block, in.values_block, 0,

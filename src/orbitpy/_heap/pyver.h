@@ -50,6 +50,9 @@ void *pyver_type_shared_keys(PyTypeObject *tp);
 /* The type's version tag, assigned now if it has none; 0 when none can be. */
 unsigned int pyver_type_version(PyTypeObject *tp);
 
+/* The dict of interned strings (borrowed), or NULL where unreachable. */
+PyObject *pyver_interned_dict(void);
+
 /* Does this member (a __slots__ entry) hold an object reference? */
 int pyver_member_is_object(const PyMemberDef *m);
 

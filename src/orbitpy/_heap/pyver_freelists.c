@@ -11,8 +11,10 @@
  *  - 3.11/3.12: linked lists (floats, tuples) are closed by "full and empty";
  *    array lists (lists, dicts) cannot be, so the types' deallocators are
  *    wrapped to release at once what the original parked.
- * Dict key tables keep their free list; tables are not objects, and the
- * checks move a table that came from outside the arena into it.
+ * Dict key tables: 3.13 closes theirs too; 3.11/3.12 cannot (an array
+ * list, no deallocator to wrap), so it is emptied at each call of this (at
+ * the end of `with` blocks and before orbit forks), and the checks move a
+ * table that came from elsewhere into the arena of its dict.
  * A full collection clears the free lists and opens them again (numfree =
  * 0): the Python layer calls this again after each (a gc callback).
  */
@@ -27,7 +29,6 @@
 #include "internal/pycore_interp.h"
 #pragma GCC diagnostic pop
 
-static int wrapped;	/* 3.11/3.12: deallocators wrapped */
 
 #if PY_VERSION_HEX >= 0x030D0000
 void pyver_freelists_off(void)
@@ -57,9 +58,13 @@ void pyver_freelists_off(void)
 	while (fl->dicts.numfree > 0)
 		PyObject_GC_Del(fl->dicts.items[--fl->dicts.numfree]);
 	fl->dicts.numfree = -1;
+	while (fl->dictkeys.numfree > 0)
+		PyObject_Free(fl->dictkeys.items[--fl->dictkeys.numfree]);
+	fl->dictkeys.numfree = -1;
 }
 #else
 static destructor list_dealloc_orig, dict_dealloc_orig;
+static int wrapped;	/* the deallocators are ours */
 
 static struct _is *interp(void)
 {
@@ -79,11 +84,13 @@ static void list_dealloc(PyObject *op)
 static void dict_dealloc(PyObject *op)
 {
 	struct _Py_dict_state *st = &interp()->dict_state;
-	int n = st->numfree;
+	int n = st->numfree, nk = st->keys_numfree;
 
 	dict_dealloc_orig(op);
 	while (st->numfree > n)
 		PyObject_GC_Del(st->free_list[--st->numfree]);
+	while (st->keys_numfree > nk)	/* its key table */
+		PyObject_Free(st->keys_free_list[--st->keys_numfree]);
 }
 
 void pyver_freelists_off(void)
@@ -113,6 +120,9 @@ void pyver_freelists_off(void)
 		PyObject_GC_Del(is->list.free_list[--is->list.numfree]);
 	while (is->dict_state.numfree > 0)
 		PyObject_GC_Del(is->dict_state.free_list[--is->dict_state.numfree]);
+	/* Key tables cannot be closed here (an array list); empty it. */
+	while (is->dict_state.keys_numfree > 0)
+		PyObject_Free(is->dict_state.keys_free_list[--is->dict_state.keys_numfree]);
 	if (!wrapped) {
 		list_dealloc_orig = PyList_Type.tp_dealloc;
 		PyList_Type.tp_dealloc = list_dealloc;

@@ -16,6 +16,7 @@
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #include "internal/pycore_dict.h"
 #include "internal/pycore_object.h"
+#include "internal/pycore_interp.h"
 #pragma GCC diagnostic pop
 
 #if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
@@ -170,5 +171,16 @@ int pyver_member_is_object(const PyMemberDef *m)
 	return m->type == Py_T_OBJECT_EX || m->type == _Py_T_OBJECT;
 #else
 	return m->type == T_OBJECT_EX || m->type == T_OBJECT;
+#endif
+}
+
+PyObject *pyver_interned_dict(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+	PyInterpreterState *interp = PyInterpreterState_Get();
+
+	return _Py_INTERP_CACHED_OBJECT(interp, interned_strings);
+#else
+	return NULL;	/* 3.11 keeps it in a static of unicodeobject.c */
 #endif
 }

@@ -1,0 +1,54 @@
+/*
+ * heap_rescue.c - keep the interpreter's own tables out of arenas.
+ *
+ * A dict made outside the arena that grows while a thread is inside
+ * `with arena:` gets its new key table from the arena (the allocator cannot
+ * tell a table from an object).  For the interpreter's long-lived dicts that
+ * is dangerous: an orbit reads them from its fork (module globals, builtins,
+ * interned strings), but it sees arena memory as main has it now, where the
+ * table may since have been freed and reused.  So after each `with` block
+ * and before each orbit fork, such tables are moved back to the heap.
+ */
+#include <string.h>
+
+#include "heap.h"
+
+/* Move d's key table out of the arenas; 0, or -1 with an exception. */
+static int rescue_dict(PyObject *d)
+{
+	struct pyver_dict v;
+	void *t;
+
+	if (!d || !PyDict_Check(d) || heap_area_of(d))
+		return 0;
+	pyver_dict((PyDictObject *)d, &v);
+	if (v.split || !heap_area_of(v.keys) || pyver_keys_refcnt(v.keys) != 1)
+		return 0;
+	t = PyObject_Malloc(v.keys_size);	/* no arena is current here */
+	if (!t) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	memcpy(t, v.keys, v.keys_size);
+	((PyDictObject *)d)->ma_keys = t;
+	PyObject_Free(v.keys);
+	return 0;
+}
+
+int heap_rescue(void)
+{
+	struct heap_area *prev = heap_current();
+	PyObject *modules = PyImport_GetModuleDict(), *key, *mod;
+	Py_ssize_t pos = 0;
+	int rc = 0;
+
+	heap_set_current(NULL);
+	if (rescue_dict(modules) < 0 || rescue_dict(pyver_interned_dict()) < 0 ||
+	    rescue_dict(PyEval_GetBuiltins()) < 0)
+		rc = -1;
+	while (!rc && PyDict_Next(modules, &pos, &key, &mod))
+		if (PyModule_Check(mod) && rescue_dict(PyModule_GetDict(mod)) < 0)
+			rc = -1;
+	heap_set_current(prev);
+	return rc;
+}
