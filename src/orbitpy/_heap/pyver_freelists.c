@@ -18,16 +18,7 @@
  * A full collection clears the free lists and opens them again (numfree =
  * 0): the Python layer calls this again after each (a gc callback).
  */
-#ifndef Py_BUILD_CORE
-#define Py_BUILD_CORE 1
-#endif
-#include "pyver.h"
-/* Internal headers are not written for -Wextra. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#include "internal/pycore_interp.h"
-#pragma GCC diagnostic pop
+#include "pyver_internal.h"
 
 
 #if PY_VERSION_HEX >= 0x030D0000
