@@ -53,5 +53,7 @@ int chk_area_init(struct heap_area *ha);
 void chk_area_free(struct heap_area *ha);
 /* The allocator is about to reuse [p, p+n): forget what was checked there. */
 void chk_forget(struct heap_area *ha, void *p, size_t n);
+/* Cheap: could the checker have anything to forget about the block at p? */
+int chk_may_know(struct heap_area *ha, const void *p);
 
 #endif

@@ -223,6 +223,20 @@ void chk_forget(struct heap_area *ha, void *p, size_t n)
 			cover_clear(ca, p, n, g + i);
 }
 
+int chk_may_know(struct heap_area *ha, const void *p)
+{
+	struct chk_area *ca = ha->chk;
+	size_t g;
+
+	if (!ca)
+		return 0;
+	if (ca->invalid.len)
+		return 1;
+	g = gran(ca, p);	/* an object sits at most 32 bytes into its block */
+	return bit_get(ca->buf, g) | bit_get(ca->obj, g) | bit_get(ca->obj, g + 1) |
+	       bit_get(ca->obj, g + 2);
+}
+
 int chk_is_checked(struct heap_area *ha, PyObject *op)
 {
 	return ha->chk && in_area(ha->chk, op) && bit_get(ha->chk->obj, gran(ha->chk, op));

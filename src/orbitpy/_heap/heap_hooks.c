@@ -163,7 +163,9 @@ static void release(struct heap_area *ha, void *p)
 {
 	if (in_orbit)	/* the orbit's view is thrown away before its next call */
 		return;
-	chk_forget(ha, p, orbit_usable_size(ha->area, p));
+	/* Only marked blocks need their size (which takes the area's lock). */
+	if (chk_may_know(ha, p))
+		chk_forget(ha, p, orbit_usable_size(ha->area, p));
 	orbit_free(ha->area, p);
 }
 
