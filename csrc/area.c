@@ -164,3 +164,12 @@ int orbit_area_changed(struct orbit_area *a, orbit_page_run_fn fn, void *ctx)
 		return -EPERM;
 	return orbit_sys->area_changed(a->sys, fn, ctx);
 }
+
+int orbit_area_set_copy_filter(struct orbit_area *a, orbit_copy_filter_fn fn, void *ctx)
+{
+	if (orbit_in_orbit())
+		return -EPERM;
+	if (orbit_sys->area_set_copy_filter)
+		orbit_sys->area_set_copy_filter(a->sys, fn, ctx);
+	return 0;
+}

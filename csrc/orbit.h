@@ -102,6 +102,19 @@ size_t orbit_usable_size(struct orbit_area *area, const void *ptr);
  */
 typedef void (*orbit_page_run_fn)(void *ctx, size_t first_page, size_t npages);
 int orbit_area_changed(struct orbit_area *area, orbit_page_run_fn fn, void *ctx);
+/*
+ * A copy filter sees each run of pages a backend copies from the area into
+ * an orbit's snapshot, right after the copy (dst: the copy of first_page), and
+ * may rewrite the copy -- never the area -- into a form the orbit reads as the
+ * same state but cheaper (a language runtime marks its objects there so that
+ * reading them writes nothing).  It runs in main, in the thread taking the
+ * call, after the prepare hook, under the area's lock: it must not call back
+ * into the area.  Backends that do not copy pages (a kernel sharing them
+ * copy-on-write) never call it, so the orbit must be correct without it.
+ * NULL removes the filter.  Returns 0, or -EPERM inside an orbit.
+ */
+typedef void (*orbit_copy_filter_fn)(void *ctx, size_t first_page, size_t npages, void *dst);
+int orbit_area_set_copy_filter(struct orbit_area *area, orbit_copy_filter_fn fn, void *ctx);
 
 /* --------------------------------------------------------------- orbits */
 

@@ -70,6 +70,9 @@ struct orbit_sys_ops {
 	/* Pages main wrote since the previous area_changed (see
 	 * orbit_area_changed in orbit.h), as runs, then forgotten. */
 	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
+	/* Filter for the pages `call` copies (see orbit_area_set_copy_filter);
+	 * NULL in backends that copy nothing. */
+	void (*area_set_copy_filter)(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
 	size_t (*reservation_size)(void);
 	int (*rearm_fault_handler)(void);	/* may be NULL */
 

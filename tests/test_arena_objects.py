@@ -499,6 +499,34 @@ def test_trap_outside_mutable_stored_after_fork_is_refused_with_its_path(
     assert f(table) == [BIG, BIG + 1, BIG + 2, 99, BIG + 4]
 
 
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_store_anywhere_in_a_multi_page_table_is_checked(container: str, make_orbit: Any,
+                                                         new_arena: Any) -> None:
+    """A table several pages long (a list's items, a dict's entries): a store
+    into any of its pages -- the last, partly covered one too -- is seen by
+    the next check, wherever the table starts in its first page."""
+    n = 1500  # 12 KB of list items, ~36 KB of dict entries
+    arena = new_arena(4 << 20)
+    with arena:
+        pad = [bytes(k * 16) for k in range(1, 40)]  # vary where the table starts
+        table: Any = list(range(BIG, BIG + n)) if container == "list" else {
+            i: BIG + i for i in range(n)}
+
+    def pick(table: Any, i: int) -> Any:
+        return table[i]
+
+    f = make_orbit(pick, timeout=10)
+    assert f(table, 0) == BIG
+    for i in [0, 1, n // 4, n // 2, 3 * n // 4, n - 2, n - 1]:
+        table[i] = bytearray(3)  # mutable, outside the arena: never copied
+        with pytest.raises(orbitpy.ArenaEscapeError) as ei:
+            f(table, i)
+        assert ei.value.path == f"table[{i}]"
+        table[i] = i  # a small int: static, fine
+        assert f(table, i) == i
+    del pad
+
+
 def test_trap_class_freed_and_address_reused_is_refused(make_orbit: Any,
                                                         new_arena: Any) -> None:
     def make_class(kind: str) -> type:

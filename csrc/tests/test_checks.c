@@ -2,10 +2,12 @@
  * test_checks.c - what the core offers runtimes that check their areas
  * before a call: orbit_area_changed (pages main wrote since it last asked,
  * independent of what orbits were sent), orbit_usable_size, and the
- * prepare hook that can refuse a call right before its snapshot.
+ * prepare hook that can refuse a call right before its snapshot, and copy
+ * filters (orbit_area_set_copy_filter) that rewrite what the orbit is sent.
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "orbit.h"
@@ -160,6 +162,86 @@ static void prepare_hook(void)
 	orbit_destroy(ob);
 }
 
+/* The filter negates the first long of every page copied. */
+static size_t filtered;
+
+static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
+{
+	(void)ctx;
+	(void)first;
+	for (size_t i = 0; i < npages; i++) {
+		long *x = (long *)((char *)dst + i * PG);
+
+		*x = -*x;
+	}
+	filtered += npages;
+}
+
+struct slow_arg {
+	long *p;
+	int sleep_ms;
+};
+
+static long read_slowly(void *arg, size_t argsize, void *store)
+{
+	struct slow_arg a;
+
+	(void)store;
+	CHECK_EQ(argsize, sizeof(a));
+	memcpy(&a, arg, sizeof(a));
+	if (a.sleep_ms)
+		usleep((useconds_t)a.sleep_ms * 1000);
+	return *a.p;
+}
+
+/* The orbit reads the filtered copy, for calls written straight into its
+ * view and for staged ones; main's area keeps what main wrote. */
+static void copy_filter(enum orbit_snapshot_mode mode)
+{
+	struct orbit_area *a = check_area(16 * PG, mode);
+	struct orbit_future *busy, *staged;
+	struct slow_arg arg = { 0 };
+	struct orbit *ob;
+	long ret = 0;
+
+	REQUIRE(a != NULL);
+	ob = orbit_create("filter", read_slowly, NULL, NULL);
+	REQUIRE(ob != NULL);
+	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
+	CHECK_EQ(orbit_area_set_copy_filter(a, negate_first, NULL), 0);
+	filtered = 0;
+	*arg.p = 7;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
+	CHECK_EQ(ret, -7);
+	CHECK_EQ(*arg.p, 7);
+	CHECK(filtered >= 1);
+
+	/* Staged: the orbit is busy with the first call when the second is taken. */
+	*arg.p = 8;
+	arg.sleep_ms = 300;
+	busy = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
+	REQUIRE(busy != NULL);
+	*arg.p = 9;
+	arg.sleep_ms = 0;
+	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
+	REQUIRE(staged != NULL);
+	*arg.p = 10;	/* after the snapshot: seen by neither */
+	CHECK_EQ(orbit_future_get(busy, &ret), 0);
+	CHECK_EQ(ret, -8);
+	CHECK_EQ(orbit_future_get(staged, &ret), 0);
+	CHECK_EQ(ret, -9);
+	orbit_future_release(busy);
+	orbit_future_release(staged);
+
+	/* Removed: plain copies again. */
+	CHECK_EQ(orbit_area_set_copy_filter(a, NULL, NULL), 0);
+	*arg.p = 11;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
+	CHECK_EQ(ret, 11);
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -167,5 +249,6 @@ int main(void)
 	RUN_MODES(changed_independent_of_calls);
 	RUN(usable_size);
 	RUN(prepare_hook);
+	RUN_MODES(copy_filter);
 	return CHECK_DONE();
 }

@@ -8,8 +8,9 @@
 
 #include "dirty_track.h"
 
-int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx)
+int dirty_track_own_writes_pagemap(void *addr, size_t len, int armed, page_run_cb cb, void *ctx)
 {
+	(void)armed;
 	return pagemap_runs(addr, len, 1, cb, ctx);
 }
 

@@ -25,10 +25,15 @@ struct dirty_track_ops {
 	 * make them clean again.  A page written while collect runs is reported
 	 * now or by the next collect, never lost. */
 	int (*collect)(void *state, void *addr, size_t len, page_run_cb cb, void *ctx);
+	/* Orbit side: track the orbit's own writes to a new private file view
+	 * (NULL, or nonzero: own_writes gets armed = 0 and must find them
+	 * without help). */
+	int (*own_attach)(void *addr, size_t len);
 	/* Orbit side: report the pages of a private file view that the orbit
-	 * wrote (its copy-on-write copies), to be discarded before a call.  NULL
-	 * means "discard the whole view". */
-	int (*own_writes)(void *addr, size_t len, page_run_cb cb, void *ctx);
+	 * wrote (its copy-on-write copies), to be discarded before a call.
+	 * `armed`: own_attach succeeded on the view.  NULL means "discard the
+	 * whole view". */
+	int (*own_writes)(void *addr, size_t len, int armed, page_run_cb cb, void *ctx);
 	/* In a new orbit process: forget main's tracking state. */
 	void (*child_reset)(void);
 };
@@ -47,6 +52,6 @@ void dirty_track_child_reset(void);
 int dirty_track_mprotect_rearm(void);
 
 /* Helpers the trackers share. */
-int dirty_track_own_writes_pagemap(void *addr, size_t len, page_run_cb cb, void *ctx);
+int dirty_track_own_writes_pagemap(void *addr, size_t len, int armed, page_run_cb cb, void *ctx);
 
 #endif

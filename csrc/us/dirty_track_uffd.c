@@ -99,8 +99,57 @@ static int uffd_collect(void *state, void *addr, size_t len, page_run_cb cb, voi
 }
 
 
-static int uffd_own_writes(void *addr, size_t len, page_run_cb cb, void *ctx)
+/*
+ * The orbit's own writes to its private view of a base (a memfd).  Asking the
+ * page tables which pages are copy-on-write copies (not file pages) makes the
+ * kernel look up every present page: ~30 ns each, 2.5 ms for a 512 MiB view
+ * the orbit has read.  So the orbit write-protects its views too (async, on
+ * its own descriptor: shmem needs UFFD_FEATURE_WP_HUGETLBFS_SHMEM, which
+ * main's does not ask for), and a write -- the copy -- clears the protection
+ * of that page table entry: then the written pages are a check of the entry's
+ * bit, as in main (~1.5 ns a page), and the scan protects them again.
+ */
+static int own_uffd = -1;
+
+static int uffd_own_attach(void *addr, size_t len)
 {
+	struct uffdio_register reg = { .range = { (uintptr_t)addr, len },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+	if (own_uffd < 0) {
+		struct uffdio_api api = { .api = UFFD_API,
+					  .features = UFFD_WANT | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+		int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+		if (fd < 0 && errno == EINVAL)
+			fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			return -errno;
+		if (ioctl(fd, UFFDIO_API, &api) < 0) {
+			close(fd);
+			return -ENOTSUP;
+		}
+		own_uffd = fd;
+	}
+	if (ioctl(own_uffd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctl(own_uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		int err = -errno;
+		struct uffdio_range r = { (uintptr_t)addr, len };
+
+		ioctl(own_uffd, UFFDIO_UNREGISTER, &r);
+		return err;
+	}
+	return 0;
+}
+
+static int uffd_own_writes(void *addr, size_t len, int armed, page_run_cb cb, void *ctx)
+{
+	if (armed)
+		return pm_scan(addr, len, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
+			       PAGE_IS_WRITTEN, 0, cb, ctx);
 	/* Copy-on-write copies are the pages that are not file pages (nor the
 	 * shared zero page) but present or swapped. */
 	return pm_scan(addr, len, 0, PAGE_IS_FILE | PAGE_IS_PFNZERO,
@@ -115,6 +164,9 @@ static void uffd_child_reset(void)
 	if (uffd >= 0)
 		close(uffd);
 	uffd = -1;
+	if (own_uffd >= 0)	/* a child of an orbit (none today) */
+		close(own_uffd);
+	own_uffd = -1;
 	uffd_avail = -1;
 	pthread_mutex_init(&uffd_lock, NULL);
 }
@@ -126,6 +178,7 @@ const struct dirty_track_ops dirty_track_uffd = {
 	.attach = uffd_attach,
 	.detach = uffd_detach,
 	.collect = uffd_collect,
+	.own_attach = uffd_own_attach,
 	.own_writes = uffd_own_writes,
 	.child_reset = uffd_child_reset,
 };

@@ -7,6 +7,9 @@
  * page, which never reaches main.  Before each call the orbit finds the
  * pages it wrote (the tracker's own_writes query) and drops them
  * (MADV_DONTNEED), so the call sees the base, which main keeps current.
+ * Main writes the base through its own mapping, so the orbit's page table
+ * entries for base pages stay valid across calls: a new view is prefaulted
+ * once (the pages the base holds), and reading it costs no fault after that.
  *
  * Messages to main go through a queue flushed without blocking: the orbit
  * never waits for main to read, so a main that is busy (or blocked sending
@@ -32,6 +35,7 @@ struct us_view {
 	char *addr;
 	size_t size;
 	char *base;		/* MAP_SHARED view of the base, for staged copies */
+	int armed;		/* the tracker follows our writes to the view */
 };
 
 struct us_outq {
@@ -125,7 +129,39 @@ static int view_map(struct orbit_sys *s, const struct us_area_rec *rec, int fd)
 	p = mmap(v->addr, v->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
+	{
+		const struct dirty_track_ops *t = dirty_track_for_mode(v->mode);
+
+		v->armed = t && t->own_attach && t->own_attach(v->addr, v->size) == 0;
+	}
 	return 0;
+}
+
+/*
+ * Map every page the base holds into a new view, readable: random reads of a
+ * large structure (a dict of a million records) otherwise take a page fault
+ * per page first touched, call after call, and reading would cost several
+ * times what it does in main.  Holes stay holes (a read there would allocate
+ * the page).  Best effort: without MADV_POPULATE_READ (Linux < 5.14) pages
+ * fault in as they are read.
+ */
+static void view_populate(struct us_view *v, int fd)
+{
+	off_t pos = 0, end = (off_t)v->size;
+
+	while (pos < end) {
+		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+
+		if (data < 0 || data >= end)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		if (madvise(v->addr + data, (size_t)(hole - data), MADV_POPULATE_READ) < 0 &&
+		    errno != EINTR)
+			break;
+		pos = hole;
+	}
 }
 
 struct discard_ctx {
@@ -154,7 +190,7 @@ static int64_t view_discard(struct us_view *v)
 			return -errno;
 		return 0;
 	}
-	err = t->own_writes(v->addr, v->size, discard_cb, &d);
+	err = t->own_writes(v->addr, v->size, v->armed, discard_cb, &d);
 	return err ? err : (int64_t)d.pages;
 }
 
@@ -216,16 +252,19 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 		struct us_area_rec rec;
 		struct us_view *v;
 		uint64_t pos;
+		int new_fd = -1;
 
 		memcpy(&rec, p, sizeof(rec));
 		p += sizeof(rec);
 		if (rec.new_fd) {
 			if (fdi >= nfds)
 				return -EPROTO;
-			err = view_map(s, &rec, fds[fdi]);
-			close(fds[fdi++]);
-			if (err)
+			new_fd = fds[fdi++];
+			err = view_map(s, &rec, new_fd);
+			if (err) {
+				close(new_fd);
 				return err;
+			}
 			v = view_find(s, rec.id);
 		} else {
 			int64_t r;
@@ -247,6 +286,11 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 			memcpy(v->base + (r.first << PM_PAGE_SHIFT), s->stage + (pos % s->stage_size),
 			       r.npages << PM_PAGE_SHIFT);
 			pos += r.npages << PM_PAGE_SHIFT;
+		}
+		if (new_fd >= 0) {	/* the base is complete now */
+			view_populate(v, new_fd);
+			close(new_fd);
+			new_fd = -1;
 		}
 	}
 	if (body.stage_end)

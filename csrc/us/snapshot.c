@@ -173,6 +173,14 @@ int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx)
 	return err;
 }
 
+void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&a->lock);
+	a->filter = fn;
+	a->filter_ctx = ctx;
+	pthread_mutex_unlock(&a->lock);
+}
+
 /* A new base needs every page main ever wrote. */
 static void pending_set_ever(struct us_link *l, const struct orbit_sys_area *a)
 {
@@ -228,9 +236,12 @@ static void pending_drain(struct us_link *l, run_fn fn, void *ctx)
 
 static void copy_direct(void *ctx, struct us_link *l, size_t first, size_t n)
 {
+	char *dst = l->base + (first << PM_PAGE_SHIFT);
+
 	(void)ctx;
-	memcpy(l->base + (first << PM_PAGE_SHIFT), l->area->addr + (first << PM_PAGE_SHIFT),
-	       n << PM_PAGE_SHIFT);
+	memcpy(dst, l->area->addr + (first << PM_PAGE_SHIFT), n << PM_PAGE_SHIFT);
+	if (l->area->filter)
+		l->area->filter(l->area->filter_ctx, first, n, dst);
 }
 
 struct stage_ctx {
@@ -243,9 +254,11 @@ static void copy_staged(void *ctx, struct us_link *l, size_t first, size_t n)
 {
 	struct stage_ctx *c = ctx;
 	struct us_range r = { first, n };
+	char *dst = c->s->stage + (c->pos % c->s->stage_size);
 
-	memcpy(c->s->stage + (c->pos % c->s->stage_size), l->area->addr + (first << PM_PAGE_SHIFT),
-	       n << PM_PAGE_SHIFT);
+	memcpy(dst, l->area->addr + (first << PM_PAGE_SHIFT), n << PM_PAGE_SHIFT);
+	if (l->area->filter)
+		l->area->filter(l->area->filter_ctx, first, n, dst);
 	c->pos += n << PM_PAGE_SHIFT;
 	memcpy(c->out, &r, sizeof(r));
 	c->out += sizeof(r);

@@ -40,6 +40,8 @@ struct orbit_sys_area {
 	struct us_link *links;	/* one per orbit that has a snapshot of it */
 	uint64_t *ever;		/* pages written since the area was created */
 	uint64_t *changed;	/* pages written since the last us_area_changed() */
+	orbit_copy_filter_fn filter;	/* rewrites the copies (under lock) */
+	void *filter_ctx;
 	int refs;		/* 1 for main + one per link */
 	int dead;
 };
@@ -174,6 +176,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 void us_links_free(struct orbit_sys *s);
 void us_area_put(struct orbit_sys_area *a);
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
+void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
 
 /* orbit_view.c (orbit) */
 int us_view_recv(struct orbit_sys *s, struct orbit_request *rq);

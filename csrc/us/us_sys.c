@@ -207,6 +207,7 @@ static const struct orbit_sys_ops us_ops = {
 	.area_destroy = us_area_destroy,
 	.area_mode = us_area_mode,
 	.area_changed = us_area_changed,
+	.area_set_copy_filter = us_area_set_copy_filter,
 	.reservation_size = us_reserve_size,
 	.rearm_fault_handler = dirty_track_mprotect_rearm,
 	.create = us_create,

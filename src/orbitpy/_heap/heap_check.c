@@ -37,7 +37,7 @@ struct chk_area {
 	uint64_t *obj;		/* checked objects, by address */
 	uint64_t *buf;		/* checked tables, by block */
 	uint32_t *cover;	/* per page: 1 + granule of the checked object or
-				 * table over 1 page long that covers its start */
+				 * table that starts before it and reaches into it */
 	struct ptrmap owner;	/* table block -> object it belongs to */
 	struct ptrmap invalid;	/* objects whose last check failed */
 };
@@ -179,21 +179,44 @@ void chk_area_free(struct heap_area *ha)
 	ha->chk = NULL;
 }
 
+/*
+ * cover[pg] names the one checked block (object or table) that starts before
+ * page pg and reaches into it (granule + 1; 0: none): a page's recheck then
+ * looks at the blocks starting in the page and at most one more, instead of
+ * scanning back a page for blocks that might reach it.  Pages after the
+ * block's first page whose first byte is inside it: [first, end).
+ */
+static void cover_range(const struct chk_area *ca, const char *start, size_t len,
+			size_t *first, size_t *end)
+{
+	size_t off = (size_t)(start - ca->base);
+
+	*first = (off >> PAGE_SHIFT) + 1;
+	*end = (off + len + PAGE - 1) >> PAGE_SHIFT;
+	if (*end > ca->npages)
+		*end = ca->npages;
+}
+
+static inline int crosses_page(const struct chk_area *ca, const char *start, size_t len)
+{
+	return (((size_t)(start - ca->base)) & (PAGE - 1)) + len > PAGE;
+}
+
 static void cover_set(struct chk_area *ca, const char *start, size_t len, size_t g)
 {
-	size_t first = ((size_t)(start - ca->base) + PAGE - 1) >> PAGE_SHIFT;
-	size_t end = (size_t)(start + len - ca->base) >> PAGE_SHIFT;
+	size_t first, end;
 
-	for (size_t pg = first; pg < end && pg < ca->npages; pg++)
+	cover_range(ca, start, len, &first, &end);
+	for (size_t pg = first; pg < end; pg++)
 		ca->cover[pg] = (uint32_t)(g + 1);
 }
 
 static void cover_clear(struct chk_area *ca, const char *start, size_t len, size_t g)
 {
-	size_t first = ((size_t)(start - ca->base) + PAGE - 1) >> PAGE_SHIFT;
-	size_t end = (size_t)(start + len - ca->base) >> PAGE_SHIFT;
+	size_t first, end;
 
-	for (size_t pg = first; pg < end && pg < ca->npages; pg++)
+	cover_range(ca, start, len, &first, &end);
+	for (size_t pg = first; pg < end; pg++)
 		if (ca->cover[pg] == g + 1)
 			ca->cover[pg] = 0;
 }
@@ -218,7 +241,7 @@ void chk_forget(struct heap_area *ha, void *p, size_t n)
 		if (ca->invalid.len)
 			ptrmap_del(&ca->invalid, (uintptr_t)((char *)p + (i << GRAN_SHIFT)));
 	}
-	if (n >= PAGE)
+	if (crosses_page(ca, p, n))
 		for (size_t i = 0; i <= ng; i++)
 			cover_clear(ca, p, n, g + i);
 }
@@ -245,6 +268,36 @@ int chk_is_checked(struct heap_area *ha, PyObject *op)
 void chk_get_stats(struct chk_stats *st)
 {
 	*st = stats;
+}
+
+/*
+ * The copy filter: in an orbit's copy of the pages main changed, every
+ * checked live object gets an immortal reference count.  Reading an arena
+ * object in the orbit then writes nothing (Py_INCREF/Py_DECREF skip immortal
+ * objects), so the orbit takes no copy-on-write fault per page it reads and
+ * has nothing to drop before its next call.  Objects the checker has not
+ * marked keep their counts there: reading them costs a fault, as before.
+ * Runs in main right after the call's check (GIL held), so the marks are
+ * those the call was checked with.
+ */
+void chk_copy_filter(void *ctx, size_t first, size_t npages, void *dst)
+{
+	struct heap_area *ha = ctx;
+	struct chk_area *ca = ha->chk;
+	char *P = ca ? ca->base + (first << PAGE_SHIFT) : NULL;
+	size_t w0 = (first << PAGE_SHIFT) >> GRAN_SHIFT >> 6;
+	size_t w1 = ((first + npages) << PAGE_SHIFT) >> GRAN_SHIFT >> 6;
+
+	if (!ca || first + npages > ca->npages)
+		return;
+	for (size_t w = w0; w < w1; w++) {
+		for (uint64_t x = ca->obj[w]; x; x &= x - 1) {
+			char *op = ca->base + ((w * 64 + (size_t)__builtin_ctzll(x)) << GRAN_SHIFT);
+
+			if (Py_REFCNT((PyObject *)op) > 0)
+				pyver_make_immortal((PyObject *)((char *)dst + (op - P)));
+		}
+	}
 }
 
 /* ------------------------------------------------------------- classes */
@@ -597,7 +650,7 @@ static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block,
 		return -1;
 	}
 	bit_set(ca->buf, g);
-	if (nbytes > PAGE)
+	if (crosses_page(ca, t, nbytes))
 		cover_set(ca, t, nbytes, g);
 	*fresh = 1;
 	return 0;
@@ -859,7 +912,7 @@ static void mark(struct pass *ps, PyObject *op)
 
 	bit_set(ca->obj, g);
 	n = extent(ps, op, blk);
-	if (n > PAGE)
+	if (crosses_page(ca, blk, n))
 		cover_set(ca, blk, n, g);
 }
 
@@ -1015,26 +1068,18 @@ static int recheck_page(struct pass *ps, size_t pg)
 {
 	struct chk_area *ca = ps->ca;
 	char *P = ca->base + (pg << PAGE_SHIFT), *end = P + PAGE;
-	size_t g0 = gran(ca, P), glo = g0 >= 255 ? g0 - 255 : 0, ghi = g0 + (PAGE >> GRAN_SHIFT);
+	size_t w0 = (pg << PAGE_SHIFT) >> GRAN_SHIFT >> 6;
 	size_t covering = ca->cover[pg] ? ca->cover[pg] - 1 : (size_t)-1;
 
 	stats.pages++;
-	for (size_t w = glo / 64; w <= (ghi - 1) / 64; w++) {
-		uint64_t x = ca->obj[w] | ca->buf[w];
-
-		if (w == glo / 64)
-			x &= ~0ULL << (glo % 64);
-		if (w == (ghi - 1) / 64 && (ghi % 64))
-			x &= ~0ULL >> (64 - ghi % 64);
-		for (; x; x &= x - 1) {
+	/* Blocks starting in the page (a page is 4 words of bits). */
+	for (size_t w = w0; w < w0 + (PAGE >> GRAN_SHIFT >> 6); w++) {
+		for (uint64_t x = ca->obj[w] | ca->buf[w]; x; x &= x - 1) {
 			size_t g = w * 64 + (size_t)__builtin_ctzll(x);
 			char *a = ca->base + (g << GRAN_SHIFT);
 
-			if (g == covering)
-				covering = (size_t)-1;
 			if (bit_get(ca->obj, g)) {
 				PyObject *op = (PyObject *)a;
-				char *blk;
 
 				if (Py_REFCNT(op) <= 0) {
 					bit_clr(ca->obj, g);
@@ -1044,24 +1089,21 @@ static int recheck_page(struct pass *ps, size_t pg)
 				 * string stays a string) has nothing new to check. */
 				if (is_leaf(Py_TYPE(op)))
 					continue;
-				blk = a - pyver_preheader(Py_TYPE(op));
-				if (blk + extent(ps, op, blk) > P && blk < end &&
-				    check_object(ps, op, P, end, 0) < 0)
+				if (check_object(ps, op, P, end, 0) < 0)
 					return -1;
 			}
-			if (bit_get(ca->buf, g)) {
-				size_t n = orbit_usable_size(ps->ha->area, a);
-
-				if (a + n > P && a < end && check_table(ps, a, P, end) < 0)
-					return -1;
-			}
+			if (bit_get(ca->buf, g) && check_table(ps, a, P, end) < 0)
+				return -1;
 		}
 	}
-	if (covering != (size_t)-1) {	/* a long block that starts before the window */
+	/* The block starting before the page and reaching into it, if checked.
+	 * (An object's header may sit in the previous page while its pre-header
+	 * -- the block's start -- is in the one before.) */
+	if (covering != (size_t)-1 && covering < w0 * 64) {
 		char *a = ca->base + (covering << GRAN_SHIFT);
 
 		if (bit_get(ca->obj, covering)) {
-			if (Py_REFCNT((PyObject *)a) > 0 &&
+			if (Py_REFCNT((PyObject *)a) > 0 && !is_leaf(Py_TYPE((PyObject *)a)) &&
 			    check_object(ps, (PyObject *)a, P, end, 0) < 0)
 				return -1;
 		} else if (bit_get(ca->buf, covering)) {

@@ -44,4 +44,7 @@ struct chk_stats {
 };
 void chk_get_stats(struct chk_stats *st);
 
+/* The copy filter (orbit_area_set_copy_filter) for ha's area, ctx = ha. */
+void chk_copy_filter(void *ctx, size_t first_page, size_t npages, void *dst);
+
 #endif

@@ -73,6 +73,8 @@ struct heap_area *heap_register(struct orbit_area *area)
 		return NULL;
 	}
 	ha->area = area;
+	if (PYVER_HAS_IMMORTAL)
+		orbit_area_set_copy_filter(area, chk_copy_filter, ha);
 	recompute_span();
 	return ha;
 }
@@ -81,6 +83,8 @@ void heap_unregister(struct heap_area *ha)
 {
 	if (current == ha)
 		current = NULL;
+	if (ha->area)
+		orbit_area_set_copy_filter(ha->area, NULL, NULL);
 	chk_area_free(ha);
 	ha->area = NULL;
 	recompute_span();

@@ -56,6 +56,13 @@ PyObject *pyver_interned_dict(void);
 /* Does this member (a __slots__ entry) hold an object reference? */
 int pyver_member_is_object(const PyMemberDef *m);
 
+/* Since 3.12 the interpreter has immortal objects: reference counting skips
+ * them, so reading one writes nothing to its memory. */
+#define PYVER_HAS_IMMORTAL (PY_VERSION_HEX >= 0x030C0000)
+/* Give the object (a copy in an orbit's snapshot, never main's object) an
+ * immortal reference count; a no-op where there are none. */
+void pyver_make_immortal(PyObject *copy);
+
 /* From now on, floats, tuples, lists and dicts are made and freed through
  * the allocator, never recycled on free lists (see pyver_freelists.c).
  * Call again after every full collection, which reopens them. */

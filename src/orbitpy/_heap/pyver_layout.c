@@ -127,6 +127,15 @@ void pyver_dict(PyDictObject *d, struct pyver_dict *out)
 	}
 }
 
+void pyver_make_immortal(PyObject *copy)
+{
+#if PYVER_HAS_IMMORTAL
+	copy->ob_refcnt = _Py_IMMORTAL_REFCNT;
+#else
+	(void)copy;
+#endif
+}
+
 unsigned int pyver_type_version(PyTypeObject *tp)
 {
 #if PY_VERSION_HEX >= 0x030C0000
