@@ -162,7 +162,7 @@ int orbit_area_changed(struct orbit_area *a, orbit_page_run_fn fn, void *ctx)
 {
 	if (orbit_in_orbit())
 		return -EPERM;
-	return orbit_sys->area_changed(a->sys, fn, ctx);
+	return orbit_sys->area_changed(a->sys, fn, ctx, orbit_prepare_scan());
 }
 
 int orbit_area_set_copy_filter(struct orbit_area *a, orbit_copy_filter_fn fn, void *ctx)

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,12 +94,32 @@ static void *blk_begin(struct orbit *ob)
 	return ob->hooks.block_begin ? ob->hooks.block_begin(ob->hooks.ctx) : NULL;
 }
 
-/* The runtime's last look before a snapshot; see struct orbit_hooks. */
-static int prepare(struct orbit *ob)
+/*
+ * Which prepare hook is running in this thread: areas it scans (through
+ * orbit_area_changed) need not be scanned again by the snapshot right after.
+ */
+static _Thread_local uint64_t prepare_scan;
+static _Atomic uint64_t prepare_scans;
+
+uint64_t orbit_prepare_scan(void)
 {
-	if (ob->hooks.prepare && ob->hooks.prepare(ob->hooks.ctx))
-		return -ORBIT_E_REFUSED;
-	return 0;
+	return prepare_scan;
+}
+
+/* The runtime's last look before a snapshot; see struct orbit_hooks.
+ * *scan identifies it for the snapshot (0: no hook ran). */
+static int prepare(struct orbit *ob, uint64_t *scan)
+{
+	int refused;
+
+	*scan = 0;
+	if (!ob->hooks.prepare)
+		return 0;
+	prepare_scan = atomic_fetch_add(&prepare_scans, 1) + 1;
+	refused = ob->hooks.prepare(ob->hooks.ctx);
+	*scan = prepare_scan;
+	prepare_scan = 0;
+	return refused ? -ORBIT_E_REFUSED : 0;
 }
 
 static void blk_end(struct orbit *ob, void *st)
@@ -546,7 +567,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
 		struct orbit_sys *sys;
-		uint64_t seq;
+		uint64_t seq, scan = 0;
 		int idle;
 
 		rc = ensure_process(ob);
@@ -578,9 +599,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			break;
 		}
 		f->pid = orbit_sys->pid(sys);
-		rc = prepare(ob);
+		rc = prepare(ob, &scan);
 		if (!rc)
-			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, &sync);
+			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
+					     &sync);
 		if (rc == -EAGAIN) {
 			/* No room to stage the snapshot: wait until the orbit has
 			 * caught up, then write it straight into its view. */
@@ -590,9 +612,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			rc = ob->sys == sys ? 0 : -EPIPE;
 			pthread_mutex_unlock(&ob->lock);
 			if (!rc)	/* the wait let other threads run: check again */
-				rc = prepare(ob);
+				rc = prepare(ob, &scan);
 			if (!rc)
-				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize, &sync);
+				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize,
+						     scan, &sync);
 		}
 		pthread_mutex_lock(&ob->lock);
 		ob->stats.pages_copied += sync.pages_copied;

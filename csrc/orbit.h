@@ -98,7 +98,11 @@ size_t orbit_usable_size(struct orbit_area *area, const void *ptr);
  * orbit_area_changed() (or since the area was created), as runs of page
  * indexes (first page, count), and forget them.  Independent of what orbits
  * have been sent: this is the feed for checks main runs before its calls.
- * Returns 0 or -errno.
+ * Called from a prepare hook (struct orbit_hooks), the same page-table scan
+ * also serves the snapshot that follows the hook, which then does not scan
+ * the area again: a hook that writes the area after its last
+ * orbit_area_changed() must call it once more (or its writes reach this
+ * orbit with the next call only).  Returns 0 or -errno.
  */
 typedef void (*orbit_page_run_fn)(void *ctx, size_t first_page, size_t npages);
 int orbit_area_changed(struct orbit_area *area, orbit_page_run_fn fn, void *ctx);
@@ -141,7 +145,8 @@ struct orbit_hooks {
 	 * Called by every call right before its snapshot is taken, in the calling
 	 * thread, with no wait (no block hook) between it and the snapshot: a
 	 * runtime checks here what the orbit is about to read.  Non-zero refuses
-	 * the call (ORBIT_E_REFUSED).  May be NULL.
+	 * the call (ORBIT_E_REFUSED).  May be NULL.  See orbit_area_changed() for
+	 * areas it scans.
 	 */
 	int (*prepare)(void *ctx);
 	void *ctx;

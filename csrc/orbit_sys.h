@@ -68,8 +68,11 @@ struct orbit_sys_ops {
 	void (*area_destroy)(struct orbit_sys_area *a);
 	enum orbit_snapshot_mode (*area_mode)(const struct orbit_sys_area *a);
 	/* Pages main wrote since the previous area_changed (see
-	 * orbit_area_changed in orbit.h), as runs, then forgotten. */
-	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
+	 * orbit_area_changed in orbit.h), as runs, then forgotten.  `scan`: the
+	 * prepare hook running (0: none); a `call` passing the same value may
+	 * take this scan as its own (backends may ignore both). */
+	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx,
+			    uint64_t scan);
 	/* Filter for the pages `call` copies (see orbit_area_set_copy_filter);
 	 * NULL in backends that copy nothing. */
 	void (*area_set_copy_filter)(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
@@ -87,7 +90,8 @@ struct orbit_sys_ops {
 	 */
 	int (*call)(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		    struct orbit_sys_area *const *areas, orbit_entry entry,
-		    const void *arg, size_t argsize, struct orbit_sync_stats *st);
+		    const void *arg, size_t argsize, uint64_t scan,
+		    struct orbit_sync_stats *st);
 	/* Next message from the orbit, waiting up to timeout_ms (-1 forever):
 	 * -ETIMEDOUT, -EINTR, or -EPIPE once the orbit process is gone. */
 	int (*pull)(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m);

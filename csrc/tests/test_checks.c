@@ -242,6 +242,80 @@ static void copy_filter(enum orbit_snapshot_mode mode)
 	orbit_area_destroy(a);
 }
 
+/* A prepare hook that scans the area (as a runtime's check does). */
+static struct orbit_area *scan_area;
+static long *scan_p;
+static long scan_write;	/* nonzero: the hook writes it after its scan */
+static int scan_again;	/* ... and then scans again */
+
+static int scanning_prepare(void *ctx)
+{
+	struct runs r = { 0 };
+
+	(void)ctx;
+	CHECK_EQ(orbit_area_changed(scan_area, note, &r), 0);
+	if (scan_write) {
+		*scan_p = scan_write;
+		if (scan_again)
+			CHECK_EQ(orbit_area_changed(scan_area, note, &r), 0);
+	}
+	return 0;
+}
+
+/* The snapshot after a prepare hook may use the hook's scan of an area; no
+ * write is lost for it, and a scan outside a hook is never taken for one. */
+static void prepare_scan_serves_the_snapshot(enum orbit_snapshot_mode mode)
+{
+	struct orbit_hooks h = { .prepare = scanning_prepare };
+	struct orbit_options o;
+	struct orbit *ob;
+	long ret = 0;
+	struct runs r;
+
+	scan_area = check_area(16 * PG, mode);
+	REQUIRE(scan_area != NULL);
+	orbit_options_init(&o);
+	o.hooks = &h;
+	ob = orbit_create("scan", read_first, NULL, &o);
+	REQUIRE(ob != NULL);
+	scan_p = (long *)((char *)orbit_area_base(scan_area) + 7 * PG);
+	*scan_p = 1;
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 1);
+	*scan_p = 2;	/* before the hook's scan: in the call */
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 2);
+
+	/* Written after the hook's scan and scanned again: in the call. */
+	scan_write = 3;
+	scan_again = 1;
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 3);
+
+	/* Written after the hook's last scan: in this call or the next, never lost. */
+	scan_write = 4;
+	scan_again = 0;
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK(ret == 3 || ret == 4);
+	scan_write = 0;
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 4);
+
+	/* A scan outside any hook: the snapshot scans for itself. */
+	orbit_destroy(ob);
+	ob = orbit_create("scan", read_first, NULL, NULL);
+	REQUIRE(ob != NULL);
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 4);
+	r = changed(scan_area);
+	CHECK_EQ(r.overflow, 0);
+	*scan_p = 5;
+	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(ret, 5);
+	orbit_destroy(ob);
+	orbit_area_destroy(scan_area);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -250,5 +324,6 @@ int main(void)
 	RUN(usable_size);
 	RUN(prepare_hook);
 	RUN_MODES(copy_filter);
+	RUN_MODES(prepare_scan_serves_the_snapshot);
 	return CHECK_DONE();
 }

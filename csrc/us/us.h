@@ -40,6 +40,7 @@ struct orbit_sys_area {
 	struct us_link *links;	/* one per orbit that has a snapshot of it */
 	uint64_t *ever;		/* pages written since the area was created */
 	uint64_t *changed;	/* pages written since the last us_area_changed() */
+	uint64_t scanned_by;	/* the prepare hook whose area_changed scanned last */
 	orbit_copy_filter_fn filter;	/* rewrites the copies (under lock) */
 	void *filter_ctx;
 	int refs;		/* 1 for main + one per link */
@@ -172,10 +173,10 @@ uint64_t us_now_ns(void);
 /* snapshot.c (main) */
 int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		     struct orbit_sys_area *const *areas, orbit_entry entry,
-		     const void *arg, size_t argsize, struct orbit_sync_stats *st);
+		     const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st);
 void us_links_free(struct orbit_sys *s);
 void us_area_put(struct orbit_sys_area *a);
-int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx);
+int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan);
 void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
 
 /* orbit_view.c (orbit) */

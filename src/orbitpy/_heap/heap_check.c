@@ -73,6 +73,7 @@ struct pass {
 	size_t npages, pages_cap;
 	int oom;
 	struct ptrmap failed;	/* objects that failed in this pass */
+	int wrote;		/* the pass wrote the arena (copies, moves, dicts) */
 };
 
 /* ---------------------------------------------------------------- bits */
@@ -560,6 +561,7 @@ static PyObject *copy_value(struct pass *ps, PyObject *op)
 		return NULL;
 	}
 	stats.copies++;
+	ps->wrote = 1;
 	return c;
 }
 
@@ -640,6 +642,7 @@ static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block,
 			PyMem_Free(t);
 		t = n;
 		stats.moves++;
+		ps->wrote = 1;
 	}
 	g = gran(ca, t);
 	if (bit_get(ca->buf, g) && ptrmap_get(&ca->owner, (uintptr_t)t, &who) &&
@@ -853,6 +856,7 @@ static int check_instance(struct pass *ps, PyObject *op)
 	pyver_inst(op, &in);
 	if (in.values || (in.dict_slot && *in.dict_slot && PyDict_Check(*in.dict_slot) &&
 			  ((PyDictObject *)*in.dict_slot)->ma_values)) {
+		ps->wrote = 1;
 		if (own_dict(ps, op) < 0)
 			return -1;
 		pyver_inst(op, &in);
@@ -1135,40 +1139,57 @@ int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject 
 	stats.checks++;
 	/* The stack holds borrowed pointers: no collection may free them. */
 	gc_was_on = PyGC_Disable();
-	/* 1. what main wrote since the last check */
-	err = orbit_area_changed(ha->area, note_pages, &ps);
-	if (err) {
-		errno = -err;
-		PyErr_SetFromErrno(PyExc_OSError);
-		goto out;
-	}
-	if (ps.oom) {
-		PyErr_NoMemory();
-		goto out;
-	}
-	for (size_t i = 0; i < ps.npages; i++)
-		if (recheck_page(&ps, ps.pages[i]) < 0)
+	/*
+	 * 1. what main wrote since the last check; 2. objects that failed
+	 * before (they may be fixed, or reachable now); 3. the roots, and
+	 * whatever new they lead to.  The scan in 1 also serves the call's
+	 * snapshot (see orbit_area_changed): if the pass itself wrote the arena,
+	 * scan and look again, until a pass writes nothing.
+	 */
+	for (int round = 0; round == 0 || ps.wrote; round++) {
+		size_t from = ps.npages;
+
+		if (round == 8) {
+			PyErr_SetString(PyExc_RuntimeError, "orbitpy: the arena kept changing "
+					"while it was checked");
 			goto out;
-	/* 2. objects that failed before (they may be fixed, or reachable now) */
-	if (ps.ca->invalid.len) {
-		for (size_t i = 0; i < ps.ca->invalid.cap; i++)
-			if (ps.ca->invalid.keys[i] && push(&ps, (PyObject *)ps.ca->invalid.keys[i]) < 0)
+		}
+		ps.wrote = 0;
+		err = orbit_area_changed(ha->area, note_pages, &ps);
+		if (err) {
+			errno = -err;
+			PyErr_SetFromErrno(PyExc_OSError);
+			goto out;
+		}
+		if (ps.oom) {
+			PyErr_NoMemory();
+			goto out;
+		}
+		for (size_t i = from; i < ps.npages; i++)
+			if (recheck_page(&ps, ps.pages[i]) < 0)
 				goto out;
-	}
-	/* 3. the roots, and whatever new they lead to */
-	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++) {
-		PyObject *r = PyList_GET_ITEM(roots, i);
+		if (round == 0 && ps.ca->invalid.len) {
+			for (size_t i = 0; i < ps.ca->invalid.cap; i++)
+				if (ps.ca->invalid.keys[i] &&
+				    push(&ps, (PyObject *)ps.ca->invalid.keys[i]) < 0)
+					goto out;
+		}
+		for (Py_ssize_t i = 0; round == 0 && i < PyList_GET_SIZE(roots); i++) {
+			PyObject *r = PyList_GET_ITEM(roots, i);
 
-		if (in_area(ps.ca, r) && !bit_get(ps.ca->obj, gran(ps.ca, r)) && push(&ps, r) < 0)
-			goto out;
-	}
-	while (ps.nstack) {
-		PyObject *op = ps.stack[--ps.nstack];
+			if (in_area(ps.ca, r) && !bit_get(ps.ca->obj, gran(ps.ca, r)) &&
+			    push(&ps, r) < 0)
+				goto out;
+		}
+		while (ps.nstack) {
+			PyObject *op = ps.stack[--ps.nstack];
 
-		if (bit_get(ps.ca->obj, gran(ps.ca, op)) || ptrmap_get(&ps.failed, (uintptr_t)op, NULL))
-			continue;
-		if (check_object(&ps, op, NULL, NULL, 1) < 0)
-			goto out;
+			if (bit_get(ps.ca->obj, gran(ps.ca, op)) ||
+			    ptrmap_get(&ps.failed, (uintptr_t)op, NULL))
+				continue;
+			if (check_object(&ps, op, NULL, NULL, 1) < 0)
+				goto out;
+		}
 	}
 	/* 4. classes the checked objects use: still as the orbit has them? */
 	for (size_t i = 0; i < nreferenced; i++) {
