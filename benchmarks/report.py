@@ -238,7 +238,7 @@ def report(data: dict[str, Any]) -> list[str]:
 
     # ---------------------------------------------------------- objects
     if objs:
-        out += report_objects(objs)
+        out += report_objects(objs, data.get("machine_info", {}).get("python_version", "?"))
     return out
 
 
@@ -251,15 +251,16 @@ def fmt_ms(seconds: float) -> str:
     return f"{ms:,.0f}" if ms >= 100 else (f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}")
 
 
-def report_objects(objs: dict[tuple[str, float], dict[str, Any]]) -> list[str]:
-    """Section 4: bench_arena_objects.py."""
+def report_objects(objs: dict[tuple[str, float], dict[str, Any]], python: str) -> list[str]:
+    """Section 4: bench_arena_objects.py (how an orbit reads arena objects
+    depends on the Python: CPython >= 3.12 reads them without writing)."""
     def med(b: dict[str, Any]) -> float:
         return float(b["stats"]["median"])
 
     out: list[str] = []
     any_b = next(iter(objs.values()))["extra_info"]
     out.append(f"### 4. Python objects in an arena: {any_b.get('records', 0):,} records, "
-               f"a sync call that reads the changed ones")
+               f"a sync call that reads the changed ones (CPython {python})")
     out.append("")
     out.append(f"A dict of `__slots__` records in a {any_b.get('arena_mb')} MiB arena "
                f"({any_b.get('arena_used_mb')} MiB used, built in {any_b.get('build_s')} s); "
