@@ -25,13 +25,12 @@ static int uffd = -1;
 static int uffd_avail = -1;
 static pthread_mutex_t uffd_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int uffd_open_locked(void)
+/* A new userfaultfd with `features`, or -errno. */
+static int uffd_new(uint64_t features)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_WANT };
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	int fd;
 
-	if (uffd >= 0)
-		return uffd;
 	/* User-mode-only faults are all we need, and they are what an
 	 * unprivileged process may ask for when vm.unprivileged_userfaultfd=0. */
 	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -39,12 +38,37 @@ static int uffd_open_locked(void)
 		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
-	if (ioctl(fd, UFFDIO_API, &api) < 0 || (api.features & UFFD_WANT) != UFFD_WANT) {
+	if (ioctl(fd, UFFDIO_API, &api) < 0 || (api.features & features) != features) {
 		close(fd);
 		return -ENOTSUP;
 	}
-	uffd = fd;
 	return fd;
+}
+
+/* Register [addr, addr+len) with fd for write-protection, and protect it. */
+static int wp_register(int fd, void *addr, size_t len)
+{
+	struct uffdio_register reg = { .range = { (uintptr_t)addr, len },
+				       .mode = UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+		int err = -errno;
+
+		ioctl(fd, UFFDIO_UNREGISTER, &reg.range);
+		return err;
+	}
+	return 0;
+}
+
+static int uffd_open_locked(void)
+{
+	if (uffd < 0)
+		uffd = uffd_new(UFFD_WANT);
+	return uffd;
 }
 
 static int uffd_available(void)
@@ -58,28 +82,13 @@ static int uffd_available(void)
 
 static int uffd_attach(void *addr, size_t len, void **state)
 {
-	struct uffdio_register reg = { .range = { (uintptr_t)addr, len },
-				       .mode = UFFDIO_REGISTER_MODE_WP };
-	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len },
-					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
 	int fd;
 
 	pthread_mutex_lock(&uffd_lock);
 	fd = uffd_open_locked();
 	pthread_mutex_unlock(&uffd_lock);
-	if (fd < 0)
-		return fd;
-	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
-		return -errno;
-	if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-		int err = -errno;
-		struct uffdio_range r = { (uintptr_t)addr, len };
-
-		ioctl(fd, UFFDIO_UNREGISTER, &r);
-		return err;
-	}
 	*state = NULL;
-	return 0;
+	return fd < 0 ? fd : wp_register(fd, addr, len);
 }
 
 static void uffd_detach(void *state, void *addr, size_t len)
@@ -113,43 +122,15 @@ static int own_uffd = -1;
 
 static int uffd_own_attach(void *addr, size_t len)
 {
-	struct uffdio_register reg = { .range = { (uintptr_t)addr, len },
-				       .mode = UFFDIO_REGISTER_MODE_WP };
-	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len },
-					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
-
-	if (own_uffd < 0) {
-		struct uffdio_api api = { .api = UFFD_API,
-					  .features = UFFD_WANT | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
-		int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-
-		if (fd < 0 && errno == EINVAL)
-			fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-		if (fd < 0)
-			return -errno;
-		if (ioctl(fd, UFFDIO_API, &api) < 0) {
-			close(fd);
-			return -ENOTSUP;
-		}
-		own_uffd = fd;
-	}
-	if (ioctl(own_uffd, UFFDIO_REGISTER, &reg) < 0)
-		return -errno;
-	if (ioctl(own_uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-		int err = -errno;
-		struct uffdio_range r = { (uintptr_t)addr, len };
-
-		ioctl(own_uffd, UFFDIO_UNREGISTER, &r);
-		return err;
-	}
-	return 0;
+	if (own_uffd < 0)	/* only the orbit's call loop maps views */
+		own_uffd = uffd_new(UFFD_WANT | UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	return own_uffd < 0 ? own_uffd : wp_register(own_uffd, addr, len);
 }
 
 static int uffd_own_writes(void *addr, size_t len, int armed, page_run_cb cb, void *ctx)
 {
-	if (armed)
-		return pm_scan(addr, len, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
-			       PAGE_IS_WRITTEN, 0, cb, ctx);
+	if (armed)	/* written and protected again, as in main */
+		return uffd_collect(NULL, addr, len, cb, ctx);
 	/* Copy-on-write copies are the pages that are not file pages (nor the
 	 * shared zero page) but present or swapped. */
 	return pm_scan(addr, len, 0, PAGE_IS_FILE | PAGE_IS_PFNZERO,
