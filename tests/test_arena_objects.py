@@ -328,6 +328,36 @@ def test_trap_free_list_dict_key_tables_stay_in_their_arena(make_orbit: Any,
     del hold
 
 
+def test_calls_with_two_arenas_see_every_change_in_both(make_orbit: Any,
+                                                      new_arena: Any) -> None:
+    """One call, two object arenas: each is checked and scanned once, the
+    snapshot reuses both scans, and what the checks themselves write (copies
+    of outside values stored since) reaches the orbit in the same call."""
+    a, b = new_arena(4 << 20), new_arena(4 << 20)
+    with a:
+        left = [[BIG + i] for i in range(300)]
+    with b:
+        right = {i: [BIG - i] for i in range(300)}
+
+    def read(left: list[list[Any]], right: dict[int, list[Any]], i: int) -> tuple[Any, Any]:
+        return left[i][0], right[i][0]
+
+    f = make_orbit(read, timeout=10)
+    assert f(left, right, 5) == (BIG + 5, BIG - 5)
+    rng = random.Random(7)
+    for n in range(30):
+        i = rng.randrange(300)
+        if n % 3 == 0:  # made outside both arenas: copied in by the checks
+            left[i][0], right[i][0] = f"L{n}" * 3, (n, f"R{n}")
+        else:
+            with a:
+                left[i][0] = BIG * 2 + n
+            with b:
+                right[i][0] = BIG * 3 + n
+        assert f(left, right, i) == (left[i][0], right[i][0])
+        assert a.contains(left[i][0]) and b.contains(right[i][0])
+
+
 MISSING = "<missing>"
 
 
