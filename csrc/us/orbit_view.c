@@ -169,7 +169,7 @@ static void view_populate(struct us_view *v, int fd)
 
 /*
  * Dropping the pages goes through process_madvise() in batches where the
- * kernel allows MADV_DONTNEED there (Linux >= 6.13 for the calling process):
+ * kernel allows MADV_DONTNEED there (newer kernels, for the calling process):
  * one call and one TLB flush for many scattered pages, ~0.5 us a page against
  * ~1.5 us for an madvise() each (measured: 1,100 single pages of a 512 MiB
  * view).  Otherwise, and for what a batch could not drop, madvise() each.
