@@ -19,7 +19,6 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,11 +190,8 @@ static int batch_madvise(const struct iovec *iov, int n)
 	size_t want = 0;
 	long done;
 
-	if (self_pidfd == -2) {
+	if (self_pidfd == -2)	/* pidfds are always close-on-exec */
 		self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-		if (self_pidfd >= 0)
-			(void)fcntl(self_pidfd, F_SETFD, FD_CLOEXEC);
-	}
 	if (self_pidfd < 0)
 		return 0;
 	for (int i = 0; i < n; i++)
@@ -346,7 +342,6 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 		if (new_fd >= 0) {	/* the base is complete now */
 			view_populate(v, new_fd);
 			close(new_fd);
-			new_fd = -1;
 		}
 	}
 	if (body.stage_end)
