@@ -17,6 +17,13 @@
  * table that came from elsewhere into the arena of its dict.
  * A full collection clears the free lists and opens them again (numfree =
  * 0): the Python layer calls this again after each (a gc callback).
+ *
+ * The wrapped deallocators keep CPython's protection against deep
+ * deallocation (the "trashcan", which defers frees past a fixed nesting
+ * depth): the originals enable it only when the type's tp_dealloc is
+ * themselves, which it no longer is, so the wrappers enable it instead.  A
+ * chain of a million nested lists or dicts would otherwise overflow the C
+ * stack when freed.
  */
 #include "pyver_internal.h"
 
@@ -62,19 +69,32 @@ static struct _is *interp(void)
 	return (struct _is *)PyInterpreterState_Get();
 }
 
+/*
+ * The trashcan parks an object it defers on a per-thread list through its GC
+ * links, so the object must be untracked first, as the originals do before
+ * their own (here disabled) trashcan; untracking again there is a no-op.
+ * Deferred objects are freed later through tp_dealloc: these wrappers again.
+ */
 static void list_dealloc(PyObject *op)
 {
 	struct _Py_list_state *st = &interp()->list;
+
+	PyObject_GC_UnTrack(op);
+	Py_TRASHCAN_BEGIN(op, list_dealloc)
 	int n = st->numfree;
 
 	list_dealloc_orig(op);
 	while (st->numfree > n)
 		PyObject_GC_Del(st->free_list[--st->numfree]);
+	Py_TRASHCAN_END
 }
 
 static void dict_dealloc(PyObject *op)
 {
 	struct _Py_dict_state *st = &interp()->dict_state;
+
+	PyObject_GC_UnTrack(op);
+	Py_TRASHCAN_BEGIN(op, dict_dealloc)
 	int n = st->numfree, nk = st->keys_numfree;
 
 	dict_dealloc_orig(op);
@@ -82,6 +102,7 @@ static void dict_dealloc(PyObject *op)
 		PyObject_GC_Del(st->free_list[--st->numfree]);
 	while (st->keys_numfree > nk)	/* its key table */
 		PyObject_Free(st->keys_free_list[--st->keys_numfree]);
+	Py_TRASHCAN_END
 }
 
 void pyver_freelists_off(void)
