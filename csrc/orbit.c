@@ -107,7 +107,10 @@ uint64_t orbit_prepare_scan(void)
 }
 
 /* The runtime's last look before a snapshot; see struct orbit_hooks.
- * *scan identifies it for the snapshot (0: no hook ran). */
+ * *scan identifies it for the snapshot (0: no hook ran).  Callers go straight
+ * from here to orbit_sys->call(), never dropping the interpreter lock in
+ * between (no blk_begin, no lock waited for): the hook's checks and the
+ * snapshot are then one step for every other thread that holds it. */
 static int prepare(struct orbit *ob, uint64_t *scan)
 {
 	int refused;

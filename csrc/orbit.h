@@ -146,7 +146,9 @@ struct orbit_hooks {
 	 * thread, with no wait (no block hook) between it and the snapshot: a
 	 * runtime checks here what the orbit is about to read.  Non-zero refuses
 	 * the call (ORBIT_E_REFUSED).  May be NULL.  See orbit_area_changed() for
-	 * areas it scans.
+	 * areas it scans.  The hook must not let other threads of the runtime
+	 * run either (a Python runtime: no Python code, no dropped GIL), or they
+	 * could write the areas between its checks and the snapshot.
 	 */
 	int (*prepare)(void *ctx);
 	void *ctx;

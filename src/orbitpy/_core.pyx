@@ -23,6 +23,7 @@ cdef extern from "Python.h":
     void PyOS_AfterFork_Child() nogil
     int PyErr_CheckSignals()
     int PyGC_Disable() nogil
+    int PyGC_Enable() nogil
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     int PyBUF_READ
     int PyBUF_WRITE
@@ -190,22 +191,23 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
         if _child_gc_was_enabled:
             gc.enable()
 
+cdef extern from *:
+    """
+    /* The CallPlan of the call this thread is issuing (borrowed from
+     * Orbit.call_async), for the prepare hook. */
+    static _Thread_local PyObject *orbitpy_call_plan;
+    """
+    PyObject *orbitpy_call_plan
+
 cdef int _prepare(void *ctx) noexcept with gil:
-    # Right before the snapshot, GIL held, nothing waits in between.
-    p = getattr(_call_tls, "prepare", None)
-    if p is None:
+    # Right before the snapshot, GIL held, nothing waits in between; runs no
+    # Python code, so no other thread runs until the snapshot is taken.
+    if orbitpy_call_plan is NULL:
         return 0
-    try:
-        p((<Orbit>ctx).epoch)
-        return 0
-    except BaseException as e:
-        _call_tls.refusal = e
-        return 1
+    return heap_precall(<CallPlan>orbitpy_call_plan, (<Orbit>ctx).epoch)
 
 # "before": called before each orbit fork, returns the orbit's epoch.
 _fork_hooks = {}
-import threading as _threading
-_call_tls = _threading.local()
 
 
 cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
@@ -403,31 +405,34 @@ cdef class Orbit:
         if self.ob is NULL:
             raise CoreError(ORBIT_E_CLOSED)
 
-    def call_async(self, bytes arg, list areas, int flags=0, prepare=None):
-        """prepare(epoch), if given, runs right before the snapshot is taken;
-        an exception from it refuses the call and is raised here."""
+    def call_async(self, bytes arg, list areas, int flags=0, CallPlan plan=None):
+        """plan, if given, holds the call's pre-call checks: they run right
+        before the snapshot is taken, in one step with it for every other
+        Python thread; a call they refuse raises plan.error()."""
         cdef orbit_area *arr[64]
         cdef Py_ssize_t n = len(areas), i
         cdef orbit_future *f
+        cdef int err
         self._check()
         if n > 64:
             raise ValueError("at most 64 arenas per call")
         for i in range(n):
             (<Area>areas[i])._check()
             arr[i] = (<Area>areas[i]).a
-        _call_tls.prepare = prepare
+        global orbitpy_call_plan
+        orbitpy_call_plan = <PyObject *>plan if plan is not None else NULL
         try:
             f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
                                  PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
-            if f is NULL:
-                if errno == ORBIT_E_REFUSED:
-                    e = getattr(_call_tls, "refusal", None)
-                    _call_tls.refusal = None
-                    if e is not None:
-                        raise e
-                raise CoreError(errno)
+            err = errno
         finally:
-            _call_tls.prepare = None
+            orbitpy_call_plan = NULL
+        if plan is not None:
+            del plan.dropped[:]         # may run finalizers: after the snapshot
+        if f is NULL:
+            if err == ORBIT_E_REFUSED and plan is not None and plan.refusal is not None:
+                raise plan.error()
+            raise CoreError(err)
         fut = CoreFuture.__new__(CoreFuture)
         (<CoreFuture>fut).f = f
         (<CoreFuture>fut).owner = self

@@ -25,7 +25,9 @@ cdef extern from "heap_check.h":
         uint64_t copies
         uint64_t moves
         uint64_t ns
-    int chk_prepare(heap_area *ha, object roots, uint64_t epoch, object failures) except -1
+    int chk_prepare(heap_area *ha, list roots, uint64_t epoch, list failures,
+                    list dropped) except -1
+    int chk_reaches(heap_area *ha, list roots, list failures) except -1
     uint64_t chk_register_types(object types)
     void chk_forget_type(size_t addr)
     int chk_is_checked(heap_area *ha, object op)
@@ -57,10 +59,73 @@ cdef class HeapArea:
     def is_checked(self, obj):
         return self.ha is not NULL and chk_is_checked(self.ha, obj) != 0
 
-    def prepare(self, list roots, uint64_t epoch, list failures):
-        if self.ha is NULL:
-            raise ValueError("the arena is closed")
-        chk_prepare(self.ha, roots, epoch, failures)
+
+cdef class CallPlan:
+    """The pre-call checks of one call: its arena objects (the roots), by
+    arena.  Orbit.call_async runs them in the core's prepare hook, right
+    before the snapshot (heap_precall); if they refuse the call, call_async
+    raises self.error() once the GIL may change hands again."""
+    cdef list heaps                 # [(HeapArea, [root, ...]), ...]
+    cdef list dropped               # references the checks gave up
+    # None, or why the checks refused the call: (HeapArea, roots, failures)
+    # where failures is chk_prepare's list or the exception it raised
+    cdef readonly object refusal
+
+    def __init__(self, list heaps):
+        for item in heaps:
+            if (type(item) is not tuple or len(item) != 2 or type(item[0]) is not HeapArea
+                    or type(item[1]) is not list):
+                raise TypeError("a call plan is a list of (HeapArea, list) pairs")
+        self.heaps = heaps
+        self.dropped = []
+        self.refusal = None
+
+    def error(self):
+        """The exception a refused call raises (subclasses explain failures)."""
+        why = self.refusal[2] if self.refusal is not None else None
+        if isinstance(why, BaseException):
+            return why
+        return RuntimeError(f"the call was refused by its pre-call check: {why!r}")
+
+
+cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
+    """Run a call's pre-call checks; 1 to refuse the call (plan.refusal says
+    why).  Called by the prepare hook, GIL held, right before the snapshot.
+
+    No other Python thread may run between the start of the checks and the
+    end of the snapshot (else the snapshot would mix two states of the arena,
+    and hold objects the checks never saw).  The interpreter switches threads
+    only in Python code, so none runs here: the checks and the reachability
+    walk are C, the collector (whose callbacks and finalizers are Python) is
+    off, references the checks give up are released after the snapshot
+    (plan.dropped), and nothing here waits."""
+    cdef heap_area *prev = heap_current()
+    cdef int gc_was_on = PyGC_Disable()
+    cdef HeapArea h = None
+    cdef list roots = None, failures
+    cdef int refuse = 0
+    heap_set_current(NULL)          # what the checks make for themselves is not arena state
+    try:
+        for item in plan.heaps:
+            h = <HeapArea>(<tuple>item)[0]
+            roots = <list>(<tuple>item)[1]
+            if h.ha is NULL:
+                raise ValueError("the arena is closed")
+            failures = []
+            chk_prepare(h.ha, roots, epoch, failures, plan.dropped)
+            # Failures the call cannot reach (objects elsewhere in the arena)
+            # do not stop it.
+            if failures and chk_reaches(h.ha, roots, failures):
+                plan.refusal = (h, roots, failures)
+                refuse = 1
+                break
+    except BaseException as e:
+        plan.refusal = (h, roots, e)
+        refuse = 1
+    heap_set_current(prev)
+    if gc_was_on:
+        PyGC_Enable()
+    return refuse
 
 
 cdef dict _heap_areas = {}      # address of heap_area -> HeapArea

@@ -110,20 +110,37 @@ gc.callbacks.append(_after_collection)
 
 # -------------------------------------------------------------------- calls
 
-def check_call(roots: dict[Any, list[Any]], labels: dict[int, str], epoch: int) -> None:
-    """Runs right before the call's snapshot (GIL held throughout)."""
-    for heap, objs in roots.items():
-        failures: list[tuple[Any, Any, str]] = []
-        try:
-            heap.prepare(objs, epoch, failures)
-        except MemoryError:
+class CallCheck(_core.CallPlan):
+    """The pre-call check of a call passing arena objects (`roots`, by arena).
+
+    The check itself is C, run by the core right before the call's snapshot
+    with no Python code in between (so no other thread can change the arenas
+    between the two); when it refuses the call, error() names why, in Python,
+    after the GIL may change hands again."""
+
+    def __init__(self, roots: dict[Any, list[Any]], labels: dict[int, str]) -> None:
+        super().__init__(list(roots.items()))
+        self.labels = labels
+
+    def error(self) -> BaseException:
+        refusal = self.refusal
+        if refusal is None:
+            return super().error()
+        heap, objs, why = refusal
+        if isinstance(why, MemoryError) and heap is not None:
             size, used, _ = heap.area.stats()
-            raise ArenaFull(f"arena of {size} bytes is full ({used} in use): no room to copy "
-                            f"values the orbit needs into it") from None
-        if failures:
-            err = _explain(heap, objs, labels, failures)
-            if err is not None:
-                raise err
+            return ArenaFull(f"arena of {size} bytes is full ({used} in use): no room to copy "
+                             f"values the orbit needs into it")
+        if isinstance(why, BaseException):
+            return why
+        err = _explain(heap, objs, self.labels, why)
+        if err is None:
+            # Other threads changed the arena after the check refused the
+            # call, and the path to the problem is gone: say what it was.
+            path = _label(objs[0], self.labels) if len(objs) == 1 else "the call's arguments"
+            err = ArenaEscapeError(path, f"{why[0][2]} (found by the check; the arena changed "
+                                         f"before the path to it could be traced)")
+        return err
 
 
 def _label(obj: Any, labels: dict[int, str]) -> str:

@@ -332,8 +332,7 @@ class OrbitHandle:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
             if roots:
-                prepare = functools.partial(_objects.check_call, roots,
-                                            self._arg_labels(args, kwargs))
+                prepare = _objects.CallCheck(roots, self._arg_labels(args, kwargs))
         else:
             arg = b""
         if roots:

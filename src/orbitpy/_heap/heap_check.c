@@ -74,6 +74,8 @@ struct pass {
 	int oom;
 	struct ptrmap failed;	/* objects that failed in this pass */
 	int wrote;		/* the pass wrote the arena (copies, moves, dicts) */
+	PyObject *dropped;	/* references given up, released after the call */
+	struct ptrmap seen;	/* chk_reaches: objects reached */
 };
 
 /* ---------------------------------------------------------------- bits */
@@ -426,6 +428,19 @@ static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
 	return 0;
 }
 
+/*
+ * A reference the pass gives up.  Releasing it may free the object, and
+ * freeing may run Python code (a weakref callback, a finalizer), which would
+ * let the interpreter switch threads between the check and the snapshot: it
+ * is parked in ps->dropped, which the caller releases after the snapshot.
+ */
+static void drop(struct pass *ps, PyObject *op)
+{
+	if (ps->dropped && PyList_Append(ps->dropped, op) < 0)
+		PyErr_Clear();	/* no room to park it: release it now */
+	Py_DECREF(op);
+}
+
 /* --------------------------------------------------------------- copies */
 
 static int push(struct pass *ps, PyObject *op)
@@ -600,7 +615,7 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 	if (!c)
 		return -1;
 	*slot = c;
-	Py_DECREF(t);	/* an immutable value: no code runs */
+	drop(ps, t);
 	/* The copy may hold arena objects not checked yet (kept by reference). */
 	return in_area(ps->ca, c) ? push(ps, c) : 0;
 }
@@ -801,24 +816,39 @@ static int check_bytearray(struct pass *ps, PyObject *op)
 	return r;
 }
 
-/* Give an instance a plain (combined) dict of its own, in the arena. */
+/*
+ * Give an instance a plain (combined) dict of its own, in the arena.  It is
+ * set through the class's __dict__ descriptor (on 3.13 that also marks the
+ * inline values invalid, which PyObject_GenericSetDict does not), called
+ * directly: a __setattr__ of the class is Python code (and may refuse, as a
+ * frozen dataclass's does), and no Python code may run between a call's
+ * check and its snapshot.  0, 1 after recording a failure, or -1.
+ */
 static int own_dict(struct pass *ps, PyObject *op)
 {
-	struct heap_area *prev = heap_current();
-	PyObject *d, *nd = NULL;
+	static PyObject *name;
+	struct heap_area *prev;
+	PyObject *descr, *d, *nd = NULL;
 	int rc = -1;
 
+	if (!name && !(name = PyUnicode_InternFromString("__dict__")))
+		return -1;
+	descr = _PyType_Lookup(Py_TYPE(op), name);
+	if (!descr || !Py_IS_TYPE(descr, &PyGetSetDescr_Type))
+		return fail(ps, op, NULL, "class %s defines its own __dict__ attribute",
+			    Py_TYPE(op)->tp_name);
+	prev = heap_current();
 	heap_set_current(ps->ha);
 	d = PyObject_GenericGetDict(op, NULL);
 	if (d) {
 		nd = PyDict_New();
-		/* Through the class's __dict__ descriptor: on 3.13 that also marks
-		 * the inline values invalid (PyObject_GenericSetDict does not). */
-		if (nd && PyDict_Update(nd, d) == 0 && PyObject_SetAttrString(op, "__dict__", nd) == 0)
+		if (nd && PyDict_Update(nd, d) == 0 &&
+		    Py_TYPE(descr)->tp_descr_set(descr, op, nd) == 0)
 			rc = 0;
 	}
 	heap_set_current(prev);
-	Py_XDECREF(d);
+	if (d)
+		drop(ps, d);	/* the old dict */
 	Py_XDECREF(nd);
 	return rc;
 }
@@ -857,8 +887,9 @@ static int check_instance(struct pass *ps, PyObject *op)
 	if (in.values || (in.dict_slot && *in.dict_slot && PyDict_Check(*in.dict_slot) &&
 			  ((PyDictObject *)*in.dict_slot)->ma_values)) {
 		ps->wrote = 1;
-		if (own_dict(ps, op) < 0)
-			return -1;
+		r = own_dict(ps, op);
+		if (r)
+			return r;
 		pyver_inst(op, &in);
 	}
 	if (in.values) {
@@ -1126,9 +1157,11 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures)
+int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures,
+		PyObject *dropped)
 {
-	struct pass ps = { .ha = ha, .ca = ha->chk, .epoch = epoch, .failures = failures };
+	struct pass ps = { .ha = ha, .ca = ha->chk, .epoch = epoch, .failures = failures,
+			   .dropped = dropped };
 	uint64_t t0 = now_ns();
 	int rc = -1, err, gc_was_on;
 
@@ -1211,5 +1244,66 @@ out:
 	if (gc_was_on)
 		PyGC_Enable();
 	stats.ns += now_ns() - t0;
+	return rc;
+}
+
+/* ------------------------------------------------------------- reaching */
+
+static int reach_visit(PyObject *op, void *arg)
+{
+	struct pass *ps = arg;
+
+	if (!op || !in_area(ps->ca, op) || ptrmap_get(&ps->seen, (uintptr_t)op, NULL))
+		return 0;
+	if (ptrmap_put(&ps->seen, (uintptr_t)op, 1) < 0 || push(ps, op) < 0) {
+		PyErr_NoMemory();
+		return -1;	/* stops the traversal */
+	}
+	return 0;
+}
+
+int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures)
+{
+	struct pass ps = { .ha = ha, .ca = ha->chk };
+	struct ptrmap owners = { 0 }, classes = { 0 };
+	int rc = -1;
+
+	if (!ps.ca) {
+		PyErr_SetString(PyExc_RuntimeError, "orbitpy: arena has no checker state");
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(failures); i++) {
+		PyObject *f = PyList_GET_ITEM(failures, i);
+		PyObject *owner = PyTuple_GET_ITEM(f, 0), *target = PyTuple_GET_ITEM(f, 1);
+
+		if (owner != Py_None ? ptrmap_put(&owners, (uintptr_t)owner, 1) < 0 :
+		    target != Py_None && ptrmap_put(&classes, (uintptr_t)target, 1) < 0) {
+			PyErr_NoMemory();
+			goto out;
+		}
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++)
+		if (reach_visit(PyList_GET_ITEM(roots, i), &ps) < 0)
+			goto out;
+	/* What the collector knows an object refers to (gc.get_referents):
+	 * tp_traverse is C and runs no Python code. */
+	while (ps.nstack) {
+		PyObject *op = ps.stack[--ps.nstack];
+		PyTypeObject *tp = Py_TYPE(op);
+
+		if (ptrmap_get(&owners, (uintptr_t)op, NULL) ||
+		    ptrmap_get(&classes, (uintptr_t)tp, NULL)) {
+			rc = 1;
+			goto out;
+		}
+		if (PyType_IS_GC(tp) && tp->tp_traverse && tp->tp_traverse(op, reach_visit, &ps))
+			goto out;
+	}
+	rc = 0;
+out:
+	free(ps.stack);
+	ptrmap_free(&ps.seen);
+	ptrmap_free(&owners);
+	ptrmap_free(&classes);
 	return rc;
 }

@@ -19,10 +19,24 @@
  * of objects in ha) for an orbit forked at `epoch`.  Problems are appended to
  * `failures` as (owner, target, message) tuples: owner is the arena object
  * holding the bad reference (None for a class problem), target what it
- * refers to.  Returns 0, or -1 with an exception set (e.g. MemoryError when
- * the arena has no room for a copy).
+ * refers to.  References the check gives up (values it replaced by arena
+ * copies) are appended to the list `dropped` instead of released: releasing
+ * them could run Python code.  Returns 0, or -1 with an exception set (e.g.
+ * MemoryError when the arena has no room for a copy).
+ *
+ * Runs no Python code when called with the collector disabled, so that a
+ * call's check and snapshot are one step for every other thread.
  */
-int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures);
+int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject *failures,
+		PyObject *dropped);
+
+/*
+ * Can the orbit reach one of `failures` (as chk_prepare left them) from
+ * `roots`: an object holding a bad reference, or an instance of a class in a
+ * class problem?  Follows references within ha as the collector sees them
+ * (tp_traverse).  1, 0, or -1 with an exception set.  Runs no Python code.
+ */
+int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures);
 
 /* Record the classes alive now as present in orbits forked from now on;
  * returns the epoch of those orbits.  `types` is a list of heap types. */
