@@ -277,3 +277,39 @@ def test_check_runs_no_python_code(make_orbit: Any, new_arena: Any) -> None:
     f = make_orbit(lambda t: t["frozen"].a + t["frozen"].b + t["watched"].x)
     assert f(t) == 6
     assert Watched.runs == []
+
+
+@pytest.mark.timeout(120)
+def test_threads_entering_a_new_arena_register_it_once() -> None:
+    """Threads that enter a new arena at the same moment register it with the
+    allocator hooks once: a second registration would outlive close()."""
+    from orbitpy import _core
+
+    extra: list[int] = []
+    errors: list[str] = []
+    with switch_often():
+        for _ in range(600):
+            arena = orbitpy.arena(1 << 20)
+            barrier = threading.Barrier(4)
+
+            def enter(arena: orbitpy.Arena = arena, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait(10)
+                try:
+                    with arena:
+                        pass
+                except Exception as e:  # noqa: BLE001 - recorded, asserted below
+                    errors.append(repr(e))
+
+            ts = [threading.Thread(target=enter) for _ in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(10)
+            regs = [h for h in _core.heap_areas() if h.area is arena._area]
+            extra.append(len(regs) - 1)
+            for h in regs:  # also the extra ones, so that they do not pile up
+                if h is not arena._heap:
+                    _core.heap_unregister_area(h)
+            arena.close()
+    assert not errors and not any(extra), (
+        f"{sum(extra)} extra registration(s), errors: {errors[:3]}")

@@ -174,9 +174,13 @@ class Arena:
         if _core.in_orbit():
             _objects.enter(None)  # raises: an orbit cannot allocate in an arena
         if self._heap is None:
-            if self.closed:
-                raise ValueError("the arena is closed")
-            self._heap = _core.heap_register_area(self._area)
+            # Threads entering a new arena at once must register it once:
+            # a second registration would outlive close() (a stale range).
+            with _live_lock:
+                if self._heap is None:
+                    if self.closed:
+                        raise ValueError("the arena is closed")
+                    self._heap = _core.heap_register_area(self._area)
         _objects.enter(self._heap)
         return self
 
