@@ -179,14 +179,63 @@ static int last_reference(struct orbit *ob);
 static void orbit_release_memory(struct orbit *ob);
 
 /*
- * The process is gone (or must go): detach it, fail its calls, reap it.
- * ob->lock held on entry and exit; dropped while reaping.
+ * Hand message m to its call in the list *head..*tail (calls in send order).
+ * An update goes to its call; a result ends the oldest call.  Returns -1
+ * (and frees m's data) when the result is not the oldest call's: the orbit
+ * broke the protocol.  ob->lock held.
+ */
+static int deliver(struct orbit *ob, struct orbit_future **head, struct orbit_future **tail,
+		   struct orbit_msg *m)
+{
+	struct orbit_future *f;
+
+	if (m->kind == ORBIT_MSG_UPDATE) {
+		for (f = *head; f && f->seq != m->seq; f = f->next)
+			;
+		if (f && !f->done)
+			future_add_update(f, m->data, m->len);
+		else
+			free(m->data);
+		return 0;
+	}
+	f = *head;
+	if (!f || f->seq != m->seq) {	/* cannot happen with a sane orbit */
+		free(m->data);
+		return -1;
+	}
+	*head = f->next;
+	if (!*head)
+		*tail = NULL;
+	ob->stats.pages_reset += m->pages_reset;
+	if (m->skipped) {
+		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
+	} else {
+		ob->stats.calls++;
+		ob->crashes_in_row = 0;
+		future_complete(f, 0, 0, m->retval, m->data, m->len);
+	}
+	future_put_locked(f);
+	return 0;
+}
+
+/* How long a lost process gets to close its channel once it is dead or
+ * killed: normally microseconds; longer only if a process it forked keeps
+ * the channel open. */
+#define DRAIN_MS 1000
+
+/*
+ * The process is gone (or must go): detach it, deliver what it had already
+ * sent, fail the calls it still owed, reap it.  Answers and updates that
+ * reached main are never discarded, whoever notices the loss (a waiter, a
+ * new call finding the channel closed, a restart, a timeout).
+ * ob->lock held on entry and exit; dropped while draining and reaping.
  */
 static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 {
 	struct orbit_sys *sys = ob->sys;
-	struct orbit_future *list;
-	int status = -1, crashed;
+	struct orbit_future *list, *tail;
+	uint64_t until, head_seq;
+	int status = -1, crashed, broken = 0;
 	void *st;
 
 	if (!sys)
@@ -200,6 +249,8 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	if (ob->sys != sys)
 		return;		/* that thread took care of it */
 	list = ob->pending;
+	tail = ob->pending_tail;
+	head_seq = list ? list->seq : 0;	/* head_err is for this call only */
 	ob->sys = NULL;
 	ob->pending = ob->pending_tail = NULL;
 	ob->reading++;		/* nobody pulls from a process being reaped */
@@ -207,6 +258,25 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	if (kill_first)
 		orbit_sys->kill(sys);
 	st = blk_begin(ob);
+	/* Read what the process sent before it ended, up to the end of its
+	 * channel.  Without calls owed there is nothing to deliver (and an idle
+	 * orbit being closed has not been told to exit yet). */
+	until = orbit_now_ns() + DRAIN_MS * 1000000ULL;
+	while (list && !broken) {
+		struct orbit_msg m;
+		uint64_t now = orbit_now_ns();
+		int rc = now >= until ? -ETIMEDOUT
+				      : orbit_sys->pull(sys, (int)((until - now) / 1000000ULL), &m);
+
+		if (rc == -EINTR)
+			continue;
+		if (rc)
+			break;
+		pthread_mutex_lock(&ob->lock);
+		broken = deliver(ob, &list, &tail, &m);
+		wake_all(ob);
+		pthread_mutex_unlock(&ob->lock);
+	}
 	orbit_sys->destroy(sys, kill_first ? 0 : 2000, &status);
 	blk_end(ob, st);
 	pthread_mutex_lock(&ob->lock);
@@ -225,8 +295,8 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	ob->last_status = status;
 	for (struct orbit_future *f = list, *next; f; f = next) {
 		next = f->next;
-		future_complete(f, f == list ? head_err : (ob->closed ? -ORBIT_E_CLOSED
-								     : -ORBIT_E_CRASHED),
+		future_complete(f, f->seq == head_seq ? head_err : (ob->closed ? -ORBIT_E_CLOSED
+									       : -ORBIT_E_CRASHED),
 				status, 0, NULL, 0);
 		future_put_locked(f);
 	}
@@ -235,36 +305,14 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 
 static void route(struct orbit *ob, struct orbit_msg *m)
 {
-	struct orbit_future *f;
+	int result = m->kind != ORBIT_MSG_UPDATE;
 
-	if (m->kind == ORBIT_MSG_UPDATE) {
-		for (f = ob->pending; f && f->seq != m->seq; f = f->next)
-			;
-		if (f && !f->done)
-			future_add_update(f, m->data, m->len);
-		else
-			free(m->data);
-		return;
-	}
-	f = ob->pending;
-	if (!f || f->seq != m->seq) {	/* cannot happen with a sane orbit */
-		free(m->data);
+	if (deliver(ob, &ob->pending, &ob->pending_tail, m)) {
 		orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 		return;
 	}
-	ob->pending = f->next;
-	if (!ob->pending)
-		ob->pending_tail = NULL;
-	ob->head_start_ns = orbit_now_ns();
-	ob->stats.pages_reset += m->pages_reset;
-	if (m->skipped) {
-		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
-	} else {
-		ob->stats.calls++;
-		ob->crashes_in_row = 0;
-		future_complete(f, 0, 0, m->retval, m->data, m->len);
-	}
-	future_put_locked(f);
+	if (result)
+		ob->head_start_ns = orbit_now_ns();
 }
 
 int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
@@ -499,28 +547,50 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st)
 	pthread_mutex_unlock(&ob->lock);
 }
 
+/*
+ * A thread that entered a call or a restart keeps the orbit's memory alive
+ * until it leaves, so an orbit_destroy() from another thread (which takes
+ * submit_lock first and may win it) cannot free the locks it waits on.  The
+ * caller must enter before destroy begins (the binding does: it clears its
+ * pointer to the orbit before destroying it, both under its interpreter
+ * lock).
+ */
+static void orbit_enter(struct orbit *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	ob->entered++;
+	pthread_mutex_unlock(&ob->lock);
+}
+
+static void orbit_leave(struct orbit *ob)
+{
+	int gone;
+
+	pthread_mutex_lock(&ob->lock);
+	ob->entered--;
+	gone = last_reference(ob);
+	pthread_mutex_unlock(&ob->lock);
+	if (gone)
+		orbit_release_memory(ob);
+}
+
 int orbit_restart(struct orbit *ob)
 {
 	if (orbit_foreign(ob->owner))
 		return -EPERM;
+	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	pthread_mutex_lock(&ob->lock);
 	ob->crashes_in_row = 0;
 	if (ob->started)
 		ob->want_restart = 1;	/* no backoff, whatever the policy */
-	if (ob->sys) {
-		if (ob->reading) {
-			struct orbit_sys *old = ob->sys;
-
-			orbit_sys->kill(old);
-			while (ob->sys == old)
-				orbit_cond_wait(ob, UINT64_MAX);
-		} else {
-			orbit_lose(ob, -ORBIT_E_CRASHED, 1);
-		}
-	}
+	/* orbit_lose() lets a thread pulling from the process leave first; that
+	 * thread may route an answer and go without noticing the kill, so
+	 * waiting for it to reap the process could wait forever. */
+	orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 	pthread_mutex_unlock(&ob->lock);
 	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_leave(ob);
 	return 0;
 }
 
@@ -563,6 +633,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		}
 		sa[i] = orbit_area_sys(areas[i]);
 	}
+	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
@@ -649,6 +720,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		break;
 	}
 	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_leave(ob);
 	if (rc) {
 		errno = -rc;
 		return NULL;
@@ -699,7 +771,7 @@ int orbit_destroy(struct orbit *ob)
 /* Decided under ob->lock, acted on after it is dropped, exactly once. */
 static int last_reference(struct orbit *ob)
 {
-	if (!ob->handle_gone || ob->live_futures || ob->freeing)
+	if (!ob->handle_gone || ob->live_futures || ob->entered || ob->freeing)
 		return 0;
 	ob->freeing = 1;
 	return 1;

@@ -55,6 +55,7 @@ struct orbit {
 	uint64_t cancel_below;
 	struct orbit_stats stats;
 	int live_futures;		/* futures the caller still holds */
+	int entered;			/* threads inside orbit_call_async/_restart */
 	int handle_gone;		/* orbit_destroy was called */
 	int freeing;
 	pid_t owner;			/* the process that created the orbit */
