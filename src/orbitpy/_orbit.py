@@ -287,10 +287,14 @@ class OrbitHandle:
     def restart(self) -> None:
         """Kill the orbit process now; calls in flight fail with OrbitCrashed and
         the next call starts a fresh process."""
+        core = self._core
         if self._closed:
             raise OrbitClosed(f"orbit {self.name!r} is closed")
-        if self._core is not None:
-            self._core.restart()
+        if core is not None:
+            try:
+                core.restart()
+            except _core.CoreError as e:  # closed by another thread meanwhile
+                raise self._error(e) from None
 
     def close(self) -> None:
         """Stop the orbit; pending calls fail with OrbitClosed.  Idempotent."""
