@@ -76,6 +76,7 @@ const char *orbit_strerror(int code)
 	case ORBIT_E_SKIPPED: return "the orbit was busy and the call was skipped";
 	case ORBIT_E_CANCELLED: return "the call was cancelled before it ran";
 	case ORBIT_E_REFUSED: return "the call was refused before it was sent";
+	case ORBIT_E_ABORTED: return "the orbit was killed for an earlier call before this one ran";
 	default: return strerror(code);
 	}
 }
@@ -235,7 +236,7 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	struct orbit_sys *sys = ob->sys;
 	struct orbit_future *list, *tail;
 	uint64_t until, head_seq;
-	int status = -1, crashed, broken = 0;
+	int status = -1, crashed, broken = 0, deliberate;
 	void *st;
 
 	if (!sys)
@@ -293,11 +294,19 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		ob->want_restart = 1;
 	}
 	ob->last_status = status;
+	/* Calls queued behind one the orbit was killed for (a timeout, a
+	 * cancel) did not fail by themselves: say so. */
+	deliberate = head_err == -ORBIT_E_TIMEOUT || head_err == -ORBIT_E_CANCELLED;
 	for (struct orbit_future *f = list, *next; f; f = next) {
+		int err = ob->closed ? -ORBIT_E_CLOSED
+				     : deliberate ? -ORBIT_E_ABORTED : -ORBIT_E_CRASHED;
+
 		next = f->next;
-		future_complete(f, f->seq == head_seq ? head_err : (ob->closed ? -ORBIT_E_CLOSED
-									       : -ORBIT_E_CRASHED),
-				status, 0, NULL, 0);
+		if (f->seq == head_seq)
+			err = head_err;
+		else if (err == -ORBIT_E_ABORTED && !f->done)
+			f->cause = head_err;
+		future_complete(f, err, status, 0, NULL, 0);
 		future_put_locked(f);
 	}
 	wake_all(ob);
@@ -320,7 +329,7 @@ int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 	uint64_t call_deadline = UINT64_MAX, until, now;
 	struct orbit_sys *sys = ob->sys;
 	struct orbit_msg m;
-	int rc, tmo, intr = 0, ret = 0;
+	int rc, tmo, timeout_ms, intr = 0, ret = 0;
 	void *st;
 
 	if (ob->reading || !ob->pending || !sys) {
@@ -328,8 +337,9 @@ int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 		return 0;
 	}
 	ob->reading++;
-	if (ob->opt.timeout_ms > 0)
-		call_deadline = ob->head_start_ns + (uint64_t)ob->opt.timeout_ms * 1000000ULL;
+	timeout_ms = ob->pending->timeout_ms ? ob->pending->timeout_ms : ob->opt.timeout_ms;
+	if (timeout_ms > 0)
+		call_deadline = ob->head_start_ns + (uint64_t)timeout_ms * 1000000ULL;
 	until = deadline_ns < call_deadline ? deadline_ns : call_deadline;
 	now = orbit_now_ns();
 	if (until == UINT64_MAX)
@@ -800,4 +810,35 @@ void orbit_future_release(struct orbit_future *f)
 	pthread_mutex_unlock(&ob->lock);
 	if (gone)
 		orbit_release_memory(ob);
+}
+
+int orbit_future_cancel(struct orbit_future *f, int flags)
+{
+	struct orbit *ob = f->ob;
+	int rc = 0;
+
+	if (orbit_foreign(ob->owner))
+		return -EPERM;
+	pthread_mutex_lock(&ob->lock);
+	if (f->done || !ob->sys) {
+		/* Finished, or its process is being reaped by another thread:
+		 * it ends by itself in a moment. */
+	} else if (ob->pending != f) {
+		/* Behind the oldest call: surely not started (calls run in order). */
+		for (struct orbit_future *p = ob->pending; p; p = p->next)
+			if (p == f) {
+				future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+				orbit_sys->cancel_one(ob->sys, f->seq);
+				wake_all(ob);
+				rc = 1;
+				break;
+			}
+	} else if (flags & ORBIT_CANCEL_KILL) {
+		/* Perhaps running: only killing the process ends it for sure.  An
+		 * answer that arrived meanwhile is delivered, and wins. */
+		orbit_lose(ob, -ORBIT_E_CANCELLED, 1);
+		rc = f->err == -ORBIT_E_CANCELLED;
+	}
+	pthread_mutex_unlock(&ob->lock);
+	return rc;
 }

@@ -24,6 +24,8 @@ struct orbit_future {
 	int err;		/* 0 or a negative code */
 	int status;		/* wait status for CRASHED / TIMEOUT */
 	pid_t pid;		/* the process the call was sent to */
+	int timeout_ms;		/* 0: the orbit's */
+	int cause;		/* ORBIT_E_ABORTED: the error of the call it was behind */
 	long retval;
 	void *data;
 	size_t len;

@@ -125,6 +125,165 @@ static void test_answers_survive_restart(void)
 	orbit_destroy(ob);
 }
 
+/* ------------------------------------------------------------ cancelling */
+
+static struct orbit_future *submit_slow(struct orbit *ob, long n, int sleep_ms)
+{
+	struct job j = { n, 0, sleep_ms };
+
+	return orbit_call_async(ob, 0, 0, NULL, NULL, &j, sizeof(j));
+}
+
+/* A queued call is cancelled at once and never runs, so it holds up nobody. */
+static void test_cancel_queued_call(void)
+{
+	struct orbit *ob = orbit_create("cq", entry, NULL, NULL);
+	struct orbit_future *f1, *f2, *f3;
+	struct orbit_stats st;
+	void *d = NULL;
+	size_t len = 0;
+	uint64_t t0;
+	long ret = -1;
+
+	REQUIRE(ob != NULL);
+	f1 = submit_slow(ob, 1, 300);
+	f2 = submit_slow(ob, 2, 30000);
+	f3 = submit(ob, 3, 0);
+	REQUIRE(f1 && f2 && f3);
+	t0 = check_now_ms();
+	CHECK_EQ(orbit_future_cancel(f2, 0), 1);
+	CHECK(orbit_future_done(f2));
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_CANCELLED);
+	CHECK_EQ(orbit_pull(f2, 0, &d, &len), 0);	/* ended, nothing pushed */
+	CHECK_EQ(orbit_future_cancel(f2, 0), 0);	/* already ended */
+	check_answered(f1, 1);
+	check_answered(f3, 3);
+	CHECK(check_now_ms() - t0 < 15000);		/* call 2 never ran */
+	orbit_stats(ob, &st);
+	CHECK_EQ(st.calls, 2);
+	CHECK_EQ(st.cancelled, 1);
+	CHECK_EQ(st.failed, 1);
+	CHECK_EQ(st.restarts, 0);
+	orbit_future_release(f1);
+	orbit_future_release(f2);
+	orbit_future_release(f3);
+	orbit_destroy(ob);
+}
+
+/* The oldest call may be running: left alone unless killing is asked. */
+static void test_cancel_running_call_needs_kill(void)
+{
+	struct orbit *ob = orbit_create("cr", entry, NULL, NULL);
+	struct orbit_future *f1;
+	long ret = -1;
+
+	REQUIRE(ob != NULL);
+	f1 = submit_slow(ob, 1, 200);
+	REQUIRE(f1 != NULL);
+	CHECK_EQ(orbit_future_cancel(f1, 0), 0);
+	check_answered(f1, 1);
+	CHECK_EQ(orbit_future_cancel(f1, ORBIT_CANCEL_KILL), 0);	/* finished */
+	CHECK_EQ(orbit_future_get(f1, &ret), 0);
+	orbit_future_release(f1);
+	orbit_destroy(ob);
+}
+
+/* Killing for a cancel: the call fails CANCELLED, the calls behind it
+ * ABORTED (saying why), and the orbit restarts at once for the next call. */
+static void test_cancel_running_call_kills(void)
+{
+	struct orbit *ob = orbit_create("ck", entry, NULL, NULL);
+	struct orbit_future *f1, *f2;
+	struct orbit_stats st;
+	pid_t pid;
+	long ret = -1;
+
+	REQUIRE(ob != NULL);
+	f1 = submit_slow(ob, 1, 30000);
+	f2 = submit(ob, 2, 0);
+	REQUIRE(f1 && f2);
+	pid = orbit_future_pid(f1);
+	CHECK_EQ(orbit_future_cancel(f1, ORBIT_CANCEL_KILL), 1);
+	CHECK(check_wait_dead(pid, 5000));
+	CHECK_EQ(orbit_future_get(f1, &ret), -ORBIT_E_CANCELLED);
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_ABORTED);
+	CHECK_EQ(orbit_future_cause(f2), -ORBIT_E_CANCELLED);
+	CHECK_EQ(orbit_future_cause(f1), 0);
+	orbit_future_release(f1);
+	orbit_future_release(f2);
+	f1 = submit(ob, 3, 0);
+	REQUIRE(f1 != NULL);
+	check_answered(f1, 3);
+	orbit_future_release(f1);
+	orbit_stats(ob, &st);
+	CHECK_EQ(st.crashes, 0);
+	CHECK_EQ(st.crashes_in_row, 0);
+	CHECK_EQ(st.restarts, 1);
+	CHECK_EQ(st.cancelled, 1);
+	CHECK_EQ(st.failed, 2);
+	orbit_destroy(ob);
+}
+
+/* ------------------------------------------------------ per-call timeout */
+
+/* A call's own timeout kills it; calls queued behind it say why they did
+ * not run; calls without one are not limited. */
+static void test_per_call_timeout(void)
+{
+	struct orbit *ob = orbit_create("pt", entry, NULL, NULL);
+	struct orbit_future *f0, *f1, *f2;
+	struct orbit_stats st;
+	uint64_t t0;
+	long ret = -1;
+
+	REQUIRE(ob != NULL);
+	f0 = submit_slow(ob, 0, 300);	/* no timeout: runs 300 ms */
+	REQUIRE(f0 != NULL);
+	check_answered(f0, 0);
+	orbit_future_release(f0);
+	t0 = check_now_ms();
+	f1 = submit_slow(ob, 1, 30000);
+	f2 = submit(ob, 2, 0);
+	REQUIRE(f1 && f2);
+	CHECK_EQ(orbit_future_set_timeout(f1, 200), 0);
+	CHECK_EQ(orbit_future_set_timeout(f1, -1), -EINVAL);
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_ABORTED);
+	CHECK_EQ(orbit_future_cause(f2), -ORBIT_E_TIMEOUT);
+	CHECK_EQ(orbit_future_get(f1, &ret), -ORBIT_E_TIMEOUT);
+	CHECK(check_now_ms() - t0 < 15000);
+	orbit_future_release(f1);
+	orbit_future_release(f2);
+	orbit_stats(ob, &st);
+	CHECK_EQ(st.timeouts, 1);
+	CHECK_EQ(st.failed, 2);
+	CHECK_EQ(st.crashes, 0);
+	orbit_destroy(ob);
+}
+
+/* A per-call timeout overrides the orbit's, longer or shorter. */
+static void test_per_call_timeout_overrides_orbit(void)
+{
+	struct orbit_options o;
+	struct orbit *ob;
+	struct orbit_future *f;
+	long ret = -1;
+
+	orbit_options_init(&o);
+	o.timeout_ms = 100;
+	ob = orbit_create("pt2", entry, NULL, &o);
+	REQUIRE(ob != NULL);
+	f = submit_slow(ob, 1, 400);
+	REQUIRE(f != NULL);
+	CHECK_EQ(orbit_future_set_timeout(f, 20000), 0);
+	check_answered(f, 1);
+	orbit_future_release(f);
+	f = submit_slow(ob, 2, 400);
+	REQUIRE(f != NULL);
+	CHECK_EQ(orbit_future_get(f, &ret), -ORBIT_E_TIMEOUT);
+	orbit_future_release(f);
+	orbit_destroy(ob);
+}
+
 /* ------------------------------------------------- restarts racing calls */
 
 struct race {
@@ -207,6 +366,11 @@ int main(void)
 	RUN(test_answers_survive_crash_noticed_by_async_call);
 	RUN(test_answers_survive_crash_noticed_by_sync_call);
 	RUN(test_answers_survive_restart);
+	RUN(test_cancel_queued_call);
+	RUN(test_cancel_running_call_needs_kill);
+	RUN(test_cancel_running_call_kills);
+	RUN(test_per_call_timeout);
+	RUN(test_per_call_timeout_overrides_orbit);
 	RUN(test_restart_races_calls);
 	return CHECK_DONE();
 }
