@@ -242,13 +242,23 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	if (!sys)
 		return;
 	/* Another thread may be inside pull() on this process: make it return
-	 * (a dead or killed process ends its channel) and let it leave first. */
+	 * (a dead or killed process ends its channel) and let it leave first.
+	 * If it finds the channel closed it reaps the process itself: kill_err
+	 * tells it why the process died (a cancel, a timeout, a restart), so
+	 * the oldest call fails for that reason and not as a crash. */
 	while (ob->reading && ob->sys == sys) {
+		if (!ob->kill_err)
+			ob->kill_err = head_err;
 		orbit_sys->kill(sys);
 		orbit_cond_wait(ob, UINT64_MAX);
 	}
 	if (ob->sys != sys)
 		return;		/* that thread took care of it */
+	if (ob->kill_err) {
+		head_err = ob->kill_err;
+		kill_first = 1;
+		ob->kill_err = 0;
+	}
 	list = ob->pending;
 	tail = ob->pending_tail;
 	head_seq = list ? list->seq : 0;	/* head_err is for this call only */

@@ -48,6 +48,7 @@ struct orbit {
 	int started;			/* a process was started once */
 	int want_restart;		/* restart requested, no backoff */
 	int reading;			/* a thread is pulling messages */
+	int kill_err;			/* why main killed the running process (0: it did not) */
 	uint64_t next_seq;
 	struct orbit_future *pending, *pending_tail;
 	uint64_t head_start_ns;		/* when the oldest pending call began */

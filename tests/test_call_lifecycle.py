@@ -4,6 +4,7 @@ abandoned calls do not hold up later ones, and timeouts say what happened."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import select
 import threading
@@ -18,7 +19,10 @@ import orbitpy
 
 def wait_dead(pid: int, timeout: float = 10.0) -> None:
     """Wait until process pid has exited (without reaping it)."""
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already reaped
     try:
         ready, _, _ = select.select([fd], [], [], timeout)
     finally:
@@ -168,3 +172,190 @@ def test_restarts_crashes_and_closes_racing_calls(make_orbit: Callable[..., Any]
 
     _stress([caller, caller, restarter, closer], 8, counters)
     assert counters["calls"] > 20 and counters["restarts"] > 20
+
+
+# ------------------------------------------------- cancelling, interrupts
+
+@pytest.fixture
+def sleeper(make_orbit: Callable[..., Any], tmp_path: Any) -> Any:
+    """sleeper(x, delay, mark): pushes "started", sleeps, touches `mark`
+    (if given) when it finishes, returns x."""
+
+    @make_orbit
+    def sleeper(x: Any, delay: float = 0.0, mark: str = "") -> Any:
+        orbitpy.push("started")
+        time.sleep(delay)
+        if mark:
+            open(mark, "w").close()
+        return x
+
+    return sleeper
+
+
+def started(fut: Any) -> None:
+    assert next(fut.updates(timeout=10)) == "started"
+
+
+def test_cancel_a_queued_call(sleeper: Any) -> None:
+    first = sleeper.call_async(1, 0.3)
+    second = sleeper.call_async(2, 30)
+    third = sleeper.call_async(3)
+    start = time.monotonic()
+    assert second.cancel()
+    assert second.cancelled() and second.done() and not second.running()
+    with pytest.raises(cf.CancelledError):
+        second.result(timeout=0)
+    assert second.cancel()  # again: still cancelled
+    assert first.result(timeout=10) == 1 and not first.cancel()
+    assert third.result(timeout=10) == 3
+    assert time.monotonic() - start < 15  # the cancelled call did not run
+    st = sleeper.orbit.stats()
+    assert (st["cancelled"], st["failed"], st["restarts"], st["crashes"]) == (1, 1, 0, 0)
+
+
+def test_cancel_queued_flag_reports_cancelled(sleeper: Any) -> None:
+    first = sleeper.call_async("first", 0.3)
+    started(first)
+    queued = [sleeper.call_async(i) for i in range(3)]
+    last = sleeper.call_async_ex(("last",), cancel_queued=True)
+    assert all(f.cancelled() for f in queued)
+    assert not first.cancelled() and first.result(timeout=10) == "first"
+    assert last.result(timeout=10) == "last"
+
+
+def test_cancel_a_running_call_kills_the_orbit(sleeper: Any, tmp_path: Any) -> None:
+    mark = tmp_path / "finished"
+    fut = sleeper.call_async(1, 30, str(mark))
+    started(fut)
+    pid = sleeper.orbit.pid
+    assert fut.cancel()
+    assert fut.cancelled()
+    with pytest.raises(cf.CancelledError):
+        fut.result()
+    wait_dead(pid)
+    assert sleeper(2) == 2 and sleeper.orbit.pid != pid
+    assert not mark.exists()
+    st = sleeper.orbit.stats()
+    assert (st["cancelled"], st["crashes"], st["restarts"]) == (1, 0, 1)
+
+
+def test_cancel_a_running_call_made_to_finish(sleeper: Any, tmp_path: Any) -> None:
+    mark = tmp_path / "finished"
+    fut = sleeper.call_async_ex((1, 0.3, str(mark)), on_interrupt="finish")
+    started(fut)
+    assert not fut.cancel()  # running: as concurrent.futures, left alone
+    assert fut.result(timeout=10) == 1 and mark.exists()
+
+
+def test_result_timeout_does_not_cancel(sleeper: Any) -> None:
+    fut = sleeper.call_async(1, 0.3)
+    with pytest.raises(TimeoutError) as e:
+        fut.result(timeout=0.01)
+    assert not isinstance(e.value, orbitpy.OrbitTimeout)
+    assert fut.result(timeout=10) == 1
+
+
+def _interrupt_after(seconds: float) -> Any:
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return old
+
+
+def _restore(old: Any) -> None:
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("on_interrupt", ["kill", "finish"])
+def test_ctrl_c_in_a_sync_call(make_orbit: Callable[..., Any], tmp_path: Any,
+                               on_interrupt: str) -> None:
+    mark = tmp_path / "finished"
+
+    @make_orbit(on_interrupt=on_interrupt)
+    def task(x: Any, delay: float = 0.0, mark: str = "") -> Any:
+        time.sleep(delay)
+        if mark:
+            open(mark, "w").close()
+        return x
+
+    assert task(0) == 0
+    pid = task.orbit.pid
+    old = _interrupt_after(0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            task(1, 2.0 if on_interrupt == "finish" else 30, str(mark))
+    finally:
+        _restore(old)
+    assert task(2) == 2  # runs after the interrupted call, or on a new orbit
+    if on_interrupt == "kill":
+        assert task.orbit.pid != pid and not mark.exists()
+        assert task.orbit.stats()["cancelled"] == 1
+    else:
+        assert task.orbit.pid == pid and mark.exists()
+
+
+def test_asyncio_cancellation_kills_the_running_call(sleeper: Any, tmp_path: Any) -> None:
+    import asyncio
+
+    mark = tmp_path / "finished"
+    fut = sleeper.call_async(1, 30, str(mark))
+    started(fut)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(asyncio.wrap_future(fut))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)  # the cancel reaches the orbit future
+        # later calls are not held up by the abandoned one
+        assert await asyncio.wait_for(asyncio.wrap_future(sleeper.call_async(2)), 15) == 2
+
+    asyncio.run(main())
+    assert fut.cancelled() and not mark.exists()
+
+
+# ------------------------------------------------------ per-call timeouts
+
+def test_per_call_timeout(sleeper: Any) -> None:
+    start = time.monotonic()
+    with pytest.raises(orbitpy.OrbitTimeout) as e:
+        sleeper.with_options(timeout=0.3)(1, 30)
+    assert "timeout of 0.3 s" in str(e.value)
+    assert time.monotonic() - start < 15
+    fut = sleeper.call_async_ex((2, 30), timeout=0.3)
+    behind = sleeper.call_async(3)
+    with pytest.raises(orbitpy.OrbitTimeout):
+        fut.result(timeout=15)
+    with pytest.raises(orbitpy.OrbitAborted) as a:
+        behind.result(timeout=15)
+    assert a.value.reason == "timeout"
+    assert "because an earlier call overran its timeout" in str(a.value)
+    assert "signal" not in str(a.value)
+    assert sleeper.with_options(timeout=10).call_async(4, 0.2).result(timeout=15) == 4
+    st = sleeper.orbit.stats()
+    assert (st["timeouts"], st["failed"], st["crashes"]) == (2, 3, 0)
+
+
+def test_per_call_options_are_checked(sleeper: Any) -> None:
+    with pytest.raises(ValueError):
+        sleeper.with_options(timeout=0)
+    with pytest.raises(ValueError):
+        sleeper.call_async_ex((1,), timeout=-1)
+    with pytest.raises(ValueError):
+        sleeper.with_options(on_interrupt="later")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        orbitpy.orbit(on_interrupt="later")  # type: ignore[call-overload]
+
+
+def test_orbit_timeout_is_not_a_timeout_error() -> None:
+    assert issubclass(orbitpy.OrbitTimeout, orbitpy.OrbitError)
+    assert not issubclass(orbitpy.OrbitTimeout, TimeoutError)
+    assert issubclass(orbitpy.OrbitAborted, orbitpy.OrbitCrashed)

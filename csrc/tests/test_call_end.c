@@ -224,6 +224,45 @@ static void test_cancel_running_call_kills(void)
 	orbit_destroy(ob);
 }
 
+struct waiter {
+	struct orbit_future *f;
+	int rc;
+};
+
+static void *wait_thread(void *arg)
+{
+	struct waiter *w = arg;
+	long ret;
+
+	w->rc = orbit_future_get(w->f, &ret);
+	return NULL;
+}
+
+/* Another thread is reading the orbit's channel when the call is cancelled:
+ * it finds the channel closed, and the call still fails as cancelled (not as
+ * a crash). */
+static void test_cancel_while_another_thread_waits(void)
+{
+	struct orbit *ob = orbit_create("cw", entry, NULL, NULL);
+	struct waiter w = { 0 };
+	struct orbit_stats st;
+	pthread_t t;
+
+	REQUIRE(ob != NULL);
+	w.f = submit_slow(ob, 1, 30000);
+	REQUIRE(w.f != NULL);
+	REQUIRE(pthread_create(&t, NULL, wait_thread, &w) == 0);
+	check_sleep_ms(200);	/* the thread is inside pull() */
+	CHECK_EQ(orbit_future_cancel(w.f, ORBIT_CANCEL_KILL), 1);
+	pthread_join(t, NULL);
+	CHECK_EQ(w.rc, -ORBIT_E_CANCELLED);
+	orbit_stats(ob, &st);
+	CHECK_EQ(st.crashes, 0);
+	CHECK_EQ(st.cancelled, 1);
+	orbit_future_release(w.f);
+	orbit_destroy(ob);
+}
+
 /* ------------------------------------------------------ per-call timeout */
 
 /* A call's own timeout kills it; calls queued behind it say why they did
@@ -369,6 +408,7 @@ int main(void)
 	RUN(test_cancel_queued_call);
 	RUN(test_cancel_running_call_needs_kill);
 	RUN(test_cancel_running_call_kills);
+	RUN(test_cancel_while_another_thread_waits);
 	RUN(test_per_call_timeout);
 	RUN(test_per_call_timeout_overrides_orbit);
 	RUN(test_restart_races_calls);
