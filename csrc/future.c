@@ -31,6 +31,8 @@ void future_complete(struct orbit_future *f, int err, int status, long retval, v
 		return;
 	}
 	f->done = 1;
+	free(f->arg);		/* never sent again */
+	f->arg = NULL;
 	if (err) {
 		f->ob->stats.failed++;
 		if (err == -ORBIT_E_TIMEOUT)
@@ -74,6 +76,7 @@ void future_put_locked(struct orbit_future *f)
 		free(u->data);
 		free(u);
 	}
+	free(f->arg);
 	free(f->data);
 	free(f);
 }

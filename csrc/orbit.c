@@ -219,6 +219,47 @@ static int deliver(struct orbit *ob, struct orbit_future **head, struct orbit_fu
 	return 0;
 }
 
+/* Queue f (its pending reference too) to be sent again.  ob->lock held. */
+static void requeue(struct orbit *ob, struct orbit_future *f)
+{
+	f->next = NULL;
+	if (ob->requeue_tail)
+		ob->requeue_tail->next = f;
+	else
+		ob->requeue = f;
+	ob->requeue_tail = f;
+}
+
+/* Take f out of the requeue list; 0 if it was not there.  ob->lock held. */
+static int unrequeue(struct orbit *ob, struct orbit_future *f)
+{
+	for (struct orbit_future **pp = &ob->requeue, *prev = NULL; *pp;
+	     prev = *pp, pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			if (ob->requeue_tail == f)
+				ob->requeue_tail = prev;
+			return 1;
+		}
+	return 0;
+}
+
+/* End every requeued call with err.  ob->lock held. */
+static void fail_requeued(struct orbit *ob, int err)
+{
+	while (ob->requeue) {
+		struct orbit_future *f = ob->requeue;
+
+		unrequeue(ob, f);
+		future_complete(f, err, 0, 0, NULL, 0);
+		future_put_locked(f);
+	}
+	wake_all(ob);
+}
+
+/* Set while this thread holds submit_lock. */
+static _Thread_local int in_submit;
+
 /* How long a lost process gets to close its channel once it is dead or
  * killed: normally microseconds; longer only if a process it forked keeps
  * the channel open. */
@@ -305,17 +346,23 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	}
 	ob->last_status = status;
 	/* Calls queued behind one the orbit was killed for (a timeout, a
-	 * cancel) did not fail by themselves: say so. */
+	 * cancel) did not fail by themselves: those without areas run on the
+	 * next process (see requeue); the others' snapshots went with the
+	 * process, and they fail saying why. */
 	deliberate = head_err == -ORBIT_E_TIMEOUT || head_err == -ORBIT_E_CANCELLED;
 	for (struct orbit_future *f = list, *next; f; f = next) {
 		int err = ob->closed ? -ORBIT_E_CLOSED
 				     : deliberate ? -ORBIT_E_ABORTED : -ORBIT_E_CRASHED;
 
 		next = f->next;
-		if (f->seq == head_seq)
+		if (f->seq == head_seq) {
 			err = head_err;
-		else if (err == -ORBIT_E_ABORTED && !f->done)
+		} else if (err == -ORBIT_E_ABORTED && !f->done && f->arg) {
+			requeue(ob, f);
+			continue;
+		} else if (err == -ORBIT_E_ABORTED && !f->done) {
 			f->cause = head_err;
+		}
 		future_complete(f, err, status, 0, NULL, 0);
 		future_put_locked(f);
 	}
@@ -334,6 +381,8 @@ static void route(struct orbit *ob, struct orbit_msg *m)
 		ob->head_start_ns = orbit_now_ns();
 }
 
+static void resend_requeued(struct orbit *ob);
+
 int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 {
 	uint64_t call_deadline = UINT64_MAX, until, now;
@@ -342,6 +391,14 @@ int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 	int rc, tmo, timeout_ms, intr = 0, ret = 0;
 	void *st;
 
+	if (!sys && ob->requeue && !ob->reading && !in_submit) {
+		/* Calls wait to be sent again and no submission is under way to
+		 * send them (it would, first thing): send them now. */
+		pthread_mutex_unlock(&ob->lock);
+		resend_requeued(ob);
+		pthread_mutex_lock(&ob->lock);
+		return 0;
+	}
 	if (ob->reading || !ob->pending || !sys) {
 		orbit_cond_wait(ob, deadline_ns);
 		return 0;
@@ -549,6 +606,66 @@ static int ensure_process(struct orbit *ob)
 	return 0;
 }
 
+/*
+ * Send the requeued calls, in order, to the process ensure_process() just
+ * started (before any new call, so order is kept).  submit_lock held,
+ * ob->lock not held.
+ */
+static void send_requeued(struct orbit *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	while (ob->requeue && ob->sys) {
+		struct orbit_future *f = ob->requeue;
+		struct orbit_sync_stats sync = { 0 };
+		struct orbit_sys *sys = ob->sys;
+		int idle = !ob->pending, rc;
+
+		unrequeue(ob, f);
+		f->seq = ++ob->next_seq;
+		f->pid = orbit_sys->pid(sys);
+		pthread_mutex_unlock(&ob->lock);
+		/* f is in no list: nobody else touches it meanwhile. */
+		rc = orbit_sys->call(sys, f->seq, idle, 0, NULL, f->entry, f->arg, f->argsize, 0,
+				     &sync);
+		pthread_mutex_lock(&ob->lock);
+		ob->stats.bytes_synced += f->argsize;
+		if (rc) {
+			future_complete(f, rc == -EPIPE ? -ORBIT_E_CRASHED : rc, 0, 0, NULL, 0);
+			future_put_locked(f);
+			continue;
+		}
+		if (!ob->pending)
+			ob->head_start_ns = orbit_now_ns();
+		f->next = NULL;
+		if (ob->pending_tail)
+			ob->pending_tail->next = f;
+		else
+			ob->pending = f;
+		ob->pending_tail = f;
+	}
+	wake_all(ob);
+	pthread_mutex_unlock(&ob->lock);
+}
+
+/* Start a process for the requeued calls and send them.  Neither lock held. */
+static void resend_requeued(struct orbit *ob)
+{
+	int rc;
+
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
+	rc = ensure_process(ob);
+	if (rc) {
+		pthread_mutex_lock(&ob->lock);
+		fail_requeued(ob, rc);
+		pthread_mutex_unlock(&ob->lock);
+	} else {
+		send_requeued(ob);
+	}
+	in_submit = 0;
+	pthread_mutex_unlock(&ob->submit_lock);
+}
+
 pid_t orbit_pid(struct orbit *ob)
 {
 	pid_t pid;
@@ -600,6 +717,7 @@ int orbit_restart(struct orbit *ob)
 		return -EPERM;
 	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	pthread_mutex_lock(&ob->lock);
 	ob->crashes_in_row = 0;
 	if (ob->started)
@@ -609,6 +727,7 @@ int orbit_restart(struct orbit *ob)
 	 * waiting for it to reap the process could wait forever. */
 	orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 	pthread_mutex_unlock(&ob->lock);
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
 	orbit_leave(ob);
 	return 0;
@@ -655,6 +774,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 	}
 	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
 		struct orbit_sys *sys;
@@ -662,8 +782,13 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		int idle;
 
 		rc = ensure_process(ob);
-		if (rc)
+		if (rc) {
+			pthread_mutex_lock(&ob->lock);
+			fail_requeued(ob, rc);
+			pthread_mutex_unlock(&ob->lock);
 			break;
+		}
+		send_requeued(ob);
 		pthread_mutex_lock(&ob->lock);
 		if ((flags & ORBIT_CALL_SKIP_IF_BUSY) && ob->pending) {
 			pthread_mutex_unlock(&ob->lock);
@@ -690,6 +815,13 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			break;
 		}
 		f->pid = orbit_sys->pid(sys);
+		if (!narea) {	/* see struct orbit_future */
+			f->arg = malloc(argsize ? argsize : 1);
+			if (f->arg && argsize)
+				memcpy(f->arg, arg, argsize);
+			f->entry = entry;
+			f->argsize = argsize;
+		}
 		rc = prepare(ob, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
@@ -724,6 +856,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			pthread_mutex_unlock(&ob->lock);
 			break;
 		}
+		free(f->arg);
 		free(f);
 		f = NULL;
 		if (rc == -EPIPE && attempt == 0) {
@@ -739,6 +872,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		pthread_mutex_unlock(&ob->lock);
 		break;
 	}
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
 	orbit_leave(ob);
 	if (rc) {
@@ -770,6 +904,7 @@ int orbit_destroy(struct orbit *ob)
 	if (orbit_foreign(ob->owner))	/* a copy made by fork: leave it */
 		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	pthread_mutex_lock(&ob->lock);
 	ob->closed = 1;
 	while (ob->sys && ob->reading) {
@@ -779,9 +914,11 @@ int orbit_destroy(struct orbit *ob)
 	/* An idle orbit exits by itself when its channel closes; a busy one is
 	 * killed at once. */
 	orbit_lose(ob, -ORBIT_E_CLOSED, ob->pending != NULL);
+	fail_requeued(ob, -ORBIT_E_CLOSED);
 	ob->handle_gone = 1;
 	gone = last_reference(ob);
 	pthread_mutex_unlock(&ob->lock);
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
 	if (gone)
 		orbit_release_memory(ob);
@@ -825,12 +962,17 @@ void orbit_future_release(struct orbit_future *f)
 int orbit_future_cancel(struct orbit_future *f, int flags)
 {
 	struct orbit *ob = f->ob;
-	int rc = 0;
+	int rc = 0, resend;
 
 	if (orbit_foreign(ob->owner))
 		return -EPERM;
 	pthread_mutex_lock(&ob->lock);
-	if (f->done || !ob->sys) {
+	if (!f->done && unrequeue(ob, f)) {
+		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+		future_put_locked(f);
+		wake_all(ob);
+		rc = 1;
+	} else if (f->done || !ob->sys) {
 		/* Finished, or its process is being reaped by another thread:
 		 * it ends by itself in a moment. */
 	} else if (ob->pending != f) {
@@ -849,6 +991,9 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		orbit_lose(ob, -ORBIT_E_CANCELLED, 1);
 		rc = f->err == -ORBIT_E_CANCELLED;
 	}
+	resend = ob->requeue && !ob->sys && !in_submit;
 	pthread_mutex_unlock(&ob->lock);
+	if (resend)	/* the calls behind it start now, waited for or not */
+		resend_requeued(ob);
 	return rc;
 }

@@ -26,6 +26,11 @@ struct orbit_future {
 	pid_t pid;		/* the process the call was sent to */
 	int timeout_ms;		/* 0: the orbit's */
 	int cause;		/* ORBIT_E_ABORTED: the error of the call it was behind */
+	/* A call without areas can be sent again, unchanged, to a new process
+	 * (its argument is all it sees): kept until it ends. */
+	orbit_entry entry;
+	void *arg;
+	size_t argsize;
 	long retval;
 	void *data;
 	size_t len;
@@ -51,6 +56,9 @@ struct orbit {
 	int kill_err;			/* why main killed the running process (0: it did not) */
 	uint64_t next_seq;
 	struct orbit_future *pending, *pending_tail;
+	/* Calls queued behind one the process was killed for, to be sent again
+	 * to the next process before any new call. */
+	struct orbit_future *requeue, *requeue_tail;
 	uint64_t head_start_ns;		/* when the oldest pending call began */
 	int crashes_in_row;
 	int last_status;

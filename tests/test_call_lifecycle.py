@@ -227,13 +227,16 @@ def test_cancel_a_running_call_kills_the_orbit(sleeper: Any, tmp_path: Any) -> N
     mark = tmp_path / "finished"
     fut = sleeper.call_async(1, 30, str(mark))
     started(fut)
+    behind = [sleeper.call_async(i) for i in (2, 3)]
     pid = sleeper.orbit.pid
     assert fut.cancel()
     assert fut.cancelled()
     with pytest.raises(cf.CancelledError):
         fut.result()
     wait_dead(pid)
-    assert sleeper(2) == 2 and sleeper.orbit.pid != pid
+    # the calls queued behind it run on the restarted orbit, in order
+    assert [f.result(timeout=15) for f in behind] == [2, 3]
+    assert sleeper(4) == 4 and sleeper.orbit.pid != pid
     assert not mark.exists()
     st = sleeper.orbit.stats()
     assert (st["cancelled"], st["crashes"], st["restarts"]) == (1, 0, 1)
@@ -324,24 +327,28 @@ def test_asyncio_cancellation_kills_the_running_call(sleeper: Any, tmp_path: Any
 
 # ------------------------------------------------------ per-call timeouts
 
-def test_per_call_timeout(sleeper: Any) -> None:
+def test_per_call_timeout(sleeper: Any, new_arena: Callable[..., orbitpy.Arena]) -> None:
     start = time.monotonic()
     with pytest.raises(orbitpy.OrbitTimeout) as e:
         sleeper.with_options(timeout=0.3)(1, 30)
     assert "timeout of 0.3 s" in str(e.value)
     assert time.monotonic() - start < 15
+    buf = new_arena(1 << 20).buffer(16)
     fut = sleeper.call_async_ex((2, 30), timeout=0.3)
-    behind = sleeper.call_async(3)
+    behind = sleeper.call_async(3)  # arguments only: it runs on the next orbit
+    with_arena = sleeper.call_async(buf)  # its snapshot goes with the killed orbit
     with pytest.raises(orbitpy.OrbitTimeout):
         fut.result(timeout=15)
+    assert behind.result(timeout=15) == 3
     with pytest.raises(orbitpy.OrbitAborted) as a:
-        behind.result(timeout=15)
+        with_arena.result(timeout=15)
     assert a.value.reason == "timeout"
     assert "because an earlier call overran its timeout" in str(a.value)
     assert "signal" not in str(a.value)
     assert sleeper.with_options(timeout=10).call_async(4, 0.2).result(timeout=15) == 4
     st = sleeper.orbit.stats()
     assert (st["timeouts"], st["failed"], st["crashes"]) == (2, 3, 0)
+    del buf, with_arena, a
 
 
 def test_per_call_options_are_checked(sleeper: Any) -> None:

@@ -188,32 +188,51 @@ static void test_cancel_running_call_needs_kill(void)
 	orbit_destroy(ob);
 }
 
-/* Killing for a cancel: the call fails CANCELLED, the calls behind it
- * ABORTED (saying why), and the orbit restarts at once for the next call. */
+/* A call with an area, queued behind the given future. */
+static struct orbit_future *submit_area(struct orbit *ob, struct orbit_area *a, long n)
+{
+	struct job j = { n, 0, 0 };
+
+	return orbit_call_async(ob, 0, 1, &a, NULL, &j, sizeof(j));
+}
+
+/* Killing for a cancel: the call fails CANCELLED and the orbit restarts at
+ * once.  Calls queued behind it without areas run on the new process, in
+ * order, unwaited-for; a call with an area (its snapshot went with the
+ * process) fails ABORTED, saying why. */
 static void test_cancel_running_call_kills(void)
 {
+	struct orbit_area *a = check_area(4096, ORBIT_SNAPSHOT_AUTO);
 	struct orbit *ob = orbit_create("ck", entry, NULL, NULL);
-	struct orbit_future *f1, *f2;
+	struct orbit_future *f1, *f2, *f3, *f4;
 	struct orbit_stats st;
 	pid_t pid;
 	long ret = -1;
 
-	REQUIRE(ob != NULL);
+	REQUIRE(a && ob);
 	f1 = submit_slow(ob, 1, 30000);
 	f2 = submit(ob, 2, 0);
-	REQUIRE(f1 && f2);
+	f3 = submit_area(ob, a, 3);
+	f4 = submit(ob, 4, 0);
+	REQUIRE(f1 && f2 && f3 && f4);
 	pid = orbit_future_pid(f1);
 	CHECK_EQ(orbit_future_cancel(f1, ORBIT_CANCEL_KILL), 1);
 	CHECK(check_wait_dead(pid, 5000));
 	CHECK_EQ(orbit_future_get(f1, &ret), -ORBIT_E_CANCELLED);
-	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_ABORTED);
-	CHECK_EQ(orbit_future_cause(f2), -ORBIT_E_CANCELLED);
 	CHECK_EQ(orbit_future_cause(f1), 0);
+	CHECK_EQ(orbit_future_get(f3, &ret), -ORBIT_E_ABORTED);
+	CHECK_EQ(orbit_future_cause(f3), -ORBIT_E_CANCELLED);
+	check_answered(f4, 4);
+	check_answered(f2, 2);
+	CHECK(orbit_future_pid(f2) != pid && orbit_future_pid(f2) == orbit_pid(ob));
+	CHECK(orbit_future_seq(f4) > orbit_future_seq(f2));
 	orbit_future_release(f1);
 	orbit_future_release(f2);
-	f1 = submit(ob, 3, 0);
+	orbit_future_release(f3);
+	orbit_future_release(f4);
+	f1 = submit(ob, 5, 0);
 	REQUIRE(f1 != NULL);
-	check_answered(f1, 3);
+	check_answered(f1, 5);
 	orbit_future_release(f1);
 	orbit_stats(ob, &st);
 	CHECK_EQ(st.crashes, 0);
@@ -221,6 +240,29 @@ static void test_cancel_running_call_kills(void)
 	CHECK_EQ(st.restarts, 1);
 	CHECK_EQ(st.cancelled, 1);
 	CHECK_EQ(st.failed, 2);
+	CHECK_EQ(st.calls, 3);
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
+/* A requeued call can be cancelled before it is sent again; closing the
+ * orbit fails requeued calls as closed. */
+static void test_cancel_requeued_call(void)
+{
+	struct orbit *ob = orbit_create("ck2", entry, NULL, NULL);
+	struct orbit_future *f1, *f2;
+	long ret = -1;
+
+	REQUIRE(ob != NULL);
+	f1 = submit_slow(ob, 1, 30000);
+	f2 = submit_slow(ob, 2, 30000);
+	REQUIRE(f1 && f2);
+	CHECK_EQ(orbit_future_cancel(f1, ORBIT_CANCEL_KILL), 1);
+	/* f2 was sent again, and now runs (or is about to) */
+	CHECK_EQ(orbit_future_cancel(f2, ORBIT_CANCEL_KILL), 1);
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_CANCELLED);
+	orbit_future_release(f1);
+	orbit_future_release(f2);
 	orbit_destroy(ob);
 }
 
@@ -265,38 +307,44 @@ static void test_cancel_while_another_thread_waits(void)
 
 /* ------------------------------------------------------ per-call timeout */
 
-/* A call's own timeout kills it; calls queued behind it say why they did
- * not run; calls without one are not limited. */
+/* A call's own timeout kills it; a call queued behind it with an area says
+ * why it did not run, one without runs; calls without a timeout are not
+ * limited. */
 static void test_per_call_timeout(void)
 {
+	struct orbit_area *a = check_area(4096, ORBIT_SNAPSHOT_AUTO);
 	struct orbit *ob = orbit_create("pt", entry, NULL, NULL);
-	struct orbit_future *f0, *f1, *f2;
+	struct orbit_future *f0, *f1, *f2, *f3;
 	struct orbit_stats st;
 	uint64_t t0;
 	long ret = -1;
 
-	REQUIRE(ob != NULL);
+	REQUIRE(a && ob);
 	f0 = submit_slow(ob, 0, 300);	/* no timeout: runs 300 ms */
 	REQUIRE(f0 != NULL);
 	check_answered(f0, 0);
 	orbit_future_release(f0);
 	t0 = check_now_ms();
 	f1 = submit_slow(ob, 1, 30000);
-	f2 = submit(ob, 2, 0);
-	REQUIRE(f1 && f2);
+	f2 = submit_area(ob, a, 2);
+	f3 = submit(ob, 3, 0);
+	REQUIRE(f1 && f2 && f3);
 	CHECK_EQ(orbit_future_set_timeout(f1, 200), 0);
 	CHECK_EQ(orbit_future_set_timeout(f1, -1), -EINVAL);
+	check_answered(f3, 3);
 	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_ABORTED);
 	CHECK_EQ(orbit_future_cause(f2), -ORBIT_E_TIMEOUT);
 	CHECK_EQ(orbit_future_get(f1, &ret), -ORBIT_E_TIMEOUT);
 	CHECK(check_now_ms() - t0 < 15000);
 	orbit_future_release(f1);
 	orbit_future_release(f2);
+	orbit_future_release(f3);
 	orbit_stats(ob, &st);
 	CHECK_EQ(st.timeouts, 1);
 	CHECK_EQ(st.failed, 2);
 	CHECK_EQ(st.crashes, 0);
 	orbit_destroy(ob);
+	orbit_area_destroy(a);
 }
 
 /* A per-call timeout overrides the orbit's, longer or shorter. */
@@ -408,6 +456,7 @@ int main(void)
 	RUN(test_cancel_queued_call);
 	RUN(test_cancel_running_call_needs_kill);
 	RUN(test_cancel_running_call_kills);
+	RUN(test_cancel_requeued_call);
 	RUN(test_cancel_while_another_thread_waits);
 	RUN(test_per_call_timeout);
 	RUN(test_per_call_timeout_overrides_orbit);

@@ -35,8 +35,10 @@ class OrbitTimeout(OrbitError):
 
 class OrbitAborted(OrbitCrashed):
     """The call was queued behind one the orbit was killed for (that call
-    timed out, or was cancelled), so it did not run.  ``reason`` is
-    ``"timeout"`` or ``"cancelled"``."""
+    timed out, or was cancelled), so it did not run: its arenas' snapshot went
+    with the killed process.  (Queued calls without arenas run on the
+    restarted orbit instead.)  ``reason`` is ``"timeout"`` or
+    ``"cancelled"``."""
 
     def __init__(self, message: str, *, reason: str, pid: int = 0,
                  signal: int | None = None, exitcode: int | None = None) -> None:
