@@ -391,9 +391,10 @@ int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 	int rc, tmo, timeout_ms, intr = 0, ret = 0;
 	void *st;
 
-	if (!sys && ob->requeue && !ob->reading && !in_submit) {
-		/* Calls wait to be sent again and no submission is under way to
-		 * send them (it would, first thing): send them now. */
+	if (ob->requeue && !ob->reading && !in_submit) {
+		/* Calls wait to be sent again and this thread is not the
+		 * submission that would send them first thing: send them now
+		 * (a process may have been started meanwhile by a new call). */
 		pthread_mutex_unlock(&ob->lock);
 		resend_requeued(ob);
 		pthread_mutex_lock(&ob->lock);
@@ -991,7 +992,7 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		orbit_lose(ob, -ORBIT_E_CANCELLED, 1);
 		rc = f->err == -ORBIT_E_CANCELLED;
 	}
-	resend = ob->requeue && !ob->sys && !in_submit;
+	resend = ob->requeue && !in_submit;
 	pthread_mutex_unlock(&ob->lock);
 	if (resend)	/* the calls behind it start now, waited for or not */
 		resend_requeued(ob);

@@ -127,13 +127,14 @@ def _stress(workers: list[Callable[[], None]], seconds: float,
 
 
 def test_restarts_crashes_and_closes_racing_calls(make_orbit: Callable[..., Any]) -> None:
-    counters = {"calls": 0, "restarts": 0, "closes": 0}
+    counters = {"calls": 0, "restarts": 0, "closes": 0, "cancels": 0}
 
     def make() -> Any:
         @make_orbit(restart=1000)
-        def job(i: int) -> int:
+        def job(i: int, delay: float = 0.0) -> int:
             if i % 7 == 0:
                 segfault()
+            time.sleep(delay)
             return i
 
         return job
@@ -170,7 +171,23 @@ def test_restarts_crashes_and_closes_racing_calls(make_orbit: Callable[..., Any]
         old.orbit.close()
         counters["closes"] += 1
 
-    _stress([caller, caller, restarter, closer], 8, counters)
+    def canceller() -> None:
+        job = current[0]
+        try:
+            futs = [job.call_async(1, 0.05), job.call_async(2), job.call_async_ex((3,),
+                                                                                   timeout=0.01)]
+        except orbitpy.OrbitClosed:
+            return
+        time.sleep(0.01)
+        futs[0].cancel()
+        for f in futs:
+            try:
+                f.result(timeout=30)
+            except (cf.CancelledError, orbitpy.OrbitError):
+                pass
+        counters["cancels"] += 1
+
+    _stress([caller, caller, restarter, closer, canceller], 8, counters)
     assert counters["calls"] > 20 and counters["restarts"] > 20
 
 
