@@ -31,6 +31,15 @@ void future_complete(struct orbit_future *f, int err, int status, long retval, v
 		return;
 	}
 	f->done = 1;
+	free(f->arg);		/* never sent again */
+	f->arg = NULL;
+	if (err) {
+		f->ob->stats.failed++;
+		if (err == -ORBIT_E_TIMEOUT)
+			f->ob->stats.timeouts++;
+		else if (err == -ORBIT_E_CANCELLED)
+			f->ob->stats.cancelled++;
+	}
 	f->err = err;
 	f->status = status;
 	f->retval = retval;
@@ -67,6 +76,7 @@ void future_put_locked(struct orbit_future *f)
 		free(u->data);
 		free(u);
 	}
+	free(f->arg);
 	free(f->data);
 	free(f);
 }
@@ -132,6 +142,21 @@ pid_t orbit_future_pid(struct orbit_future *f)
 uint64_t orbit_future_seq(struct orbit_future *f)
 {
 	return f->seq;
+}
+
+int orbit_future_cause(struct orbit_future *f)
+{
+	return f->cause;
+}
+
+int orbit_future_set_timeout(struct orbit_future *f, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&f->ob->lock);
+	f->timeout_ms = timeout_ms;
+	pthread_mutex_unlock(&f->ob->lock);
+	return 0;
 }
 
 int orbit_pull(struct orbit_future *f, int timeout_ms, void **data, size_t *len)

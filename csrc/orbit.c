@@ -76,6 +76,7 @@ const char *orbit_strerror(int code)
 	case ORBIT_E_SKIPPED: return "the orbit was busy and the call was skipped";
 	case ORBIT_E_CANCELLED: return "the call was cancelled before it ran";
 	case ORBIT_E_REFUSED: return "the call was refused before it was sent";
+	case ORBIT_E_ABORTED: return "the orbit was killed for an earlier call before this one ran";
 	default: return strerror(code);
 	}
 }
@@ -182,27 +183,129 @@ static int last_reference(struct orbit *ob);
 static void orbit_release_memory(struct orbit *ob);
 
 /*
- * The process is gone (or must go): detach it, fail its calls, reap it.
- * ob->lock held on entry and exit; dropped while reaping.
+ * Hand message m to its call in the list *head..*tail (calls in send order).
+ * An update goes to its call; a result ends the oldest call.  Returns -1
+ * (and frees m's data) when the result is not the oldest call's: the orbit
+ * broke the protocol.  ob->lock held.
+ */
+static int deliver(struct orbit *ob, struct orbit_future **head, struct orbit_future **tail,
+		   struct orbit_msg *m)
+{
+	struct orbit_future *f;
+
+	if (m->kind == ORBIT_MSG_UPDATE) {
+		for (f = *head; f && f->seq != m->seq; f = f->next)
+			;
+		if (f && !f->done)
+			future_add_update(f, m->data, m->len);
+		else
+			free(m->data);
+		return 0;
+	}
+	f = *head;
+	if (!f || f->seq != m->seq) {	/* cannot happen with a sane orbit */
+		free(m->data);
+		return -1;
+	}
+	*head = f->next;
+	if (!*head)
+		*tail = NULL;
+	ob->stats.pages_reset += m->pages_reset;
+	if (m->skipped) {
+		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
+	} else {
+		ob->stats.calls++;
+		ob->crashes_in_row = 0;
+		future_complete(f, 0, 0, m->retval, m->data, m->len);
+	}
+	future_put_locked(f);
+	return 0;
+}
+
+/* Queue f (its pending reference too) to be sent again.  ob->lock held. */
+static void requeue(struct orbit *ob, struct orbit_future *f)
+{
+	f->next = NULL;
+	if (ob->requeue_tail)
+		ob->requeue_tail->next = f;
+	else
+		ob->requeue = f;
+	ob->requeue_tail = f;
+}
+
+/* Take f out of the requeue list; 0 if it was not there.  ob->lock held. */
+static int unrequeue(struct orbit *ob, struct orbit_future *f)
+{
+	for (struct orbit_future **pp = &ob->requeue, *prev = NULL; *pp;
+	     prev = *pp, pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			if (ob->requeue_tail == f)
+				ob->requeue_tail = prev;
+			return 1;
+		}
+	return 0;
+}
+
+/* End every requeued call with err.  ob->lock held. */
+static void fail_requeued(struct orbit *ob, int err)
+{
+	while (ob->requeue) {
+		struct orbit_future *f = ob->requeue;
+
+		unrequeue(ob, f);
+		future_complete(f, err, 0, 0, NULL, 0);
+		future_put_locked(f);
+	}
+	wake_all(ob);
+}
+
+/* Set while this thread holds submit_lock. */
+static _Thread_local int in_submit;
+
+/* How long a lost process gets to close its channel once it is dead or
+ * killed: normally microseconds; longer only if a process it forked keeps
+ * the channel open. */
+#define DRAIN_MS 1000
+
+/*
+ * The process is gone (or must go): detach it, deliver what it had already
+ * sent, fail the calls it still owed, reap it.  Answers and updates that
+ * reached main are never discarded, whoever notices the loss (a waiter, a
+ * new call finding the channel closed, a restart, a timeout).
+ * ob->lock held on entry and exit; dropped while draining and reaping.
  */
 static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 {
 	struct orbit_sys *sys = ob->sys;
-	struct orbit_future *list;
-	int status = -1, crashed;
+	struct orbit_future *list, *tail;
+	uint64_t until, head_seq;
+	int status = -1, crashed, broken = 0, deliberate;
 	void *st;
 
 	if (!sys)
 		return;
 	/* Another thread may be inside pull() on this process: make it return
-	 * (a dead or killed process ends its channel) and let it leave first. */
+	 * (a dead or killed process ends its channel) and let it leave first.
+	 * If it finds the channel closed it reaps the process itself: kill_err
+	 * tells it why the process died (a cancel, a timeout, a restart), so
+	 * the oldest call fails for that reason and not as a crash. */
 	while (ob->reading && ob->sys == sys) {
+		if (!ob->kill_err)
+			ob->kill_err = head_err;
 		orbit_sys->kill(sys);
 		orbit_cond_wait(ob, UINT64_MAX);
 	}
 	if (ob->sys != sys)
 		return;		/* that thread took care of it */
+	if (ob->kill_err) {
+		head_err = ob->kill_err;
+		kill_first = 1;
+		ob->kill_err = 0;
+	}
 	list = ob->pending;
+	tail = ob->pending_tail;
+	head_seq = list ? list->seq : 0;	/* head_err is for this call only */
 	ob->sys = NULL;
 	ob->pending = ob->pending_tail = NULL;
 	ob->reading++;		/* nobody pulls from a process being reaped */
@@ -210,6 +313,25 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	if (kill_first)
 		orbit_sys->kill(sys);
 	st = blk_begin(ob);
+	/* Read what the process sent before it ended, up to the end of its
+	 * channel.  Without calls owed there is nothing to deliver (and an idle
+	 * orbit being closed has not been told to exit yet). */
+	until = orbit_now_ns() + DRAIN_MS * 1000000ULL;
+	while (list && !broken) {
+		struct orbit_msg m;
+		uint64_t now = orbit_now_ns();
+		int rc = now >= until ? -ETIMEDOUT
+				      : orbit_sys->pull(sys, (int)((until - now) / 1000000ULL), &m);
+
+		if (rc == -EINTR)
+			continue;
+		if (rc)
+			break;
+		pthread_mutex_lock(&ob->lock);
+		broken = deliver(ob, &list, &tail, &m);
+		wake_all(ob);
+		pthread_mutex_unlock(&ob->lock);
+	}
 	orbit_sys->destroy(sys, kill_first ? 0 : 2000, &status);
 	blk_end(ob, st);
 	pthread_mutex_lock(&ob->lock);
@@ -226,11 +348,25 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		ob->want_restart = 1;
 	}
 	ob->last_status = status;
+	/* Calls queued behind one the orbit was killed for (a timeout, a
+	 * cancel) did not fail by themselves: those without areas run on the
+	 * next process (see requeue); the others' snapshots went with the
+	 * process, and they fail saying why. */
+	deliberate = head_err == -ORBIT_E_TIMEOUT || head_err == -ORBIT_E_CANCELLED;
 	for (struct orbit_future *f = list, *next; f; f = next) {
+		int err = ob->closed ? -ORBIT_E_CLOSED
+				     : deliberate ? -ORBIT_E_ABORTED : -ORBIT_E_CRASHED;
+
 		next = f->next;
-		future_complete(f, f == list ? head_err : (ob->closed ? -ORBIT_E_CLOSED
-								     : -ORBIT_E_CRASHED),
-				status, 0, NULL, 0);
+		if (f->seq == head_seq) {
+			err = head_err;
+		} else if (err == -ORBIT_E_ABORTED && !f->done && f->arg) {
+			requeue(ob, f);
+			continue;
+		} else if (err == -ORBIT_E_ABORTED && !f->done) {
+			f->cause = head_err;
+		}
+		future_complete(f, err, status, 0, NULL, 0);
 		future_put_locked(f);
 	}
 	wake_all(ob);
@@ -238,53 +374,43 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 
 static void route(struct orbit *ob, struct orbit_msg *m)
 {
-	struct orbit_future *f;
+	int result = m->kind != ORBIT_MSG_UPDATE;
 
-	if (m->kind == ORBIT_MSG_UPDATE) {
-		for (f = ob->pending; f && f->seq != m->seq; f = f->next)
-			;
-		if (f && !f->done)
-			future_add_update(f, m->data, m->len);
-		else
-			free(m->data);
-		return;
-	}
-	f = ob->pending;
-	if (!f || f->seq != m->seq) {	/* cannot happen with a sane orbit */
-		free(m->data);
+	if (deliver(ob, &ob->pending, &ob->pending_tail, m)) {
 		orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 		return;
 	}
-	ob->pending = f->next;
-	if (!ob->pending)
-		ob->pending_tail = NULL;
-	ob->head_start_ns = orbit_now_ns();
-	ob->stats.pages_reset += m->pages_reset;
-	if (m->skipped) {
-		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
-	} else {
-		ob->stats.calls++;
-		ob->crashes_in_row = 0;
-		future_complete(f, 0, 0, m->retval, m->data, m->len);
-	}
-	future_put_locked(f);
+	if (result)
+		ob->head_start_ns = orbit_now_ns();
 }
+
+static void resend_requeued(struct orbit *ob);
 
 int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 {
 	uint64_t call_deadline = UINT64_MAX, until, now;
 	struct orbit_sys *sys = ob->sys;
 	struct orbit_msg m;
-	int rc, tmo, intr = 0, ret = 0;
+	int rc, tmo, timeout_ms, intr = 0, ret = 0;
 	void *st;
 
+	if (ob->requeue && !ob->reading && !in_submit) {
+		/* Calls wait to be sent again and this thread is not the
+		 * submission that would send them first thing: send them now
+		 * (a process may have been started meanwhile by a new call). */
+		pthread_mutex_unlock(&ob->lock);
+		resend_requeued(ob);
+		pthread_mutex_lock(&ob->lock);
+		return 0;
+	}
 	if (ob->reading || !ob->pending || !sys) {
 		orbit_cond_wait(ob, deadline_ns);
 		return 0;
 	}
 	ob->reading++;
-	if (ob->opt.timeout_ms > 0)
-		call_deadline = ob->head_start_ns + (uint64_t)ob->opt.timeout_ms * 1000000ULL;
+	timeout_ms = ob->pending->timeout_ms ? ob->pending->timeout_ms : ob->opt.timeout_ms;
+	if (timeout_ms > 0)
+		call_deadline = ob->head_start_ns + (uint64_t)timeout_ms * 1000000ULL;
 	until = deadline_ns < call_deadline ? deadline_ns : call_deadline;
 	now = orbit_now_ns();
 	if (until == UINT64_MAX)
@@ -484,6 +610,66 @@ static int ensure_process(struct orbit *ob)
 	return 0;
 }
 
+/*
+ * Send the requeued calls, in order, to the process ensure_process() just
+ * started (before any new call, so order is kept).  submit_lock held,
+ * ob->lock not held.
+ */
+static void send_requeued(struct orbit *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	while (ob->requeue && ob->sys) {
+		struct orbit_future *f = ob->requeue;
+		struct orbit_sync_stats sync = { 0 };
+		struct orbit_sys *sys = ob->sys;
+		int idle = !ob->pending, rc;
+
+		unrequeue(ob, f);
+		f->seq = ++ob->next_seq;
+		f->pid = orbit_sys->pid(sys);
+		pthread_mutex_unlock(&ob->lock);
+		/* f is in no list: nobody else touches it meanwhile. */
+		rc = orbit_sys->call(sys, f->seq, idle, 0, NULL, f->entry, f->arg, f->argsize, 0,
+				     &sync);
+		pthread_mutex_lock(&ob->lock);
+		ob->stats.bytes_synced += f->argsize;
+		if (rc) {
+			future_complete(f, rc == -EPIPE ? -ORBIT_E_CRASHED : rc, 0, 0, NULL, 0);
+			future_put_locked(f);
+			continue;
+		}
+		if (!ob->pending)
+			ob->head_start_ns = orbit_now_ns();
+		f->next = NULL;
+		if (ob->pending_tail)
+			ob->pending_tail->next = f;
+		else
+			ob->pending = f;
+		ob->pending_tail = f;
+	}
+	wake_all(ob);
+	pthread_mutex_unlock(&ob->lock);
+}
+
+/* Start a process for the requeued calls and send them.  Neither lock held. */
+static void resend_requeued(struct orbit *ob)
+{
+	int rc;
+
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
+	rc = ensure_process(ob);
+	if (rc) {
+		pthread_mutex_lock(&ob->lock);
+		fail_requeued(ob, rc);
+		pthread_mutex_unlock(&ob->lock);
+	} else {
+		send_requeued(ob);
+	}
+	in_submit = 0;
+	pthread_mutex_unlock(&ob->submit_lock);
+}
+
 pid_t orbit_pid(struct orbit *ob)
 {
 	pid_t pid;
@@ -502,28 +688,52 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st)
 	pthread_mutex_unlock(&ob->lock);
 }
 
+/*
+ * A thread that entered a call or a restart keeps the orbit's memory alive
+ * until it leaves, so an orbit_destroy() from another thread (which takes
+ * submit_lock first and may win it) cannot free the locks it waits on.  The
+ * caller must enter before destroy begins (the binding does: it clears its
+ * pointer to the orbit before destroying it, both under its interpreter
+ * lock).
+ */
+static void orbit_enter(struct orbit *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	ob->entered++;
+	pthread_mutex_unlock(&ob->lock);
+}
+
+static void orbit_leave(struct orbit *ob)
+{
+	int gone;
+
+	pthread_mutex_lock(&ob->lock);
+	ob->entered--;
+	gone = last_reference(ob);
+	pthread_mutex_unlock(&ob->lock);
+	if (gone)
+		orbit_release_memory(ob);
+}
+
 int orbit_restart(struct orbit *ob)
 {
 	if (orbit_foreign(ob->owner))
 		return -EPERM;
+	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	pthread_mutex_lock(&ob->lock);
 	ob->crashes_in_row = 0;
 	if (ob->started)
 		ob->want_restart = 1;	/* no backoff, whatever the policy */
-	if (ob->sys) {
-		if (ob->reading) {
-			struct orbit_sys *old = ob->sys;
-
-			orbit_sys->kill(old);
-			while (ob->sys == old)
-				orbit_cond_wait(ob, UINT64_MAX);
-		} else {
-			orbit_lose(ob, -ORBIT_E_CRASHED, 1);
-		}
-	}
+	/* orbit_lose() lets a thread pulling from the process leave first; that
+	 * thread may route an answer and go without noticing the kill, so
+	 * waiting for it to reap the process could wait forever. */
+	orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 	pthread_mutex_unlock(&ob->lock);
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_leave(ob);
 	return 0;
 }
 
@@ -566,7 +776,9 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		}
 		sa[i] = orbit_area_sys(areas[i]);
 	}
+	orbit_enter(ob);
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
 		struct orbit_sys *sys;
@@ -574,8 +786,13 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		int idle;
 
 		rc = ensure_process(ob);
-		if (rc)
+		if (rc) {
+			pthread_mutex_lock(&ob->lock);
+			fail_requeued(ob, rc);
+			pthread_mutex_unlock(&ob->lock);
 			break;
+		}
+		send_requeued(ob);
 		pthread_mutex_lock(&ob->lock);
 		if ((flags & ORBIT_CALL_SKIP_IF_BUSY) && ob->pending) {
 			pthread_mutex_unlock(&ob->lock);
@@ -602,6 +819,13 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			break;
 		}
 		f->pid = orbit_sys->pid(sys);
+		if (!narea) {	/* see struct orbit_future */
+			f->arg = malloc(argsize ? argsize : 1);
+			if (f->arg && argsize)
+				memcpy(f->arg, arg, argsize);
+			f->entry = entry;
+			f->argsize = argsize;
+		}
 		rc = prepare(ob, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
@@ -636,6 +860,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			pthread_mutex_unlock(&ob->lock);
 			break;
 		}
+		free(f->arg);
 		free(f);
 		f = NULL;
 		if (rc == -EPIPE && attempt == 0) {
@@ -651,7 +876,9 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		pthread_mutex_unlock(&ob->lock);
 		break;
 	}
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_leave(ob);
 	if (rc) {
 		errno = -rc;
 		return NULL;
@@ -681,6 +908,7 @@ int orbit_destroy(struct orbit *ob)
 	if (orbit_foreign(ob->owner))	/* a copy made by fork: leave it */
 		return -EPERM;
 	orbit_lock_blocking(ob, &ob->submit_lock);
+	in_submit = 1;
 	pthread_mutex_lock(&ob->lock);
 	ob->closed = 1;
 	while (ob->sys && ob->reading) {
@@ -690,9 +918,11 @@ int orbit_destroy(struct orbit *ob)
 	/* An idle orbit exits by itself when its channel closes; a busy one is
 	 * killed at once. */
 	orbit_lose(ob, -ORBIT_E_CLOSED, ob->pending != NULL);
+	fail_requeued(ob, -ORBIT_E_CLOSED);
 	ob->handle_gone = 1;
 	gone = last_reference(ob);
 	pthread_mutex_unlock(&ob->lock);
+	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
 	if (gone)
 		orbit_release_memory(ob);
@@ -702,7 +932,7 @@ int orbit_destroy(struct orbit *ob)
 /* Decided under ob->lock, acted on after it is dropped, exactly once. */
 static int last_reference(struct orbit *ob)
 {
-	if (!ob->handle_gone || ob->live_futures || ob->freeing)
+	if (!ob->handle_gone || ob->live_futures || ob->entered || ob->freeing)
 		return 0;
 	ob->freeing = 1;
 	return 1;
@@ -731,4 +961,43 @@ void orbit_future_release(struct orbit_future *f)
 	pthread_mutex_unlock(&ob->lock);
 	if (gone)
 		orbit_release_memory(ob);
+}
+
+int orbit_future_cancel(struct orbit_future *f, int flags)
+{
+	struct orbit *ob = f->ob;
+	int rc = 0, resend;
+
+	if (orbit_foreign(ob->owner))
+		return -EPERM;
+	pthread_mutex_lock(&ob->lock);
+	if (!f->done && unrequeue(ob, f)) {
+		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+		future_put_locked(f);
+		wake_all(ob);
+		rc = 1;
+	} else if (f->done || !ob->sys) {
+		/* Finished, or its process is being reaped by another thread:
+		 * it ends by itself in a moment. */
+	} else if (ob->pending != f) {
+		/* Behind the oldest call: surely not started (calls run in order). */
+		for (struct orbit_future *p = ob->pending; p; p = p->next)
+			if (p == f) {
+				future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+				orbit_sys->cancel_one(ob->sys, f->seq);
+				wake_all(ob);
+				rc = 1;
+				break;
+			}
+	} else if (flags & ORBIT_CANCEL_KILL) {
+		/* Perhaps running: only killing the process ends it for sure.  An
+		 * answer that arrived meanwhile is delivered, and wins. */
+		orbit_lose(ob, -ORBIT_E_CANCELLED, 1);
+		rc = f->err == -ORBIT_E_CANCELLED;
+	}
+	resend = ob->requeue && !in_submit;
+	pthread_mutex_unlock(&ob->lock);
+	if (resend)	/* the calls behind it start now, waited for or not */
+		resend_requeued(ob);
+	return rc;
 }

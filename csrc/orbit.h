@@ -37,6 +37,8 @@ enum {
 	ORBIT_E_SKIPPED,	/* ORBIT_CALL_SKIP_IF_BUSY and the orbit was busy */
 	ORBIT_E_CANCELLED,	/* cancelled by ORBIT_CALL_CANCEL_QUEUED */
 	ORBIT_E_REFUSED,	/* the prepare hook refused the call; nothing was sent */
+	ORBIT_E_ABORTED,	/* queued behind a call that timed out or was cancelled by
+				 * killing the orbit; it did not run (orbit_future_cause) */
 };
 
 /* Returns a static, human readable text for a (negative or positive) code. */
@@ -196,6 +198,9 @@ struct orbit_stats {
 	uint64_t crashes;	/* processes that died without being asked to */
 	uint64_t full_syncs;	/* area snapshots sent in full (first call, restarts) */
 	uint64_t crashes_in_row;	/* crashes since the last successful call */
+	uint64_t failed;	/* calls that ended with an error instead of a result */
+	uint64_t timeouts;	/* ...of which overran their timeout */
+	uint64_t cancelled;	/* ...of which were cancelled */
 };
 void orbit_stats(struct orbit *ob, struct orbit_stats *st);
 
@@ -233,6 +238,32 @@ int orbit_future_status(struct orbit_future *f);
 pid_t orbit_future_pid(struct orbit_future *f);
 /* Sequence number of the call (1, 2, ... per orbit). */
 uint64_t orbit_future_seq(struct orbit_future *f);
+/* For ORBIT_E_ABORTED: why the orbit was killed (-ORBIT_E_TIMEOUT or
+ * -ORBIT_E_CANCELLED, the earlier call's error); 0 otherwise. */
+int orbit_future_cause(struct orbit_future *f);
+
+/*
+ * Limit this call to timeout_ms (> 0) from when it starts running, instead of
+ * the orbit's timeout (0: the orbit's again).  An overrun kills the orbit and
+ * fails the call with ORBIT_E_TIMEOUT, as the orbit's timeout does.  Call it
+ * right after orbit_call_async(); it may already be running.
+ */
+int orbit_future_set_timeout(struct orbit_future *f, int timeout_ms);
+
+#define ORBIT_CANCEL_KILL 0x1	/* a call that may be running: kill the orbit */
+
+/*
+ * Cancel a call.  A call queued behind another is cancelled at once: it
+ * fails with ORBIT_E_CANCELLED and the orbit skips it (it may still run if
+ * the orbit takes it first, its result is dropped).  The oldest pending call
+ * may be running: without ORBIT_CANCEL_KILL it is left alone (returns 0);
+ * with it the orbit process is killed (restarted on the next call, with no
+ * backoff): the call fails with ORBIT_E_CANCELLED and the calls queued
+ * behind it with ORBIT_E_ABORTED.  Returns 1 when the call was cancelled,
+ * 0 when it had finished (or may be running and was left alone), or a
+ * negative code.
+ */
+int orbit_future_cancel(struct orbit_future *f, int flags);
 /*
  * Take the next update the orbit pushed for this call.  Returns 1 and a
  * malloc'ed buffer (free it) in *data, 0 when the call has ended and every

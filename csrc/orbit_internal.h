@@ -24,6 +24,13 @@ struct orbit_future {
 	int err;		/* 0 or a negative code */
 	int status;		/* wait status for CRASHED / TIMEOUT */
 	pid_t pid;		/* the process the call was sent to */
+	int timeout_ms;		/* 0: the orbit's */
+	int cause;		/* ORBIT_E_ABORTED: the error of the call it was behind */
+	/* A call without areas can be sent again, unchanged, to a new process
+	 * (its argument is all it sees): kept until it ends. */
+	orbit_entry entry;
+	void *arg;
+	size_t argsize;
 	long retval;
 	void *data;
 	size_t len;
@@ -46,8 +53,12 @@ struct orbit {
 	int started;			/* a process was started once */
 	int want_restart;		/* restart requested, no backoff */
 	int reading;			/* a thread is pulling messages */
+	int kill_err;			/* why main killed the running process (0: it did not) */
 	uint64_t next_seq;
 	struct orbit_future *pending, *pending_tail;
+	/* Calls queued behind one the process was killed for, to be sent again
+	 * to the next process before any new call. */
+	struct orbit_future *requeue, *requeue_tail;
 	uint64_t head_start_ns;		/* when the oldest pending call began */
 	int crashes_in_row;
 	int last_status;
@@ -55,6 +66,7 @@ struct orbit {
 	uint64_t cancel_below;
 	struct orbit_stats stats;
 	int live_futures;		/* futures the caller still holds */
+	int entered;			/* threads inside orbit_call_async/_restart */
 	int handle_gone;		/* orbit_destroy was called */
 	int freeing;
 	pid_t owner;			/* the process that created the orbit */

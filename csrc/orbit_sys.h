@@ -97,6 +97,9 @@ struct orbit_sys_ops {
 	int (*pull)(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m);
 	/* Calls with seq < below that have not started are to be skipped. */
 	void (*cancel)(struct orbit_sys *s, uint64_t below);
+	/* Call seq is to be skipped if it has not started (best effort: it may
+	 * still run, e.g. when many cancels are outstanding). */
+	void (*cancel_one)(struct orbit_sys *s, uint64_t seq);
 	/* SIGKILL the process (it is reaped by destroy). */
 	void (*kill)(struct orbit_sys *s);
 	/* Close the orbit, reap the process (killing it if it does not exit in

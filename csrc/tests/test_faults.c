@@ -388,26 +388,35 @@ static void test_timeout_per_call(void)
 	orbit_destroy(ob);
 }
 
-/* Calls behind one that timed out fail; the orbit carries on after. */
+/* Calls behind one that timed out: with an area (its snapshot went with the
+ * process) they fail, saying so; without, they run on the next process. */
 static void test_timeout_fails_queued(void)
 {
+	struct orbit_area *a = check_area(PG, ORBIT_SNAPSHOT_AUTO);
 	struct orbit_options o;
 	struct orbit *ob;
 	struct what loop = { LOOP, 0 }, ok = { OK, 3 };
-	struct orbit_future *f1, *f2;
+	struct orbit_future *f1, *f2, *f3;
 	long ret;
 
 	orbit_options_init(&o);
 	o.timeout_ms = 150;
 	ob = mk("timeout3", &o);
-	REQUIRE(ob != NULL);
+	REQUIRE(a && ob);
 	f1 = orbit_call_async(ob, 0, 0, NULL, NULL, &loop, sizeof(loop));
-	f2 = orbit_call_async(ob, 0, 0, NULL, NULL, &ok, sizeof(ok));
-	REQUIRE(f1 && f2);
-	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_CRASHED);
+	f2 = orbit_call_async(ob, 0, 1, &a, NULL, &ok, sizeof(ok));
+	f3 = orbit_call_async(ob, 0, 0, NULL, NULL, &ok, sizeof(ok));
+	REQUIRE(f1 && f2 && f3);
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_ABORTED);
+	CHECK_EQ(orbit_future_cause(f2), -ORBIT_E_TIMEOUT);
 	CHECK_EQ(orbit_future_get(f1, &ret), -ORBIT_E_TIMEOUT);
+	ret = -1;
+	CHECK_EQ(orbit_future_get(f3, &ret), 0);
+	CHECK_EQ(ret, 3);
 	orbit_future_release(f1);
 	orbit_future_release(f2);
+	orbit_future_release(f3);
+	orbit_area_destroy(a);
 	CHECK_EQ(call(ob, OK, 3, &ret), 0);
 	CHECK_EQ(ret, 3);
 	orbit_destroy(ob);

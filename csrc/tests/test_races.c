@@ -387,6 +387,72 @@ static void test_fork_window_leaks_channel(void)
 	fw_other = NULL;
 }
 
+/* ------------------------- orbit_destroy while a call waits to submit */
+
+static struct orbit *sub_ob;
+static sem_t sub_blocking, sub_go;
+static __thread int sub_armed;
+static int sub_errno;
+
+/* In the submitting thread: it is about to wait for submit_lock. */
+static void *sub_block_begin(void *ctx)
+{
+	(void)ctx;
+	if (sub_armed) {
+		sub_armed = 0;
+		sem_post(&sub_blocking);
+		sem_wait(&sub_go);
+	}
+	return NULL;
+}
+
+static void *submit_blocked(void *arg)
+{
+	long v = 0;
+	struct orbit_future *f;
+
+	(void)arg;
+	sub_armed = 1;
+	f = orbit_call_async(sub_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	sub_errno = f ? 0 : errno;
+	if (f)
+		orbit_future_release(f);
+	return NULL;
+}
+
+/*
+ * A call has begun and waits for submit_lock (another submission holds it)
+ * when orbit_destroy runs to the end: the orbit has no futures, but it must
+ * not be freed under the waiting call, which then fails ORBIT_E_CLOSED.
+ */
+static void scenario_destroy_while_submitting(void)
+{
+	struct orbit_hooks h = { .block_begin = sub_block_begin };
+	struct orbit_options o;
+	pthread_t t;
+
+	orbit_options_init(&o);
+	o.hooks = &h;
+	sub_ob = orbit_create("sub", entry_echo, NULL, &o);
+	REQUIRE(sub_ob != NULL);
+	sem_init(&sub_blocking, 0, 0);
+	sem_init(&sub_go, 0, 0);
+	pthread_mutex_lock(&sub_ob->submit_lock);	/* a submission under way */
+	REQUIRE(pthread_create(&t, NULL, submit_blocked, NULL) == 0);
+	REQUIRE(sem_wait_ms(&sub_blocking, 5000) == 0);
+	pthread_mutex_unlock(&sub_ob->submit_lock);
+	CHECK_EQ(orbit_destroy(sub_ob), 0);
+	sem_post(&sub_go);
+	pthread_join(t, NULL);
+	CHECK_EQ(sub_errno, ORBIT_E_CLOSED);
+	CHECK_EQ(locks_of_dead, 0);
+}
+
+static void test_destroy_while_submitting(void)
+{
+	CHECK_CHILD(scenario_destroy_while_submitting, 20000);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -396,5 +462,6 @@ int main(void)
 	RUN(test_destroy_races_release);
 	RUN(test_dead_orbit_lost_under_reader);
 	RUN(test_fork_window_leaks_channel);
+	RUN(test_destroy_while_submitting);
 	return CHECK_DONE();
 }

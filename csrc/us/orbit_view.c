@@ -351,6 +351,7 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 	rq->arg = s->inbuf + h.aux;
 	rq->argsize = h.len - h.aux;
 	rq->pages_reset = (uint64_t)reset;
-	rq->cancelled = h.seq < atomic_load(&s->ctl->cancel_below);
+	rq->cancelled = h.seq < atomic_load(&s->ctl->cancel_below) ||
+			atomic_load(&s->ctl->skip[h.seq % US_SKIP_SLOTS]) == h.seq;
 	return 0;
 }

@@ -61,11 +61,14 @@ struct us_link {
 
 /* ---- shared control page */
 
+#define US_SKIP_SLOTS 64	/* single calls cancelled and not yet taken */
+
 struct us_ctl {
 	_Atomic uint64_t req_count;	/* calls main has sent */
 	_Atomic uint64_t resp_count;	/* messages the orbit has sent in full */
 	_Atomic uint64_t stage_tail;	/* staging bytes the orbit has released */
 	_Atomic uint64_t cancel_below;	/* calls below this seq are cancelled */
+	_Atomic uint64_t skip[US_SKIP_SLOTS];	/* call seq is cancelled if skip[seq % N] == seq */
 };
 
 /* ---- wire format */

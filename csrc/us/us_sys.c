@@ -196,6 +196,13 @@ static void us_cancel(struct orbit_sys *s, uint64_t below)
 	atomic_store(&s->ctl->cancel_below, below);
 }
 
+/* A slot still holding an earlier cancelled seq is overwritten: that call
+ * then runs, and main drops its result. */
+static void us_cancel_one(struct orbit_sys *s, uint64_t seq)
+{
+	atomic_store(&s->ctl->skip[seq % US_SKIP_SLOTS], seq);
+}
+
 static int us_push(struct orbit_sys *s, uint64_t seq, const void *data, size_t len)
 {
 	return us_out_send(s, ORBIT_MSG_UPDATE, seq, 0, 0, data, len);
@@ -215,6 +222,7 @@ static const struct orbit_sys_ops us_ops = {
 	.call = us_snapshot_call,
 	.pull = us_pull,
 	.cancel = us_cancel,
+	.cancel_one = us_cancel_one,
 	.kill = us_kill,
 	.destroy = us_destroy,
 	.recv = us_recv,

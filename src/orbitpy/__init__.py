@@ -20,6 +20,7 @@ from ._orbit import (
 from .errors import (
     ArenaEscapeError,
     ArenaFull,
+    OrbitAborted,
     OrbitBusy,
     OrbitClosed,
     OrbitCrashed,
@@ -29,8 +30,8 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed",
-    "OrbitError",
+    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
+    "OrbitCrashed", "OrbitError",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
 ]

@@ -9,6 +9,7 @@ E_CLOSED: int
 E_RESTART_LIMIT: int
 E_SKIPPED: int
 E_CANCELLED: int
+E_ABORTED: int
 CALL_SKIP_IF_BUSY: int
 CALL_CANCEL_QUEUED: int
 MODES: dict[str, int]
@@ -18,7 +19,9 @@ class CoreError(Exception):
     code: int
     status: int
     pid: int
-    def __init__(self, code: int, status: int = ..., pid: int = ...) -> None: ...
+    cause: int
+    def __init__(self, code: int, status: int = ..., pid: int = ...,
+                 cause: int = ...) -> None: ...
 
 class Area:
     def __init__(self, size: int, mode: str = ...) -> None: ...
@@ -43,6 +46,8 @@ class CoreFuture:
     @property
     def seq(self) -> int: ...
     def wait(self, timeout: float | None = ...) -> tuple[int, bytes]: ...
+    def set_timeout(self, timeout: float | None) -> None: ...
+    def cancel(self, kill: bool) -> bool: ...
     def pull(self, timeout: float | None = ...) -> tuple[bool, bytes | None]: ...
 
 class Orbit:

@@ -37,8 +37,10 @@ cdef extern from "orbit.h":
         ORBIT_E_SKIPPED
         ORBIT_E_CANCELLED
         ORBIT_E_REFUSED
+        ORBIT_E_ABORTED
         ORBIT_CALL_SKIP_IF_BUSY
         ORBIT_CALL_CANCEL_QUEUED
+        ORBIT_CANCEL_KILL
     enum orbit_snapshot_mode:
         ORBIT_SNAPSHOT_AUTO
         ORBIT_SNAPSHOT_UFFD
@@ -60,6 +62,9 @@ cdef extern from "orbit.h":
         uint64_t crashes
         uint64_t full_syncs
         uint64_t crashes_in_row
+        uint64_t failed
+        uint64_t timeouts
+        uint64_t cancelled
     ctypedef long (*orbit_entry)(void *arg, size_t argsize, void *store)
     ctypedef void *(*orbit_init)()
     struct orbit_hooks:
@@ -110,6 +115,9 @@ cdef extern from "orbit.h":
     int orbit_future_status(orbit_future *f)
     int orbit_future_pid(orbit_future *f)
     uint64_t orbit_future_seq(orbit_future *f)
+    int orbit_future_cause(orbit_future *f)
+    int orbit_future_set_timeout(orbit_future *f, int timeout_ms)
+    int orbit_future_cancel(orbit_future *f, int flags)
     int orbit_pull(orbit_future *f, int timeout_ms, void **data, size_t *len)
     void orbit_future_release(orbit_future *f)
     int orbit_in_orbit()
@@ -123,6 +131,7 @@ E_RESTART_LIMIT = ORBIT_E_RESTART_LIMIT
 E_SKIPPED = ORBIT_E_SKIPPED
 E_CANCELLED = ORBIT_E_CANCELLED
 E_REFUSED = ORBIT_E_REFUSED
+E_ABORTED = ORBIT_E_ABORTED
 CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
 CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
 MODES = {"auto": ORBIT_SNAPSHOT_AUTO, "uffd": ORBIT_SNAPSHOT_UFFD,
@@ -132,12 +141,14 @@ PAGE_SIZE = 4096
 
 class CoreError(Exception):
     """A failed core operation: .code is a positive ORBIT_E_* or errno value,
-    .status the wait status of a dead orbit process (-1 if unknown)."""
+    .status the wait status of a dead orbit process (-1 if unknown), .cause
+    for E_ABORTED the (positive) code of the call the orbit was killed for."""
 
-    def __init__(self, code, status=-1, pid=0):
+    def __init__(self, code, status=-1, pid=0, cause=0):
         self.code = code
         self.status = status
         self.pid = pid
+        self.cause = cause
         super().__init__(code, (<bytes>orbit_strerror(code)).decode())
 
 
@@ -463,7 +474,8 @@ cdef class Orbit:
         return {"calls": st.calls, "pages_copied": st.pages_copied,
                 "pages_reset": st.pages_reset, "bytes_synced": st.bytes_synced,
                 "restarts": st.restarts, "crashes": st.crashes,
-                "full_syncs": st.full_syncs, "crashes_in_row": st.crashes_in_row}
+                "full_syncs": st.full_syncs, "crashes_in_row": st.crashes_in_row,
+                "failed": st.failed, "timeouts": st.timeouts, "cancelled": st.cancelled}
 
 
 cdef class CoreFuture:
@@ -490,9 +502,24 @@ cdef class CoreFuture:
         if rc == -ETIMEDOUT:
             raise TimeoutError("the orbit call is still running")
         if rc < 0:
-            raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f))
+            raise CoreError(-rc, orbit_future_status(self.f), orbit_future_pid(self.f),
+                            -orbit_future_cause(self.f))
         data = orbit_future_data(self.f, &n)
         return ret, (PyBytes_FromStringAndSize(<const char *>data, n) if n else b"")
+
+    def set_timeout(self, timeout):
+        """Limit this call to timeout seconds from when it starts running
+        (None: the orbit's timeout)."""
+        cdef int ms = 0 if timeout is None else max(1, _timeout_ms(timeout))
+        orbit_future_set_timeout(self.f, ms)
+
+    def cancel(self, bint kill):
+        """True if the call was cancelled: a queued call always is; the
+        oldest call (perhaps running) only with kill, by killing the orbit."""
+        cdef int rc = orbit_future_cancel(self.f, ORBIT_CANCEL_KILL if kill else 0)
+        if rc < 0:
+            raise CoreError(-rc)
+        return rc == 1
 
     def pull(self, timeout=None):
         """(True, update) or (False, None) once the call ended and every

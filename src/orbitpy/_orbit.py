@@ -14,12 +14,13 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
 from ._arena import Arena
 from .errors import (
     EXIT_OUT_OF_MEMORY,
+    OrbitAborted,
     OrbitBusy,
     OrbitClosed,
     OrbitCrashed,
@@ -31,6 +32,7 @@ from .errors import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+OnInterrupt = Literal["kill", "finish"]
 
 _STATUS_OK, _STATUS_RAISED = 0, 1
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
@@ -112,8 +114,13 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
     """The pending result of ``fn.call_async(...)``.
 
     A :class:`concurrent.futures.Future` (so ``asyncio.wrap_future``,
-    ``concurrent.futures.wait`` and callbacks work); the call is running from
-    the moment it is issued, so it cannot be cancelled.
+    ``concurrent.futures.wait`` and callbacks work).  ``cancel()`` cancels a
+    call still queued behind another (the orbit skips it); the call the orbit
+    may be running is ended by killing the orbit process unless the call was
+    made with ``on_interrupt="finish"`` (then ``cancel()`` returns False, as
+    for a running ``concurrent.futures`` call).  Cancelling an
+    ``asyncio.wrap_future()`` of it does the same.  ``result(timeout=...)``
+    expiring raises :class:`TimeoutError` and leaves the call running.
 
     Resolution is lazy: ``result()``, ``exception()`` and ``done()`` read the
     orbit's answer in the calling thread (no hand-off between threads).  Only
@@ -122,12 +129,15 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
     dispatcher thread take the future over.
     """
 
-    def __init__(self, core: Any, handle: OrbitHandle) -> None:
+    def __init__(self, core: Any, handle: OrbitHandle, timeout: float | None = None,
+                 on_interrupt: OnInterrupt = "kill") -> None:
         self._dispatched = True  # no hand-off while Future.__init__ runs
         super().__init__()
         self.set_running_or_notify_cancel()
         self._core = core
         self._handle = handle
+        self._timeout = timeout
+        self._on_interrupt = on_interrupt
         self._resolve_lock = threading.Lock()
         self._dispatched = False
 
@@ -172,19 +182,61 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
             try:
                 ret, data = self._core.wait(timeout)
             except _core.CoreError as e:
-                if e.code == _core.E_CANCELLED:
-                    exc: BaseException = concurrent.futures.CancelledError(
-                        "cancelled by a later call_async(..., cancel_queued=True)")
+                if e.code == _core.E_CANCELLED:  # cancel(), or cancel_queued
+                    self._mark_cancelled()
                 else:
-                    exc = self._handle._error(e)
-                self.set_exception(exc)
+                    self._finish(None, self._handle._error(e, self._timeout))
                 return
             try:
                 value = self._handle._decode(ret, data)
             except BaseException as e:  # noqa: BLE001 - the orbit's exception
-                self.set_exception(e)
+                self._finish(None, e)
+            else:
+                self._finish(value, None)
+
+    def _finish(self, value: Any, exc: BaseException | None) -> None:
+        try:
+            if exc is not None:
+                self.set_exception(exc)
             else:
                 self.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancel() from another thread got there first
+
+    def _mark_cancelled(self) -> bool:
+        """Settle the future as cancelled (the core has cancelled the call)."""
+        with self._condition:
+            if self._state == "FINISHED":
+                return False
+            if self._state == "RUNNING":
+                self._state = "CANCELLED_AND_NOTIFIED"
+                for waiter in self.__dict__.get("_waiters_list", ()):
+                    waiter.add_cancelled(self)
+                self._condition.notify_all()
+            else:
+                return True
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+    def cancel(self) -> bool:
+        """Cancel the call; True if it is cancelled (``cancelled()`` then
+        holds and ``result()`` raises CancelledError).  A queued call is
+        skipped by the orbit.  The call the orbit may be running is ended by
+        killing (and restarting) the orbit, unless it was made with
+        ``on_interrupt="finish"``: then it is left to finish and this returns
+        False.  False too once the call has finished."""
+        if self._state != "RUNNING":
+            return self._state != "FINISHED"
+        if self._handle._generation != _fork_generation:
+            return False  # an inherited future: its orbit is not ours
+        if not self._core.cancel(self._on_interrupt == "kill"):
+            return super().cancelled()
+        return self._mark_cancelled()
+
+    def cancelled(self) -> bool:
+        if self._state == "RUNNING":
+            self.done()  # a cancel_queued from a later call may have ended it
+        return super().cancelled()
 
     def done(self) -> bool:
         if self._state == "RUNNING":
@@ -229,8 +281,10 @@ class OrbitHandle:
 
     def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
                  timeout: float | None, restart: bool | int, nice: int | None,
-                 memory_limit: int | None, cpus: Iterable[int] | None) -> None:
+                 memory_limit: int | None, cpus: Iterable[int] | None,
+                 on_interrupt: OnInterrupt = "kill") -> None:
         self._fn = fn
+        self._on_interrupt: OnInterrupt = on_interrupt
         self.name = name
         self._areas = list(areas)
         # core areas synced so far (for stats()['snapshot_mode'])
@@ -287,10 +341,14 @@ class OrbitHandle:
     def restart(self) -> None:
         """Kill the orbit process now; calls in flight fail with OrbitCrashed and
         the next call starts a fresh process."""
+        core = self._core
         if self._closed:
             raise OrbitClosed(f"orbit {self.name!r} is closed")
-        if self._core is not None:
-            self._core.restart()
+        if core is not None:
+            try:
+                core.restart()
+            except _core.CoreError as e:  # closed by another thread meanwhile
+                raise self._error(e) from None
 
     def close(self) -> None:
         """Stop the orbit; pending calls fail with OrbitClosed.  Idempotent."""
@@ -303,14 +361,17 @@ class OrbitHandle:
             self._queue.put(None)
 
     def stats(self) -> dict[str, Any]:
-        """calls, pages_synced (= pages_copied + pages_reset), pages_copied,
-        pages_reset, bytes_synced, restarts, crashes, full_syncs, snapshot_mode,
-        pid."""
+        """calls (answered), failed (ended with an orbitpy error instead:
+        crashed, timed out, cancelled, aborted, closed), timeouts and
+        cancelled (of the failed), pages_synced (= pages_copied + pages_reset),
+        pages_copied, pages_reset, bytes_synced, restarts, crashes, full_syncs,
+        snapshot_mode, pid."""
         if self._core is not None:
             st = self._core.stats()
         else:
             st = dict.fromkeys(("calls", "pages_copied", "pages_reset", "bytes_synced",
-                                "restarts", "crashes", "full_syncs"), 0)
+                                "restarts", "crashes", "full_syncs", "failed", "timeouts",
+                                "cancelled"), 0)
         st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
         modes = {a.mode for a in self._seen if a.alive}
         st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
@@ -361,20 +422,34 @@ class OrbitHandle:
             labels.setdefault(id(a), names[i] if i < len(names) else f"args[{i}]")
         return labels
 
-    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+             timeout: float | None = None, on_interrupt: OnInterrupt | None = None) -> Any:
         core_future = self._submit(args, kwargs)
+        if timeout is not None:
+            core_future.set_timeout(timeout)
         try:
             ret, data = core_future.wait()
         except _core.CoreError as e:
-            raise self._error(e) from None
+            raise self._error(e, timeout) from None
+        except BaseException:
+            # Interrupted while waiting (KeyboardInterrupt, or an exception
+            # raised by another signal handler): the caller is gone, so the
+            # call must not hold up the orbit's later calls.
+            if (on_interrupt or self._on_interrupt) == "kill":
+                core_future.cancel(True)
+            raise
         return self._decode(ret, data)
 
     def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   skip_if_busy: bool = False, cancel_queued: bool = False) -> OrbitFuture:
+                   skip_if_busy: bool = False, cancel_queued: bool = False,
+                   timeout: float | None = None,
+                   on_interrupt: OnInterrupt | None = None) -> OrbitFuture:
         flags = ((_core.CALL_SKIP_IF_BUSY if skip_if_busy else 0)
                  | (_core.CALL_CANCEL_QUEUED if cancel_queued else 0))
         core_future = self._submit(args, kwargs, flags)
-        return OrbitFuture(core_future, self)
+        if timeout is not None:
+            core_future.set_timeout(timeout)
+        return OrbitFuture(core_future, self, timeout, on_interrupt or self._on_interrupt)
 
     def _dispatch(self, fut: OrbitFuture) -> None:
         """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
@@ -418,7 +493,8 @@ class OrbitHandle:
             pass
         raise exc
 
-    def _error(self, e: Any) -> OrbitError:
+    def _error(self, e: Any, timeout: float | None = None) -> OrbitError:
+        """The orbitpy error for a core error; `timeout`: the call's own."""
         code = e.code
         if code == _core.E_CRASHED:
             text, sig, exitcode = describe_status(e.status)
@@ -427,9 +503,18 @@ class OrbitHandle:
                                 f"({self._after_crash()})",
                                 pid=e.pid, signal=sig, exitcode=exitcode)
         if code == _core.E_TIMEOUT:
-            limit = self._opts["timeout_ms"] / 1000
+            limit = timeout if timeout is not None else self._opts["timeout_ms"] / 1000
             return OrbitTimeout(f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
                                 f"the orbit was killed and restarts on the next call")
+        if code == _core.E_ABORTED:
+            reason = "timeout" if e.cause == _core.E_TIMEOUT else "cancelled"
+            why = ("an earlier call overran its timeout" if reason == "timeout"
+                   else "an earlier call was cancelled")
+            pid = f" (pid {e.pid})" if e.pid else ""
+            return OrbitAborted(f"orbit {self.name!r}{pid} was killed because {why}; this "
+                                f"call was queued behind it and did not run (the orbit "
+                                f"restarts on the next call)",
+                                reason=reason, pid=e.pid)
         if code == _core.E_CLOSED:
             if self._closed:
                 return OrbitClosed(f"orbit {self.name!r} is closed")
@@ -487,16 +572,55 @@ class OrbitFunction(Generic[P, R]):
         return self.orbit.call_async(args, kwargs)
 
     def call_async_ex(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
-                      *, skip_if_busy: bool = False,
-                      cancel_queued: bool = False) -> OrbitFuture[R]:
+                      *, skip_if_busy: bool = False, cancel_queued: bool = False,
+                      timeout: float | None = None,
+                      on_interrupt: OnInterrupt | None = None) -> OrbitFuture[R]:
         """call_async with flags: `skip_if_busy` raises OrbitBusy instead of
         queueing behind a pending call; `cancel_queued` cancels pending calls
-        that have not started (their futures raise CancelledError)."""
+        that have not started (their futures are cancelled()); `timeout`:
+        seconds this call may run (from when it starts), instead of the
+        orbit's; `on_interrupt`: what ``future.cancel()`` does while the call
+        may be running ("kill" the orbit, or let it "finish")."""
+        _check_call_options(timeout, on_interrupt)
         return self.orbit.call_async(tuple(args), dict(kwargs or {}), skip_if_busy,
-                                     cancel_queued)
+                                     cancel_queued, timeout, on_interrupt)
+
+    def with_options(self, *, timeout: float | None = None,
+                     on_interrupt: OnInterrupt | None = None) -> OrbitCall[P, R]:
+        """This function with per-call options (they do not collide with its
+        own keyword arguments): ``fn.with_options(timeout=2)(x)`` or
+        ``fn.with_options(timeout=2).call_async(x)``.  `timeout` and
+        `on_interrupt` as for :meth:`call_async_ex`."""
+        _check_call_options(timeout, on_interrupt)
+        return OrbitCall(self.orbit, timeout, on_interrupt)
 
     def __repr__(self) -> str:
         return f"<orbitpy.OrbitFunction {self.orbit.name!r}>"
+
+
+class OrbitCall(Generic[P, R]):
+    """An orbit function with per-call options (``fn.with_options(...)``)."""
+
+    def __init__(self, handle: OrbitHandle, timeout: float | None,
+                 on_interrupt: OnInterrupt | None) -> None:
+        self._handle = handle
+        self._timeout = timeout
+        self._on_interrupt = on_interrupt
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._handle.call(args, kwargs, self._timeout,  # type: ignore[no-any-return]
+                                 self._on_interrupt)
+
+    def call_async(self, *args: P.args, **kwargs: P.kwargs) -> OrbitFuture[R]:
+        return self._handle.call_async(args, kwargs, timeout=self._timeout,
+                                       on_interrupt=self._on_interrupt)
+
+
+def _check_call_options(timeout: float | None, on_interrupt: str | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if on_interrupt not in (None, "kill", "finish"):
+        raise ValueError(f"on_interrupt must be 'kill' or 'finish', got {on_interrupt!r}")
 
 
 @overload
@@ -505,14 +629,14 @@ def orbit(fn: Callable[P, R], /) -> OrbitFunction[P, R]: ...
 def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None
+          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill"
           ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
 
 
 def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None) -> Any:
+          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill") -> Any:
     """Make a function run in an orbit: ``@orbitpy.orbit`` or
     ``@orbitpy.orbit(timeout=5, ...)``.
 
@@ -525,13 +649,16 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         an int: that many; False: never).
     nice: added to the orbit's nice value.  memory_limit: bytes the orbit may
         allocate beyond its arenas.  cpus: CPUs the orbit may run on.
+    on_interrupt: what happens to a call whose caller gave up while it may be
+        running (Ctrl-C in a sync call, ``future.cancel()``, a cancelled
+        ``asyncio.wrap_future``): "kill" the orbit (it restarts; the default)
+        or let it "finish" (later calls wait behind it).
     """
     areas = tuple(areas)
     for a in areas:
         if not isinstance(a, Arena):
             raise TypeError(f"areas must be orbitpy arenas, got {type(a).__name__}")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    _check_call_options(timeout, on_interrupt)
     if memory_limit is not None and (not isinstance(memory_limit, int)
                                      or isinstance(memory_limit, bool) or memory_limit <= 0):
         raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit}")
@@ -545,7 +672,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
-                   memory_limit=memory_limit, cpus=cpus)
+                   memory_limit=memory_limit, cpus=cpus, on_interrupt=on_interrupt)
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):

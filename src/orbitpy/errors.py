@@ -24,8 +24,26 @@ class OrbitCrashed(OrbitError):
         self.exitcode = exitcode
 
 
-class OrbitTimeout(OrbitError, TimeoutError):
-    """A call overran its orbit's timeout; the orbit was killed and restarts."""
+class OrbitTimeout(OrbitError):
+    """A call ran longer than its timeout (the orbit's, or its own): the orbit
+    was killed and restarts.
+
+    Deliberately not a :class:`TimeoutError`: that one means a *wait* ended
+    (``future.result(timeout=...)``) while the call still runs, as in
+    :mod:`concurrent.futures`."""
+
+
+class OrbitAborted(OrbitCrashed):
+    """The call was queued behind one the orbit was killed for (that call
+    timed out, or was cancelled), so it did not run: its arenas' snapshot went
+    with the killed process.  (Queued calls without arenas run on the
+    restarted orbit instead.)  ``reason`` is ``"timeout"`` or
+    ``"cancelled"``."""
+
+    def __init__(self, message: str, *, reason: str, pid: int = 0,
+                 signal: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message, pid=pid, signal=signal, exitcode=exitcode)
+        self.reason = reason
 
 
 class OrbitClosed(OrbitError):
