@@ -24,13 +24,14 @@ from .errors import (
     OrbitClosed,
     OrbitCrashed,
     OrbitError,
+    OrbitExit,
     OrbitTimeout,
     RemoteTraceback,
 )
 
 __all__ = [
     "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed",
-    "OrbitError",
+    "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
 ]

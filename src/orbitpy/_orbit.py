@@ -24,6 +24,7 @@ from .errors import (
     OrbitClosed,
     OrbitCrashed,
     OrbitError,
+    OrbitExit,
     OrbitTimeout,
     RemoteTraceback,
     describe_status,
@@ -84,12 +85,7 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
         finally:
             os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as e:  # noqa: BLE001 - everything goes back to main
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        try:
-            payload = _pickle.dumps((e, tb))
-        except Exception:
-            payload = _pickle.dumps((OrbitError(f"{type(e).__name__}: {e}"), tb))
-        return _STATUS_RAISED, payload
+        return _STATUS_RAISED, _describe_exception(e)
     finally:
         # What the call leaves behind may point into this call's view of the
         # arenas (e.g. a __dict__ made for an arena object), which the next
@@ -100,6 +96,25 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _describe_exception(e: BaseException) -> bytes:
+    """What main gets of an exception raised in the orbit: the exception
+    pickled on its own (main may fail to rebuild it), and, always, its type's
+    name, its str() and the formatted traceback."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    cls = type(e)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else \
+        f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        text = str(e)
+    except Exception as se:
+        text = f"<str() failed: {type(se).__name__}>"
+    try:
+        exc, why = _pickle.dumps(e), ""
+    except Exception as pe:
+        exc, why = b"", f"it cannot be pickled: {type(pe).__name__}: {pe}"
+    return _pickle.dumps((exc, tb, name, text, why))
 
 
 def _name_of(fn: Any) -> str:
@@ -217,7 +232,9 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
         while True:
             try:
                 more, data = self._core.pull(timeout)
-            except _core.CoreError:
+            except _core.CoreError as e:
+                if e.code == errno.ECHILD:
+                    raise self._handle._error(e) from None
                 return  # the call failed; result() tells why
             if not more:
                 return
@@ -407,11 +424,25 @@ class OrbitHandle:
     def _decode(self, ret: int, data: bytes) -> Any:
         if ret == _STATUS_OK:
             return _pickle.loads(data) if data else None
+        packed, tb, type_name, text, why = _pickle.loads(data)
+        raised = f"{type_name}: {text}" if text else type_name
+        exc: BaseException
         try:
-            exc, tb = _pickle.loads(data)
+            if not packed:
+                raise OrbitError(why)
+            exc = _pickle.loads(packed)
         except Exception as e:
-            raise OrbitError(f"orbit {self.name!r} raised an exception that cannot be "
-                             f"rebuilt in main ({type(e).__name__}: {e})") from None
+            # Keep what the orbit said: its type, message and traceback.
+            why = why or f"{type(e).__name__}: {e}"
+            exc = OrbitError(f"orbit {self.name!r} raised {raised} (the exception cannot be "
+                             f"rebuilt in main: {why}; the orbit's traceback is attached)")
+            exc.remote_type = type_name  # type: ignore[attr-defined]
+        if not isinstance(exc, Exception):
+            # SystemExit, KeyboardInterrupt, GeneratorExit: they end the call
+            # in the orbit, never main.
+            code = exc.code if isinstance(exc, SystemExit) else None
+            exc = OrbitExit(f"orbit {self.name!r} raised {raised} (it ended the call, "
+                            f"not main)", code=code, exc_type=type_name)
         exc.__cause__ = RemoteTraceback(tb)
         try:
             exc.orbit_traceback = tb
@@ -444,6 +475,11 @@ class OrbitHandle:
             return OrbitError(f"an arena passed to orbit {self.name!r} was created in another "
                               f"process (this one was forked from it); arenas belong to the "
                               f"process that made them: create them after forking")
+        if code == errno.ECHILD:
+            return OrbitError(f"this call to orbit {self.name!r} was inherited through a fork: "
+                              f"it belongs to the parent process, which gets its result; a "
+                              f"forked process cannot wait for it (call the function again "
+                              f"here: this process gets an orbit of its own)")
         if code == _core.E_SKIPPED:
             return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
         if code == _core.E_CANCELLED:

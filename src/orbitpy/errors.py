@@ -36,6 +36,18 @@ class OrbitBusy(OrbitError):
     """``call_async(..., skip_if_busy=True)`` found the orbit busy."""
 
 
+class OrbitExit(OrbitError):
+    """The orbit function raised ``SystemExit`` (``sys.exit()``, an argparse
+    error), ``KeyboardInterrupt`` or ``GeneratorExit``.  These end a call,
+    never main: ``code`` is the ``SystemExit`` code (None for the others),
+    ``exc_type`` the name of the exception raised in the orbit."""
+
+    def __init__(self, message: str, *, code: object = None, exc_type: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.exc_type = exc_type
+
+
 class ArenaFull(MemoryError):
     """An arena has no room for an allocation."""
 

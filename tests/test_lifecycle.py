@@ -1,0 +1,105 @@
+"""An orbit's life seen from main: exits inside orbits, futures across fork,
+shutdown and interpreter exit, and what errors tell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import orbitpy
+
+
+def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ------------------------------------------------- exits inside an orbit
+
+def test_sys_exit_in_orbit_is_an_orbit_error(make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def task(code: Any) -> None:
+        sys.exit(code)
+
+    with pytest.raises(orbitpy.OrbitExit) as info:
+        task(3)
+    assert isinstance(info.value, orbitpy.OrbitError)
+    assert info.value.code == 3
+    assert "SystemExit" in str(info.value) and "3" in str(info.value)
+    with pytest.raises(orbitpy.OrbitExit) as info:
+        task.call_async("usage: bad option").result(30)
+    assert info.value.code == "usage: bad option"
+    assert task.orbit.stats()["crashes"] == 0
+
+
+def test_argparse_error_in_orbit_does_not_end_main() -> None:
+    r = run_script("""
+        import argparse, orbitpy
+
+        @orbitpy.orbit
+        def task(argv):
+            argparse.ArgumentParser(prog="task").parse_args(argv)
+
+        try:
+            task(["--nope"])
+        except orbitpy.OrbitError as e:
+            print("caught", type(e).__name__, e.code)
+        print("main goes on")
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "caught OrbitExit 2" in r.stdout and "main goes on" in r.stdout
+
+
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "GeneratorExit"])
+def test_base_exceptions_in_orbit_arrive_as_orbit_errors(make_orbit: Callable[..., Any],
+                                                         exc: str) -> None:
+    @make_orbit
+    def task() -> None:
+        import builtins
+
+        raise getattr(builtins, exc)()
+
+    with pytest.raises(orbitpy.OrbitExit) as info:
+        task()
+    assert exc in str(info.value)
+    assert info.value.orbit_traceback and exc in info.value.orbit_traceback
+
+
+# ------------------------------------------------- futures across fork
+
+def test_inherited_future_fails_in_child_and_parent_is_unaffected(
+        make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def slow(x: int) -> int:
+        time.sleep(0.3)
+        return 2 * x
+
+    fut = slow.call_async(21)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: must not take the parent's answer
+        os.close(r)
+        try:
+            fut.result(5)
+            msg = b"got the parent's answer"
+        except orbitpy.OrbitError as e:
+            msg = str(e).encode()
+        except BaseException as e:  # noqa: BLE001 - report anything
+            msg = repr(e).encode()
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child_said = f.read().decode()
+    os.waitpid(pid, 0)
+    assert "inherited" in child_said and "fork" in child_said, child_said
+    assert fut.result(30) == 42
+    assert slow(5) == 10
+    assert slow.orbit.stats()["crashes"] == 0
