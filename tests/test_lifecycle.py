@@ -103,3 +103,46 @@ def test_inherited_future_fails_in_child_and_parent_is_unaffected(
     assert fut.result(30) == 42
     assert slow(5) == 10
     assert slow.orbit.stats()["crashes"] == 0
+
+
+# ------------------------------------------------- what errors tell
+
+class TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt: __init__ needs two arguments."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} failed because {why}")
+
+
+def test_exception_that_cannot_be_rebuilt_keeps_message_and_traceback(
+        make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def task() -> None:
+        def deep_inside() -> None:
+            raise TwoArgError("expiry", "the clock went backwards")
+        deep_inside()
+
+    with pytest.raises(orbitpy.OrbitError) as info:
+        task()
+    e = info.value
+    assert "TwoArgError" in str(e) and "expiry failed because the clock went backwards" in str(e)
+    assert isinstance(e.__cause__, orbitpy.RemoteTraceback)
+    assert "deep_inside" in e.__cause__.tb
+    assert "deep_inside" in e.orbit_traceback  # type: ignore[attr-defined]
+
+
+def test_exception_that_cannot_be_pickled_keeps_message_and_traceback(
+        make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def task() -> None:
+        import threading
+
+        e = ValueError("bad value 17")
+        e.lock = threading.Lock()  # type: ignore[attr-defined]
+        raise e
+
+    with pytest.raises(orbitpy.OrbitError) as info:
+        task()
+    assert "ValueError: bad value 17" in str(info.value)
+    assert "cannot be pickled" in str(info.value)
+    assert "task" in info.value.orbit_traceback  # type: ignore[attr-defined]
