@@ -146,3 +146,128 @@ def test_exception_that_cannot_be_pickled_keeps_message_and_traceback(
     assert "ValueError: bad value 17" in str(info.value)
     assert "cannot be pickled" in str(info.value)
     assert "task" in info.value.orbit_traceback  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------- shutdown and exit
+
+def test_exit_does_not_wait_for_a_thread_blocked_in_a_call() -> None:
+    t0 = time.monotonic()
+    r = run_script("""
+        import threading, time, orbitpy
+
+        @orbitpy.orbit
+        def busy():
+            time.sleep(60)
+
+        def worker():
+            try:
+                busy()
+            except orbitpy.OrbitClosed as e:
+                print("worker:", e, flush=True)
+
+        threading.Thread(target=worker).start()   # not a daemon
+        time.sleep(0.5)                            # the call is running
+        print("main done", flush=True)
+        """, timeout=50)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert "main done" in r.stdout
+    assert "worker:" in r.stdout and "interpreter exit" in r.stdout, r.stdout
+    assert took < 20, f"exit took {took:.1f} s while the orbit slept 60 s"
+
+
+def test_pending_futures_at_exit_are_cancelled_with_a_warning() -> None:
+    t0 = time.monotonic()
+    r = run_script("""
+        import time, orbitpy
+
+        @orbitpy.orbit
+        def busy(i):
+            time.sleep(60)
+
+        futs = [busy.call_async(i) for i in range(3)]
+        print("main done", flush=True)
+        """, timeout=50)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 20
+    assert "pending calls cancelled at interpreter exit" in r.stderr, r.stderr
+    assert "orbitpy.shutdown(wait=True)" in r.stderr
+
+
+def test_module_shutdown_waits_for_pending_calls() -> None:
+    r = run_script("""
+        import time, orbitpy
+
+        @orbitpy.orbit
+        def slow(i):
+            time.sleep(0.2)
+            return i * 10
+
+        futs = [slow.call_async(i) for i in range(3)]
+        orbitpy.shutdown(wait=True)
+        print("results", [f.result(0) for f in futs], slow.orbit.closed)
+        try:
+            slow(1)
+        except orbitpy.OrbitClosed as e:
+            print("after:", e)
+        """, timeout=50)
+    assert r.returncode == 0, r.stderr
+    assert "results [0, 10, 20] True" in r.stdout, r.stdout
+    assert "after:" in r.stdout and "shut down" in r.stdout
+    assert "cancelled at interpreter exit" not in r.stderr
+
+
+def test_handle_shutdown_without_wait_fails_pending_calls(make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def slow(i: int) -> int:
+        time.sleep(30)
+        return i
+
+    futs = [slow.call_async(i) for i in range(2)]
+    t0 = time.monotonic()
+    slow.orbit.shutdown(wait=False)
+    for f in futs:
+        with pytest.raises(orbitpy.OrbitClosed):
+            f.result(10)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(orbitpy.OrbitClosed, match="shut down"):
+        slow(1)
+
+
+def test_shutdown_cancel_futures(make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def slow(i: int) -> int:
+        time.sleep(30)
+        return i
+
+    futs = [slow.call_async(i) for i in range(3)]
+    t0 = time.monotonic()
+    slow.orbit.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - t0 < 10
+    for f in futs:
+        with pytest.raises(orbitpy.OrbitClosed):
+            f.result(10)
+
+
+def test_orbit_function_and_handle_are_context_managers(
+        make_orbit: Callable[..., Any]) -> None:
+    @make_orbit
+    def slow(i: int) -> int:
+        time.sleep(0.1)
+        return i + 1
+
+    with slow as fn:
+        assert fn is slow
+        futs = [fn.call_async(i) for i in range(3)]
+    assert slow.orbit.closed
+    assert [f.result(0) for f in futs] == [1, 2, 3]
+
+    @make_orbit
+    def other() -> int:
+        return 7
+
+    with other.orbit as h:
+        assert other() == 7
+    assert h is other.orbit and h.closed
+    with pytest.raises(orbitpy.OrbitClosed):
+        other()

@@ -16,6 +16,7 @@ from ._orbit import (
     in_orbit,
     orbit,
     push,
+    shutdown,
 )
 from .errors import (
     ArenaEscapeError,
@@ -33,6 +34,6 @@ __all__ = [
     "Arena", "ArenaEscapeError", "ArenaFull", "OrbitBusy", "OrbitClosed", "OrbitCrashed",
     "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
-    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
+    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
 ]
 __version__ = "0.1.0"

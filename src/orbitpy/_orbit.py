@@ -7,6 +7,7 @@ import concurrent.futures
 import errno
 import functools
 import gc
+import logging
 import os
 import queue
 import sys
@@ -34,6 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _STATUS_OK, _STATUS_RAISED = 0, 1
+log = logging.getLogger("orbitpy")
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
 
 # Bumped in every child forked from this process (no getpid() per call).
@@ -254,7 +256,9 @@ class OrbitHandle:
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in areas)
         self._lock = threading.Lock()
         self._closed = False
+        self._closed_why = ""
         self._core: Any = None
+        self._last: Any = None  # the last call issued (calls run in order)
         self._generation = _fork_generation
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
@@ -271,18 +275,21 @@ class OrbitHandle:
     # -- process
 
     def _orbit(self) -> Any:
+        if self._closed:
+            raise self._closed_error()
         core = self._core
         if core is not None and self._generation != _fork_generation:
             # We are a process forked from the one that started the orbit
             # (multiprocessing, os.fork): that orbit is its, not ours.  Start
             # our own; the inherited handle is dropped without touching it.
             self._core = core = None
+            self._last = None
             self._queue = queue.SimpleQueue()
             self._dispatcher = None
         if core is None:
             with self._lock:
                 if self._closed:
-                    raise OrbitClosed(f"orbit {self.name!r} is closed")
+                    raise self._closed_error()
                 if self._core is None:
                     fn = self._fn
                     self._core = _core.Orbit(self.name,
@@ -311,13 +318,61 @@ class OrbitHandle:
 
     def close(self) -> None:
         """Stop the orbit; pending calls fail with OrbitClosed.  Idempotent."""
+        self._close("")
+
+    def _close(self, why: str) -> None:
         with self._lock:
+            if not self._closed:
+                self._closed_why = why
             self._closed = True
             core, self._core = self._core, None
+            self._last = None
         if core is not None:
             core.close()
         if self._dispatcher is not None:
             self._queue.put(None)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls, then close the orbit, like
+        ``concurrent.futures.Executor.shutdown``.  ``wait=True``: return once
+        every pending call has finished (their futures hold their results);
+        ``cancel_futures=True``: pending calls, the running one included, fail
+        with OrbitClosed at once (an orbit runs one call at a time, and a
+        running call is stopped only by stopping the orbit).  Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed_why = "shut down"
+            self._closed = True  # new calls raise OrbitClosed from here on
+            last = self._last
+        if wait and not cancel_futures and last is not None:
+            try:
+                last.wait(None)  # calls run in order: the last one ends last
+            except _core.CoreError:
+                pass  # its future tells why
+        self._close("shut down")
+
+    def _pending(self) -> bool:
+        """True while a call issued to the orbit has not ended."""
+        last = self._last
+        if last is None:
+            return False
+        try:
+            last.wait(0)
+        except TimeoutError:
+            return True
+        except Exception:
+            pass
+        return False
+
+    def _closed_error(self) -> OrbitClosed:
+        why = f" ({self._closed_why})" if self._closed_why else ""
+        return OrbitClosed(f"orbit {self.name!r} is closed{why}")
+
+    def __enter__(self) -> OrbitHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
 
     def stats(self) -> dict[str, Any]:
         """calls, pages_synced (= pages_copied + pages_reset), pages_copied,
@@ -365,7 +420,8 @@ class OrbitHandle:
             if a not in self._seen:
                 self._seen.add(a)
         try:
-            return self._orbit().call_async(arg, live, flags, prepare)
+            self._last = f = self._orbit().call_async(arg, live, flags, prepare)
+            return f
         except _core.CoreError as e:
             raise self._error(e) from None
 
@@ -445,7 +501,7 @@ class OrbitHandle:
                             f"not main)", code=code, exc_type=type_name)
         exc.__cause__ = RemoteTraceback(tb)
         try:
-            exc.orbit_traceback = tb
+            exc.orbit_traceback = tb  # type: ignore[attr-defined]
         except Exception:
             pass
         raise exc
@@ -464,7 +520,7 @@ class OrbitHandle:
                                 f"the orbit was killed and restarts on the next call")
         if code == _core.E_CLOSED:
             if self._closed:
-                return OrbitClosed(f"orbit {self.name!r} is closed")
+                return self._closed_error()
             return OrbitClosed(f"orbit {self.name!r} crashed and restart=False: it takes no "
                                f"more calls")
         if code == _core.E_RESTART_LIMIT:
@@ -531,6 +587,13 @@ class OrbitFunction(Generic[P, R]):
         that have not started (their futures raise CancelledError)."""
         return self.orbit.call_async(tuple(args), dict(kwargs or {}), skip_if_busy,
                                      cancel_queued)
+
+    def __enter__(self) -> OrbitFunction[P, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving ``with fn:`` waits for pending calls, then closes the orbit."""
+        self.orbit.shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"<orbitpy.OrbitFunction {self.orbit.name!r}>"
@@ -608,12 +671,38 @@ def default_snapshot_mode() -> str:
 _default_mode: str | None = None
 
 
-@atexit.register
+def shutdown(wait: bool = True, *, cancel_futures: bool = False) -> None:
+    """Shut down every orbit of this process (``OrbitHandle.shutdown`` on
+    each): with ``wait=True``, return once their pending calls have finished.
+    Call it before exiting to let pending calls finish: at interpreter exit,
+    calls still pending are cancelled and their orbits killed."""
+    for h in list(_live_handles):
+        h.shutdown(wait, cancel_futures=cancel_futures)
+
+
 def _close_all() -> None:
+    """At interpreter exit: stop every orbit, cancelling what is pending, so
+    that exit never waits for an orbit (threads blocked in calls get
+    OrbitClosed and end).  Runs before threading joins non-daemon threads."""
     if _core.in_orbit():
         return
+    why = ("closed at interpreter exit; call orbitpy.shutdown(wait=True) before "
+           "exiting to let pending calls finish")
     for h in list(_live_handles):
         try:
-            h.close()
+            if h._generation == _fork_generation and h._pending():
+                log.warning("orbit %r: pending calls cancelled at interpreter exit (call "
+                            "orbitpy.shutdown(wait=True) before exiting to wait for them)",
+                            h.name)
+            h._close(why)
         except Exception:
             pass
+
+
+try:
+    # Before threading._shutdown joins non-daemon threads: one blocked in a
+    # call would otherwise keep the interpreter waiting for the orbit.
+    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - no such hook
+    pass
+atexit.register(_close_all)
