@@ -271,3 +271,63 @@ def test_orbit_function_and_handle_are_context_managers(
     assert h is other.orbit and h.closed
     with pytest.raises(orbitpy.OrbitClosed):
         other()
+
+
+# ------------------------------------------------- crashes tell where
+
+@pytest.mark.parametrize("snapshot", ["uffd", "mprotect", "full"])
+def test_crash_carries_the_orbits_last_traceback(make_orbit: Callable[..., Any],
+                                                new_arena: Callable[..., Any],
+                                                snapshot: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    arena = new_arena(1 << 20, snapshot)
+    buf = arena.buffer(4096)
+
+    @make_orbit
+    def task(b: memoryview, crash: bool) -> int:
+        def crash_here() -> None:
+            import ctypes
+            ctypes.string_at(0)  # a real SIGSEGV
+
+        if crash:
+            crash_here()
+        return b[0]
+
+    buf[0] = 5
+    assert task(buf, False) == 5
+    with caplog.at_level("ERROR", logger="orbitpy"):
+        with pytest.raises(orbitpy.OrbitCrashed) as info:
+            task(buf, True)
+    e = info.value
+    assert e.signal == 11, e  # faulthandler re-raises: still a SIGSEGV
+    assert e.orbit_traceback and "crash_here" in e.orbit_traceback, e.orbit_traceback
+    assert "crash_here" in str(e)
+    logged = [r for r in caplog.records if r.name == "orbitpy"]
+    assert len(logged) == 1 and "crash_here" in logged[0].getMessage()
+    assert "restarts on the next call" in logged[0].getMessage()
+    # The next process reports its own crash, not the old one's.
+    buf[0] = 6
+    assert task(buf, False) == 6
+    with pytest.raises(orbitpy.OrbitCrashed) as info:
+        task(buf, True)
+    assert info.value.pid != e.pid and "crash_here" in (info.value.orbit_traceback or "")
+
+
+def test_crash_traceback_reaches_stderr_without_logging_setup() -> None:
+    r = run_script("""
+        import ctypes, orbitpy
+
+        @orbitpy.orbit
+        def task():
+            def crash_here():
+                ctypes.string_at(0)
+            crash_here()
+
+        try:
+            task()
+        except orbitpy.OrbitCrashed:
+            print("caught")
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "caught" in r.stdout
+    assert "SIGSEGV" in r.stderr and "crash_here" in r.stderr, r.stderr

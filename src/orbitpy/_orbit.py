@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import errno
+import faulthandler
 import functools
 import gc
 import logging
@@ -65,8 +66,29 @@ def push(obj: Any) -> None:
     _core.push(_pickle.dumps(obj))
 
 
-def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
+# In an orbit: the file its faulthandler writes to (-1 until its first call).
+_fault_fd = -1
+_FAULT_MARK = "orbitpy: faulthandler of orbit pid "
+
+
+def _arm_faulthandler(fd: int) -> None:
+    """In a new orbit process: send faulthandler's dumps (a fatal signal's
+    traceback) to `fd`, a file main reads when the orbit dies, after a line
+    naming this process."""
+    global _fault_fd
+    _fault_fd = fd
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        os.write(fd, f"\n{_FAULT_MARK}{os.getpid()}\n".encode())
+        faulthandler.enable(file=fd, all_threads=True)
+    except (OSError, ValueError, RuntimeError):
+        pass  # no traceback on crashes; calls work all the same
+
+
+def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, arg: bytes) -> tuple[int, bytes]:
     """The orbit side of a call: runs in the orbit process."""
+    if _fault_fd != fault_fd:
+        _arm_faulthandler(fault_fd)
     try:
         if arg:
             args, kwargs = _pickle.loads_call(arg)
@@ -259,6 +281,8 @@ class OrbitHandle:
         self._closed_why = ""
         self._core: Any = None
         self._last: Any = None  # the last call issued (calls run in order)
+        self._fault_fd = -1     # where the orbit's faulthandler writes (a memfd)
+        self._logged_pid = 0    # the last dead orbit process logged
         self._generation = _fork_generation
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
@@ -284,6 +308,9 @@ class OrbitHandle:
             # our own; the inherited handle is dropped without touching it.
             self._core = core = None
             self._last = None
+            if self._fault_fd >= 0:
+                os.close(self._fault_fd)  # our copy of the parent's file
+                self._fault_fd = -1
             self._queue = queue.SimpleQueue()
             self._dispatcher = None
         if core is None:
@@ -292,8 +319,12 @@ class OrbitHandle:
                     raise self._closed_error()
                 if self._core is None:
                     fn = self._fn
+                    if self._fault_fd < 0:
+                        self._fault_fd = os.memfd_create("orbitpy-faulthandler",
+                                                         os.MFD_CLOEXEC)
                     self._core = _core.Orbit(self.name,
-                                             functools.partial(_run_in_orbit, fn),
+                                             functools.partial(_run_in_orbit, fn,
+                                                               self._fault_fd),
                                              **self._opts)
                     self._generation = _fork_generation
                 core = self._core
@@ -327,8 +358,11 @@ class OrbitHandle:
             self._closed = True
             core, self._core = self._core, None
             self._last = None
+            fault_fd, self._fault_fd = self._fault_fd, -1
         if core is not None:
             core.close()
+        if fault_fd >= 0:
+            os.close(fault_fd)
         if self._dispatcher is not None:
             self._queue.put(None)
 
@@ -363,6 +397,22 @@ class OrbitHandle:
         except Exception:
             pass
         return False
+
+    def _fault_dump(self, pid: int) -> str | None:
+        """The traceback faulthandler wrote when orbit process `pid` died, if any."""
+        fd = self._fault_fd
+        if fd < 0 or not pid:
+            return None
+        try:
+            text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        except OSError:
+            return None
+        mark = f"{_FAULT_MARK}{pid}\n"
+        at = text.rfind(mark)
+        if at < 0:
+            return None
+        dump = text[at + len(mark):].split(f"\n{_FAULT_MARK}", 1)[0].strip("\n")
+        return dump or None
 
     def _closed_error(self) -> OrbitClosed:
         why = f" ({self._closed_why})" if self._closed_why else ""
@@ -511,13 +561,32 @@ class OrbitHandle:
         if code == _core.E_CRASHED:
             text, sig, exitcode = describe_status(e.status)
             pid = f" (pid {e.pid})" if e.pid else ""
-            return OrbitCrashed(f"orbit {self.name!r}{pid} {text}; the call was lost "
-                                f"({self._after_crash()})",
-                                pid=e.pid, signal=sig, exitcode=exitcode)
-        if code == _core.E_TIMEOUT:
+            msg = f"orbit {self.name!r}{pid} {text}; the call was lost ({self._after_crash()})"
+            dump = self._fault_dump(e.pid)
+            err: OrbitError = OrbitCrashed(msg + (f"\n{dump}" if dump else ""),
+                                           pid=e.pid, signal=sig, exitcode=exitcode)
+            self._log_death(e.pid, msg, dump)
+        elif code == _core.E_TIMEOUT:
             limit = self._opts["timeout_ms"] / 1000
-            return OrbitTimeout(f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
-                                f"the orbit was killed and restarts on the next call")
+            msg = (f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
+                   f"the orbit was killed and restarts on the next call")
+            dump = self._fault_dump(e.pid)
+            err = OrbitTimeout(msg + (f"\n{dump}" if dump else ""))
+            self._log_death(e.pid, msg, dump)
+        else:
+            return self._other_error(e)
+        err.orbit_traceback = dump
+        return err
+
+    def _log_death(self, pid: int, msg: str, dump: str | None) -> None:
+        """Log a crash or timeout once (every call it failed reports it)."""
+        if pid and pid == self._logged_pid:
+            return
+        self._logged_pid = pid
+        log.error("%s%s", msg, f"\n{dump}" if dump else "")
+
+    def _other_error(self, e: Any) -> OrbitError:
+        code = e.code
         if code == _core.E_CLOSED:
             if self._closed:
                 return self._closed_error()

@@ -6,7 +6,12 @@ import signal
 
 
 class OrbitError(Exception):
-    """Base class of orbit failures."""
+    """Base class of orbit failures.
+
+    ``orbit_traceback``: the orbit's traceback text where there is one (the
+    orbit's exception, or faulthandler's dump of a crash or a timeout)."""
+
+    orbit_traceback: str | None = None
 
 
 class OrbitCrashed(OrbitError):
