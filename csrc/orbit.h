@@ -75,7 +75,8 @@ const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode);
  * SIGSEGV handler of your own once mprotect areas exist.  No-op otherwise.
  */
 int orbit_rearm_fault_handler(void);
-/* Size of the address-space reservation that all areas share. */
+/* Size of the address-space reservation that all areas share; 0 if it could
+ * not be made (an invalid ORBITPY_RESERVE, or an address-space limit below it). */
 size_t orbit_reservation_size(void);
 
 /*

@@ -331,3 +331,94 @@ def test_crash_traceback_reaches_stderr_without_logging_setup() -> None:
     assert r.returncode == 0, r.stderr
     assert "caught" in r.stdout
     assert "SIGSEGV" in r.stderr and "crash_here" in r.stderr, r.stderr
+
+
+# ------------------------------------------------- misuse said clearly
+
+def test_async_def_is_rejected_at_decoration() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"async.*asyncio\.run"):
+        orbitpy.orbit(fetch)
+    with pytest.raises(TypeError, match="async"):
+        orbitpy.orbit(timeout=1)(fetch)
+
+    async def agen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="async"):
+        orbitpy.orbit(agen)
+
+
+def test_orbit_on_a_method_says_how(make_orbit: Callable[..., Any]) -> None:
+    class Service:
+        factor = 3
+
+        @make_orbit
+        def check(self, x: int) -> int:
+            return x * self.factor
+
+        @make_orbit
+        @staticmethod
+        def double(x: int) -> int:
+            return 2 * x
+
+        def plain(self, x: int) -> int:
+            return x * self.factor
+
+    s = Service()
+    with pytest.raises(TypeError, match=r"bound method.*staticmethod"):
+        s.check(1)
+    assert s.double(4) == 8 and Service.double(5) == 10
+    bound = make_orbit(s.plain)
+    assert bound(2) == 6
+
+
+def _run_with_env(code: str, env: dict[str, str], as_limit: int | None = None
+                  ) -> subprocess.CompletedProcess[str]:
+    import resource
+
+    def limit() -> None:
+        if as_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env}, preexec_fn=limit)
+
+
+ARENA_SCRIPT = """
+    import orbitpy
+    try:
+        a = orbitpy.arena(1 << 20)
+        print("arena ok", a.stats()["size"])
+    except (MemoryError, ValueError) as e:
+        print(type(e).__name__ + ":", e)
+    """
+
+
+@pytest.mark.parametrize("value", ["lots", "8X", "0", "-1", "4G4", ""])
+def test_invalid_orbitpy_reserve_is_rejected(value: str) -> None:
+    r = _run_with_env(ARENA_SCRIPT, {"ORBITPY_RESERVE": value})
+    assert r.returncode == 0, r.stderr
+    if value == "":  # unset in effect: the default
+        assert "arena ok" in r.stdout, r.stdout
+    else:
+        assert "ValueError:" in r.stdout and "ORBITPY_RESERVE" in r.stdout, r.stdout
+        assert repr(value) in r.stdout, r.stdout
+
+
+def test_reservation_beyond_ulimit_v_says_reserve_less() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORBITPY_RESERVE"}
+    four_gib = 4 << 30
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(ARENA_SCRIPT)],
+                       capture_output=True, text=True, timeout=60, env=env,
+                       preexec_fn=lambda: __import__("resource").setrlimit(
+                           __import__("resource").RLIMIT_AS, (four_gib, four_gib)))
+    assert r.returncode == 0, r.stderr
+    assert "MemoryError:" in r.stdout, r.stdout
+    assert "reserve less" in r.stdout and "ORBITPY_RESERVE" in r.stdout, r.stdout
+    assert "reserve more" not in r.stdout
+    r = _run_with_env(ARENA_SCRIPT, {"ORBITPY_RESERVE": "1G"}, as_limit=four_gib)
+    assert r.returncode == 0, r.stderr
+    assert "arena ok" in r.stdout, r.stdout

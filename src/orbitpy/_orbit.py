@@ -8,6 +8,7 @@ import errno
 import faulthandler
 import functools
 import gc
+import inspect
 import logging
 import os
 import queue
@@ -657,6 +658,18 @@ class OrbitFunction(Generic[P, R]):
         return self.orbit.call_async(tuple(args), dict(kwargs or {}), skip_if_busy,
                                      cancel_queued)
 
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # Defined in a class body and looked up on an instance: the orbit
+        # would be called without `self`.
+        if instance is None or isinstance(self.__wrapped__, staticmethod):  # type: ignore[attr-defined]
+            return self
+        raise TypeError(
+            f"{self.orbit.name} is an orbit function defined in a class body: called on an "
+            f"instance it would not get `self`. Decorate a bound method instead "
+            f"(fn = orbitpy.orbit(obj.method): the orbit gets obj as it was when the orbit "
+            f"started), or make it a staticmethod (@orbitpy.orbit above @staticmethod) and "
+            f"pass what it needs as arguments")
+
     def __enter__(self) -> OrbitFunction[P, R]:
         return self
 
@@ -719,6 +732,12 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
             raise TypeError(f"orbitpy.orbit needs a callable, got {type(f).__name__}")
+        if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
+            raise TypeError(
+                f"orbitpy.orbit cannot run {_name_of(f)}: it is an async function, and an "
+                f"orbit runs plain calls; wrap it: @orbitpy.orbit def task(*args): return "
+                f"asyncio.run({getattr(f, '__name__', 'fn')}(*args)) (await the result in "
+                f"main with asyncio.wrap_future(task.call_async(...)))")
         return OrbitFunction(f, **options)
 
     if fn is None:
