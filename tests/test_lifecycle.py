@@ -422,3 +422,26 @@ def test_reservation_beyond_ulimit_v_says_reserve_less() -> None:
     r = _run_with_env(ARENA_SCRIPT, {"ORBITPY_RESERVE": "1G"}, as_limit=four_gib)
     assert r.returncode == 0, r.stderr
     assert "arena ok" in r.stdout, r.stdout
+
+
+def test_timeout_carries_where_the_call_was(make_orbit: Callable[..., Any],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    @make_orbit(timeout=1)
+    def task(stuck: bool) -> int:
+        def stuck_here() -> None:
+            time.sleep(30)
+
+        if stuck:
+            stuck_here()
+        return 1
+
+    assert task(False) == 1
+    with caplog.at_level("ERROR", logger="orbitpy"):
+        with pytest.raises(orbitpy.OrbitTimeout) as info:
+            task(True)
+    tb = info.value.orbit_traceback
+    assert tb and "stuck_here" in tb, tb
+    assert "stuck_here" in str(info.value)
+    assert any("overran its timeout" in r.getMessage() and "stuck_here" in r.getMessage()
+               for r in caplog.records if r.name == "orbitpy")
+    assert task(False) == 1  # restarted

@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -67,15 +68,20 @@ def push(obj: Any) -> None:
     _core.push(_pickle.dumps(obj))
 
 
-# In an orbit: the file its faulthandler writes to (-1 until its first call).
+# In an orbit: the file its faulthandler writes to (-1 until its first call),
+# and when the running call started (0: none).
 _fault_fd = -1
+_call_started = 0.0
 _FAULT_MARK = "orbitpy: faulthandler of orbit pid "
+_FATAL_MARK = "Fatal Python error"
+_LATE_MARK = "orbitpy: the call is about to overrun its timeout; where it is:"
 
 
-def _arm_faulthandler(fd: int) -> None:
+def _arm_faulthandler(fd: int, timeout: float) -> None:
     """In a new orbit process: send faulthandler's dumps (a fatal signal's
     traceback) to `fd`, a file main reads when the orbit dies, after a line
-    naming this process."""
+    naming this process.  With a timeout, a watcher thread also writes there
+    where a call is shortly before its timeout kills the orbit."""
     global _fault_fd
     _fault_fd = fd
     try:
@@ -83,13 +89,37 @@ def _arm_faulthandler(fd: int) -> None:
         os.write(fd, f"\n{_FAULT_MARK}{os.getpid()}\n".encode())
         faulthandler.enable(file=fd, all_threads=True)
     except (OSError, ValueError, RuntimeError):
-        pass  # no traceback on crashes; calls work all the same
+        return  # no traceback on crashes; calls work all the same
+    if timeout > 0:
+        margin = min(0.2 * timeout, 1.0)
+        threading.Thread(target=_watch_for_timeout, args=(fd, timeout - margin, margin / 3),
+                         name="orbitpy-timeout-watch", daemon=True).start()
 
 
-def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, arg: bytes) -> tuple[int, bytes]:
+def _watch_for_timeout(fd: int, dump_after: float, period: float) -> None:
+    """In an orbit with a timeout: dump the call's traceback once it has run
+    `dump_after` seconds (the kill itself, SIGKILL, leaves no trace).  Needs
+    the GIL: a call stuck in C code that holds it is not dumped."""
+    dumped = 0.0
+    while True:
+        time.sleep(max(period, 0.005))
+        started = _call_started
+        if started and started != dumped and time.monotonic() - started >= dump_after:
+            dumped = started
+            try:
+                os.write(fd, f"\n{_LATE_MARK}\n".encode())
+                faulthandler.dump_traceback(file=fd, all_threads=True)
+            except (OSError, ValueError):
+                return
+
+
+def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, timeout: float,
+                  arg: bytes) -> tuple[int, bytes]:
     """The orbit side of a call: runs in the orbit process."""
+    global _call_started
     if _fault_fd != fault_fd:
-        _arm_faulthandler(fault_fd)
+        _arm_faulthandler(fault_fd, timeout)
+    _call_started = time.monotonic()
     try:
         if arg:
             args, kwargs = _pickle.loads_call(arg)
@@ -115,6 +145,7 @@ def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, arg: bytes) -> tuple[in
         # What the call leaves behind may point into this call's view of the
         # arenas (e.g. a __dict__ made for an arena object), which the next
         # call replaces: the collector must never walk it again.
+        _call_started = 0.0
         gc.freeze()
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -325,7 +356,8 @@ class OrbitHandle:
                                                          os.MFD_CLOEXEC)
                     self._core = _core.Orbit(self.name,
                                              functools.partial(_run_in_orbit, fn,
-                                                               self._fault_fd),
+                                                               self._fault_fd,
+                                                               self._opts["timeout_ms"] / 1000),
                                              **self._opts)
                     self._generation = _fork_generation
                 core = self._core
@@ -399,8 +431,9 @@ class OrbitHandle:
             pass
         return False
 
-    def _fault_dump(self, pid: int) -> str | None:
-        """The traceback faulthandler wrote when orbit process `pid` died, if any."""
+    def _fault_dump(self, pid: int, kind: str) -> str | None:
+        """The last traceback of `kind` (_FATAL_MARK: a fatal signal;
+        _LATE_MARK: a call near its timeout) orbit process `pid` wrote."""
         fd = self._fault_fd
         if fd < 0 or not pid:
             return None
@@ -408,12 +441,15 @@ class OrbitHandle:
             text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
         except OSError:
             return None
-        mark = f"{_FAULT_MARK}{pid}\n"
-        at = text.rfind(mark)
+        head = f"{_FAULT_MARK}{pid}\n"
+        at = text.rfind(head)
         if at < 0:
             return None
-        dump = text[at + len(mark):].split(f"\n{_FAULT_MARK}", 1)[0].strip("\n")
-        return dump or None
+        section = text[at + len(head):].split(f"\n{_FAULT_MARK}", 1)[0]
+        at = section.rfind(kind)
+        if at < 0:
+            return None
+        return section[at:].strip("\n") or None
 
     def _closed_error(self) -> OrbitClosed:
         why = f" ({self._closed_why})" if self._closed_why else ""
@@ -563,7 +599,7 @@ class OrbitHandle:
             text, sig, exitcode = describe_status(e.status)
             pid = f" (pid {e.pid})" if e.pid else ""
             msg = f"orbit {self.name!r}{pid} {text}; the call was lost ({self._after_crash()})"
-            dump = self._fault_dump(e.pid)
+            dump = self._fault_dump(e.pid, _FATAL_MARK)
             err: OrbitError = OrbitCrashed(msg + (f"\n{dump}" if dump else ""),
                                            pid=e.pid, signal=sig, exitcode=exitcode)
             self._log_death(e.pid, msg, dump)
@@ -571,7 +607,7 @@ class OrbitHandle:
             limit = self._opts["timeout_ms"] / 1000
             msg = (f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
                    f"the orbit was killed and restarts on the next call")
-            dump = self._fault_dump(e.pid)
+            dump = self._fault_dump(e.pid, _LATE_MARK)
             err = OrbitTimeout(msg + (f"\n{dump}" if dump else ""))
             self._log_death(e.pid, msg, dump)
         else:
