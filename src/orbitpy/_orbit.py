@@ -92,8 +92,12 @@ def _arm_faulthandler(fd: int, timeout: float) -> None:
         return  # no traceback on crashes; calls work all the same
     if timeout > 0:
         margin = min(0.2 * timeout, 1.0)
-        threading.Thread(target=_watch_for_timeout, args=(fd, timeout - margin, margin / 3),
-                         name="orbitpy-timeout-watch", daemon=True).start()
+        try:
+            threading.Thread(target=_watch_for_timeout,
+                             args=(fd, timeout - margin, margin / 3),
+                             name="orbitpy-timeout-watch", daemon=True).start()
+        except RuntimeError:
+            pass  # e.g. no memory for a thread under memory_limit: no dump
 
 
 def _watch_for_timeout(fd: int, dump_after: float, period: float) -> None:
