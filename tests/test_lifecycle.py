@@ -301,6 +301,7 @@ def test_crash_carries_the_orbits_last_traceback(make_orbit: Callable[..., Any],
     e = info.value
     assert e.signal == 11, e  # faulthandler re-raises: still a SIGSEGV
     assert e.orbit_traceback and "crash_here" in e.orbit_traceback, e.orbit_traceback
+    assert " in _submit" not in e.orbit_traceback  # main's frames at the fork: left out
     assert "crash_here" in str(e)
     logged = [r for r in caplog.records if r.name == "orbitpy"]
     assert len(logged) == 1 and "crash_here" in logged[0].getMessage()
@@ -441,6 +442,7 @@ def test_timeout_carries_where_the_call_was(make_orbit: Callable[..., Any],
             task(True)
     tb = info.value.orbit_traceback
     assert tb and "stuck_here" in tb, tb
+    assert "_watch_for_timeout" not in tb and " in _submit" not in tb, tb
     assert "stuck_here" in str(info.value)
     assert any("overran its timeout" in r.getMessage() and "stuck_here" in r.getMessage()
                for r in caplog.records if r.name == "orbitpy")

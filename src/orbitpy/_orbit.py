@@ -117,6 +117,23 @@ def _watch_for_timeout(fd: int, dump_after: float, period: float) -> None:
                 return
 
 
+def _without_fork_frames(dump: str) -> str:
+    """A faulthandler dump without the frames below _run_in_orbit (those are
+    main's, as they were when it forked the orbit, not the task's) and
+    without orbitpy's timeout watcher thread."""
+    parts = []
+    for part in dump.split("\n\n"):  # a thread each, or a message
+        if part.rstrip().endswith(" in _bootstrap") and " in _watch_for_timeout" in part:
+            continue
+        lines = part.split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("  File ") and line.endswith(" in _run_in_orbit"):
+                del lines[i + 1:]
+                break
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, timeout: float,
                   arg: bytes) -> tuple[int, bytes]:
     """The orbit side of a call: runs in the orbit process."""
@@ -453,7 +470,7 @@ class OrbitHandle:
         at = section.rfind(kind)
         if at < 0:
             return None
-        return section[at:].strip("\n") or None
+        return _without_fork_frames(section[at:].strip("\n")) or None
 
     def _closed_error(self) -> OrbitClosed:
         why = f" ({self._closed_why})" if self._closed_why else ""
@@ -612,6 +629,8 @@ class OrbitHandle:
             msg = (f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
                    f"the orbit was killed and restarts on the next call")
             dump = self._fault_dump(e.pid, _LATE_MARK)
+            if dump:
+                dump = f"the call shortly before its timeout (faulthandler):\n{dump}"
             err = OrbitTimeout(msg + (f"\n{dump}" if dump else ""))
             self._log_death(e.pid, msg, dump)
         else:
