@@ -88,6 +88,8 @@ int orbit_future_wait(struct orbit_future *f, int timeout_ms, long *ret)
 					   : orbit_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	int rc = 0;
 
+	if (orbit_foreign(ob->owner))	/* inherited by fork: the answer is the owner's */
+		return -ECHILD;
 	pthread_mutex_lock(&ob->lock);
 	while (!f->done) {
 		rc = orbit_pump(ob, deadline);
@@ -166,6 +168,8 @@ int orbit_pull(struct orbit_future *f, int timeout_ms, void **data, size_t *len)
 					   : orbit_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	int rc = 0;
 
+	if (orbit_foreign(ob->owner))	/* inherited by fork: the updates are the owner's */
+		return -ECHILD;
 	pthread_mutex_lock(&ob->lock);
 	for (;;) {
 		if (f->upd_head) {

@@ -77,7 +77,8 @@ const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode);
  * SIGSEGV handler of your own once mprotect areas exist.  No-op otherwise.
  */
 int orbit_rearm_fault_handler(void);
-/* Size of the address-space reservation that all areas share. */
+/* Size of the address-space reservation that all areas share; 0 if it could
+ * not be made (an invalid ORBITPY_RESERVE, or an address-space limit below it). */
 size_t orbit_reservation_size(void);
 
 /*
@@ -224,7 +225,8 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
 	       orbit_entry entry, const void *arg, size_t argsize, long *ret);
 
-/* Wait for the call; 0 and *ret on success, a negative code on failure. */
+/* Wait for the call; 0 and *ret on success, a negative code on failure
+ * (-ECHILD in a process that inherited the future by fork: it is the owner's). */
 int orbit_future_get(struct orbit_future *f, long *ret);
 /* Like get, but waits at most timeout_ms (-1 = forever); -ETIMEDOUT if pending. */
 int orbit_future_wait(struct orbit_future *f, int timeout_ms, long *ret);

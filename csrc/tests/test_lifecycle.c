@@ -615,6 +615,51 @@ static void test_forked_child_leaves_inherited_orbits(void)
 	orbit_area_destroy(a);
 }
 
+/* A future inherited by a forked child is the owner's: waiting on it or
+ * pulling its updates in the child must fail at once (ECHILD), never read
+ * the owner's channel, which would steal main's answer. */
+static long entry_slow_echo(void *arg, size_t argsize, void *store)
+{
+	usleep(200 * 1000);
+	return entry_echo(arg, argsize, store);
+}
+
+static void test_forked_child_cannot_wait_inherited_future(void)
+{
+	struct orbit *ob = orbit_create("fkf", entry_slow_echo, NULL, NULL);
+	struct orbit_future *f;
+	long v = 9, ret = 0;
+	pid_t child;
+	int st = 0;
+
+	REQUIRE(ob);
+	f = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(f);
+	child = fork();
+	if (child == 0) {
+		void *data = NULL;
+		size_t len = 0;
+		int ok = 1;
+
+		alarm(20);
+		ok &= orbit_future_wait(f, 5000, &ret) == -ECHILD;
+		ok &= orbit_pull(f, 5000, &data, &len) == -ECHILD;
+		orbit_future_release(f);	/* a no-op in the child */
+		_exit(ok ? 0 : 1);
+	}
+	REQUIRE(child > 0);
+	waitpid(child, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* main still gets its own answer, and its orbit was not disturbed */
+	CHECK_EQ(orbit_future_get(f, &ret), 0);
+	CHECK_EQ(ret, 9);
+	orbit_future_release(f);
+	v = 3;
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &v, sizeof(v), &ret), 0);
+	CHECK_EQ(ret, 3);
+	orbit_destroy(ob);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -626,6 +671,7 @@ int main(void)
 	RUN(test_hooks);
 	RUN(test_api_inside_orbit);
 	RUN(test_forked_child_leaves_inherited_orbits);
+	RUN(test_forked_child_cannot_wait_inherited_future);
 	RUN(test_destroy_busy_and_idle);
 	RUN(test_orbit_inherits_no_other_orbit);
 	RUN(test_cycles_no_fd_growth);

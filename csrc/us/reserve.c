@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -25,22 +26,35 @@ static struct res_range res_free[RES_MAX_FREE];	/* sorted by offset */
 static int res_nfree;
 static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Bytes in `s` (a number, then at most one of the suffixes K, M, G, T), or
+ * `dflt` if unset; 0 if `s` is not such a size (a typo must not silently
+ * give the default). */
 static size_t parse_size(const char *s, size_t dflt)
 {
 	char *end;
 	unsigned long long v;
+	int shift = 0;
 
 	if (!s || !*s)
 		return dflt;
+	if (*s == '-')
+		return 0;
+	errno = 0;
 	v = strtoull(s, &end, 0);
+	if (errno || end == s)
+		return 0;
 	switch (*end) {
-	case 'T': case 't': v <<= 10; /* fall through */
-	case 'G': case 'g': v <<= 10; /* fall through */
-	case 'M': case 'm': v <<= 10; /* fall through */
-	case 'K': case 'k': v <<= 10; break;
+	case 'T': case 't': shift = 40; break;
+	case 'G': case 'g': shift = 30; break;
+	case 'M': case 'm': shift = 20; break;
+	case 'K': case 'k': shift = 10; break;
 	default: break;
 	}
-	return v ? (size_t)v : dflt;
+	if (shift)
+		end++;
+	if (*end || v > (SIZE_MAX >> shift))
+		return 0;
+	return (size_t)(v << shift);
 }
 
 static int res_init_locked(void)
@@ -50,6 +64,8 @@ static int res_init_locked(void)
 	if (res_base)
 		return 0;
 	res_size = parse_size(getenv("ORBITPY_RESERVE"), 64UL << 30);
+	if (!res_size || res_size > SIZE_MAX - PM_PAGE_SIZE)
+		return -EINVAL;
 	res_size = (res_size + PM_PAGE_SIZE - 1) & ~(PM_PAGE_SIZE - 1);
 	p = mmap(NULL, res_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
@@ -61,12 +77,16 @@ static int res_init_locked(void)
 	return 0;
 }
 
+/* The reservation's size; 0 if it could not be made (a bad ORBITPY_RESERVE,
+ * or an address-space limit such as ulimit -v below it). */
 size_t us_reserve_size(void)
 {
+	size_t size;
+
 	pthread_mutex_lock(&res_lock);
-	res_init_locked();
+	size = res_init_locked() ? 0 : res_size;
 	pthread_mutex_unlock(&res_lock);
-	return res_size;
+	return size;
 }
 
 int us_reserve_range(size_t size, char **addr)

@@ -16,6 +16,7 @@ from ._orbit import (
     in_orbit,
     orbit,
     push,
+    shutdown,
 )
 from .errors import (
     ArenaEscapeError,
@@ -25,14 +26,15 @@ from .errors import (
     OrbitClosed,
     OrbitCrashed,
     OrbitError,
+    OrbitExit,
     OrbitTimeout,
     RemoteTraceback,
 )
 
 __all__ = [
     "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
-    "OrbitCrashed", "OrbitError",
+    "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
-    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push",
+    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
 ]
 __version__ = "0.1.0"

@@ -4,8 +4,9 @@ Main keeps a cache's expiry table in an arena (a NumPy-free array of int64
 pairs, so the demo needs nothing beyond orbitpy) and keeps serving "requests"
 that write to it.  Every round, an orbit scans a snapshot of the table for
 expired entries and pushes their slots back; main evicts them.  On round 3 the
-orbit crashes (a real segfault); main notices, keeps serving, and the orbit
-restarts and resynchronises on the next call.
+orbit crashes on purpose (a real segfault, injected by the demo); main
+notices, keeps serving, and the orbit restarts and resynchronises on the next
+call.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def demo(rounds: int = 6, crash_round: int = 3) -> int:
         slot = rng.randrange(SLOTS)
         ENTRY.pack_into(table, slot * ENTRY.size, slot + 1, _now_ms() + rng.randrange(50, 2000))
     print(f"orbitpy demo: cache of {SLOTS} slots in {arena!r}")
+    print(f"the orbit will crash on purpose in round {crash_round} (a segfault the demo "
+          f"injects) to show that main survives it; the orbit's traceback goes to stderr")
     try:
         for rnd in range(1, rounds + 1):
             # Main serves requests: insert entries with short random lifetimes.
@@ -65,7 +68,9 @@ def demo(rounds: int = 6, crash_round: int = 3) -> int:
             try:
                 n = fut.result()
             except orbitpy.OrbitCrashed as e:
-                print(f"round {rnd}: {e}; main kept serving ({during} requests meanwhile)")
+                first_line = str(e).splitlines()[0]
+                print(f"round {rnd}: {first_line}; main kept serving ({during} requests "
+                      f"meanwhile)")
                 continue
             evicted = 0
             for slot in fut.updates():
@@ -76,19 +81,21 @@ def demo(rounds: int = 6, crash_round: int = 3) -> int:
             live = sum(1 for key, _ in ENTRY.iter_unpack(table) if key)
             st = expire.orbit.stats()
             print(f"round {rnd}: orbit saw {n} expired, main evicted {evicted} and served "
-                  f"{during} requests meanwhile; {live} live; {st['pages_copied']} pages "
-                  f"synced over {st['calls']} calls (orbit pid {st['pid']}, "
-                  f"restarts {st['restarts']})")
+                  f"{during} requests meanwhile; {live} live; stats(): "
+                  f"pages_copied={st['pages_copied']} calls={st['calls']} pid={st['pid']} "
+                  f"restarts={st['restarts']}")
     finally:
         expire.orbit.close()
-    print("demo done: the orbit crashed once, main never stopped, and the orbit came back.")
+    print("demo done: the orbit crashed once (on purpose), main never stopped, and the "
+          "orbit came back.")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orbitpy")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run a cache-expiry orbit that survives a crash")
+    d = sub.add_parser("demo", help="run a cache-expiry orbit that survives a crash the "
+                                    "demo injects on purpose")
     d.add_argument("--rounds", type=int, default=6)
     d.add_argument("--crash-round", type=int, default=3)
     args = parser.parse_args(argv)

@@ -91,6 +91,42 @@ def _keep_fault_handler_on_top() -> None:
     _guards_installed = True
 
 
+_SIZE_SUFFIX = {"k": 10, "m": 20, "g": 30, "t": 40}
+
+
+def _reserve_request() -> int:
+    """Bytes ORBITPY_RESERVE asks for (64 GiB if unset), as the C core reads
+    it; ValueError if it is not a size."""
+    text = os.environ.get("ORBITPY_RESERVE", "")
+    if not text:
+        return 64 << 30
+    digits, shift = text, 0
+    if text[-1].lower() in _SIZE_SUFFIX:
+        digits, shift = text[:-1], _SIZE_SUFFIX[text[-1].lower()]
+    try:
+        n = int(digits, 0) << shift if digits.strip() == digits else 0
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise ValueError(f"ORBITPY_RESERVE={text!r} is not a size: give a positive number "
+                         f"of bytes, optionally with a suffix K, M, G or T (e.g. 16G)")
+    return n
+
+
+def _reservation_failed() -> Exception:
+    """Why the C core has no reservation: a bad ORBITPY_RESERVE, or too
+    little address space for it."""
+    want = _reserve_request()  # raises ValueError for a bad value
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    limit = (f"the address-space limit (ulimit -v) is {soft} bytes"
+             if soft != resource.RLIM_INFINITY else "the address space is too small")
+    return MemoryError(f"could not reserve {want} bytes of address space for arenas: {limit}; "
+                       f"set ORBITPY_RESERVE to reserve less (e.g. ORBITPY_RESERVE=1G, enough "
+                       f"for the arenas you need) before the first arena is made")
+
+
 class Arena:
     """A memory area at the same address in main and in every orbit.
 
@@ -105,6 +141,8 @@ class Arena:
         if size <= 0:
             raise ValueError(f"arena size must be > 0 bytes, got {size}")
         reserve = _core.reservation_size()
+        if reserve == 0:
+            raise _reservation_failed()
         if size > reserve:
             raise ValueError(
                 f"arena size {size} exceeds the {reserve}-byte address range reserved for "

@@ -5,12 +5,16 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import errno
+import faulthandler
 import functools
 import gc
+import inspect
+import logging
 import os
 import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +29,7 @@ from .errors import (
     OrbitClosed,
     OrbitCrashed,
     OrbitError,
+    OrbitExit,
     OrbitTimeout,
     RemoteTraceback,
     describe_status,
@@ -35,6 +40,7 @@ R = TypeVar("R")
 OnInterrupt = Literal["kill", "finish"]
 
 _STATUS_OK, _STATUS_RAISED = 0, 1
+log = logging.getLogger("orbitpy")
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
 
 # Bumped in every child forked from this process (no getpid() per call).
@@ -64,8 +70,79 @@ def push(obj: Any) -> None:
     _core.push(_pickle.dumps(obj))
 
 
-def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
+# In an orbit: the file its faulthandler writes to (-1 until its first call),
+# and when the running call started (0: none).
+_fault_fd = -1
+_call_started = 0.0
+_FAULT_MARK = "orbitpy: faulthandler of orbit pid "
+_FATAL_MARK = "Fatal Python error"
+_LATE_MARK = "orbitpy: the call is about to overrun its timeout; where it is:"
+
+
+def _arm_faulthandler(fd: int, timeout: float) -> None:
+    """In a new orbit process: send faulthandler's dumps (a fatal signal's
+    traceback) to `fd`, a file main reads when the orbit dies, after a line
+    naming this process.  With a timeout, a watcher thread also writes there
+    where a call is shortly before its timeout kills the orbit."""
+    global _fault_fd
+    _fault_fd = fd
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        os.write(fd, f"\n{_FAULT_MARK}{os.getpid()}\n".encode())
+        faulthandler.enable(file=fd, all_threads=True)
+    except (OSError, ValueError, RuntimeError):
+        return  # no traceback on crashes; calls work all the same
+    if timeout > 0:
+        margin = min(0.2 * timeout, 1.0)
+        try:
+            threading.Thread(target=_watch_for_timeout,
+                             args=(fd, timeout - margin, margin / 3),
+                             name="orbitpy-timeout-watch", daemon=True).start()
+        except RuntimeError:
+            pass  # e.g. no memory for a thread under memory_limit: no dump
+
+
+def _watch_for_timeout(fd: int, dump_after: float, period: float) -> None:
+    """In an orbit with a timeout: dump the call's traceback once it has run
+    `dump_after` seconds (the kill itself, SIGKILL, leaves no trace).  Needs
+    the GIL: a call stuck in C code that holds it is not dumped."""
+    dumped = 0.0
+    while True:
+        time.sleep(max(period, 0.005))
+        started = _call_started
+        if started and started != dumped and time.monotonic() - started >= dump_after:
+            dumped = started
+            try:
+                os.write(fd, f"\n{_LATE_MARK}\n".encode())
+                faulthandler.dump_traceback(file=fd, all_threads=True)
+            except (OSError, ValueError):
+                return
+
+
+def _without_fork_frames(dump: str) -> str:
+    """A faulthandler dump without the frames below _run_in_orbit (those are
+    main's, as they were when it forked the orbit, not the task's) and
+    without orbitpy's timeout watcher thread."""
+    parts = []
+    for part in dump.split("\n\n"):  # a thread each, or a message
+        if part.rstrip().endswith(" in _bootstrap") and " in _watch_for_timeout" in part:
+            continue
+        lines = part.split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("  File ") and line.endswith(" in _run_in_orbit"):
+                del lines[i + 1:]
+                break
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, timeout: float,
+                  arg: bytes) -> tuple[int, bytes]:
     """The orbit side of a call: runs in the orbit process."""
+    global _call_started
+    if _fault_fd != fault_fd:
+        _arm_faulthandler(fault_fd, timeout)
+    _call_started = time.monotonic()
     try:
         if arg:
             args, kwargs = _pickle.loads_call(arg)
@@ -86,22 +163,37 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
         finally:
             os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as e:  # noqa: BLE001 - everything goes back to main
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        try:
-            payload = _pickle.dumps((e, tb))
-        except Exception:
-            payload = _pickle.dumps((OrbitError(f"{type(e).__name__}: {e}"), tb))
-        return _STATUS_RAISED, payload
+        return _STATUS_RAISED, _describe_exception(e)
     finally:
         # What the call leaves behind may point into this call's view of the
         # arenas (e.g. a __dict__ made for an arena object), which the next
         # call replaces: the collector must never walk it again.
+        _call_started = 0.0
         gc.freeze()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _describe_exception(e: BaseException) -> bytes:
+    """What main gets of an exception raised in the orbit: the exception
+    pickled on its own (main may fail to rebuild it), and, always, its type's
+    name, its str() and the formatted traceback."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    cls = type(e)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else \
+        f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        text = str(e)
+    except Exception as se:
+        text = f"<str() failed: {type(se).__name__}>"
+    try:
+        exc, why = _pickle.dumps(e), ""
+    except Exception as pe:
+        exc, why = b"", f"it cannot be pickled: {type(pe).__name__}: {pe}"
+    return _pickle.dumps((exc, tb, name, text, why))
 
 
 def _name_of(fn: Any) -> str:
@@ -269,7 +361,9 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
         while True:
             try:
                 more, data = self._core.pull(timeout)
-            except _core.CoreError:
+            except _core.CoreError as e:
+                if e.code == errno.ECHILD:
+                    raise self._handle._error(e) from None
                 return  # the call failed; result() tells why
             if not more:
                 return
@@ -291,7 +385,11 @@ class OrbitHandle:
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in areas)
         self._lock = threading.Lock()
         self._closed = False
+        self._closed_why = ""
         self._core: Any = None
+        self._last: Any = None  # the last call issued (calls run in order)
+        self._fault_fd = -1     # where the orbit's faulthandler writes (a memfd)
+        self._logged_pid = 0    # the last dead orbit process logged
         self._generation = _fork_generation
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
@@ -308,22 +406,33 @@ class OrbitHandle:
     # -- process
 
     def _orbit(self) -> Any:
+        if self._closed:
+            raise self._closed_error()
         core = self._core
         if core is not None and self._generation != _fork_generation:
             # We are a process forked from the one that started the orbit
             # (multiprocessing, os.fork): that orbit is its, not ours.  Start
             # our own; the inherited handle is dropped without touching it.
             self._core = core = None
+            self._last = None
+            if self._fault_fd >= 0:
+                os.close(self._fault_fd)  # our copy of the parent's file
+                self._fault_fd = -1
             self._queue = queue.SimpleQueue()
             self._dispatcher = None
         if core is None:
             with self._lock:
                 if self._closed:
-                    raise OrbitClosed(f"orbit {self.name!r} is closed")
+                    raise self._closed_error()
                 if self._core is None:
                     fn = self._fn
+                    if self._fault_fd < 0:
+                        self._fault_fd = os.memfd_create("orbitpy-faulthandler",
+                                                         os.MFD_CLOEXEC)
                     self._core = _core.Orbit(self.name,
-                                             functools.partial(_run_in_orbit, fn),
+                                             functools.partial(_run_in_orbit, fn,
+                                                               self._fault_fd,
+                                                               self._opts["timeout_ms"] / 1000),
                                              **self._opts)
                     self._generation = _fork_generation
                 core = self._core
@@ -352,13 +461,84 @@ class OrbitHandle:
 
     def close(self) -> None:
         """Stop the orbit; pending calls fail with OrbitClosed.  Idempotent."""
+        self._close("")
+
+    def _close(self, why: str) -> None:
         with self._lock:
+            if not self._closed:
+                self._closed_why = why
             self._closed = True
             core, self._core = self._core, None
+            self._last = None
+            fault_fd, self._fault_fd = self._fault_fd, -1
         if core is not None:
             core.close()
+        if fault_fd >= 0:
+            os.close(fault_fd)
         if self._dispatcher is not None:
             self._queue.put(None)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls, then close the orbit, like
+        ``concurrent.futures.Executor.shutdown``.  ``wait=True``: return once
+        every pending call has finished (their futures hold their results);
+        ``cancel_futures=True``: pending calls, the running one included, fail
+        with OrbitClosed at once (an orbit runs one call at a time, and a
+        running call is stopped only by stopping the orbit).  Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed_why = "shut down"
+            self._closed = True  # new calls raise OrbitClosed from here on
+            last = self._last
+        if wait and not cancel_futures and last is not None:
+            try:
+                last.wait(None)  # calls run in order: the last one ends last
+            except _core.CoreError:
+                pass  # its future tells why
+        self._close("shut down")
+
+    def _pending(self) -> bool:
+        """True while a call issued to the orbit has not ended."""
+        last = self._last
+        if last is None:
+            return False
+        try:
+            last.wait(0)
+        except TimeoutError:
+            return True
+        except Exception:
+            pass
+        return False
+
+    def _fault_dump(self, pid: int, kind: str) -> str | None:
+        """The last traceback of `kind` (_FATAL_MARK: a fatal signal;
+        _LATE_MARK: a call near its timeout) orbit process `pid` wrote."""
+        fd = self._fault_fd
+        if fd < 0 or not pid:
+            return None
+        try:
+            text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        except OSError:
+            return None
+        head = f"{_FAULT_MARK}{pid}\n"
+        at = text.rfind(head)
+        if at < 0:
+            return None
+        section = text[at + len(head):].split(f"\n{_FAULT_MARK}", 1)[0]
+        at = section.rfind(kind)
+        if at < 0:
+            return None
+        return _without_fork_frames(section[at:].strip("\n")) or None
+
+    def _closed_error(self) -> OrbitClosed:
+        why = f" ({self._closed_why})" if self._closed_why else ""
+        return OrbitClosed(f"orbit {self.name!r} is closed{why}")
+
+    def __enter__(self) -> OrbitHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
 
     def stats(self) -> dict[str, Any]:
         """calls (answered), failed (ended with an orbitpy error instead:
@@ -408,7 +588,8 @@ class OrbitHandle:
             if a not in self._seen:
                 self._seen.add(a)
         try:
-            return self._orbit().call_async(arg, live, flags, prepare)
+            self._last = f = self._orbit().call_async(arg, live, flags, prepare)
+            return f
         except _core.CoreError as e:
             raise self._error(e) from None
 
@@ -481,14 +662,28 @@ class OrbitHandle:
     def _decode(self, ret: int, data: bytes) -> Any:
         if ret == _STATUS_OK:
             return _pickle.loads(data) if data else None
+        packed, tb, type_name, text, why = _pickle.loads(data)
+        raised = f"{type_name}: {text}" if text else type_name
+        exc: BaseException
         try:
-            exc, tb = _pickle.loads(data)
+            if not packed:
+                raise OrbitError(why)
+            exc = _pickle.loads(packed)
         except Exception as e:
-            raise OrbitError(f"orbit {self.name!r} raised an exception that cannot be "
-                             f"rebuilt in main ({type(e).__name__}: {e})") from None
+            # Keep what the orbit said: its type, message and traceback.
+            why = why or f"{type(e).__name__}: {e}"
+            exc = OrbitError(f"orbit {self.name!r} raised {raised} (the exception cannot be "
+                             f"rebuilt in main: {why}; the orbit's traceback is attached)")
+            exc.remote_type = type_name  # type: ignore[attr-defined]
+        if not isinstance(exc, Exception):
+            # SystemExit, KeyboardInterrupt, GeneratorExit: they end the call
+            # in the orbit, never main.
+            code = exc.code if isinstance(exc, SystemExit) else None
+            exc = OrbitExit(f"orbit {self.name!r} raised {raised} (it ended the call, "
+                            f"not main)", code=code, exc_type=type_name)
         exc.__cause__ = RemoteTraceback(tb)
         try:
-            exc.orbit_traceback = tb
+            exc.orbit_traceback = tb  # type: ignore[attr-defined]
         except Exception:
             pass
         raise exc
@@ -499,14 +694,21 @@ class OrbitHandle:
         if code == _core.E_CRASHED:
             text, sig, exitcode = describe_status(e.status)
             pid = f" (pid {e.pid})" if e.pid else ""
-            return OrbitCrashed(f"orbit {self.name!r}{pid} {text}; the call was lost "
-                                f"({self._after_crash()})",
-                                pid=e.pid, signal=sig, exitcode=exitcode)
-        if code == _core.E_TIMEOUT:
+            msg = f"orbit {self.name!r}{pid} {text}; the call was lost ({self._after_crash()})"
+            dump = self._fault_dump(e.pid, _FATAL_MARK)
+            err: OrbitError = OrbitCrashed(msg + (f"\n{dump}" if dump else ""),
+                                           pid=e.pid, signal=sig, exitcode=exitcode)
+            self._log_death(e.pid, msg, dump)
+        elif code == _core.E_TIMEOUT:
             limit = timeout if timeout is not None else self._opts["timeout_ms"] / 1000
-            return OrbitTimeout(f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
-                                f"the orbit was killed and restarts on the next call")
-        if code == _core.E_ABORTED:
+            msg = (f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
+                   f"the orbit was killed and restarts on the next call")
+            dump = self._fault_dump(e.pid, _LATE_MARK)
+            if dump:
+                dump = f"the call shortly before its timeout (faulthandler):\n{dump}"
+            err = OrbitTimeout(msg + (f"\n{dump}" if dump else ""))
+            self._log_death(e.pid, msg, dump)
+        elif code == _core.E_ABORTED:
             reason = "timeout" if e.cause == _core.E_TIMEOUT else "cancelled"
             why = ("an earlier call overran its timeout" if reason == "timeout"
                    else "an earlier call was cancelled")
@@ -515,9 +717,23 @@ class OrbitHandle:
                                 f"call was queued behind it and did not run (the orbit "
                                 f"restarts on the next call)",
                                 reason=reason, pid=e.pid)
+        else:
+            return self._other_error(e)
+        err.orbit_traceback = dump
+        return err
+
+    def _log_death(self, pid: int, msg: str, dump: str | None) -> None:
+        """Log a crash or timeout once (every call it failed reports it)."""
+        if pid and pid == self._logged_pid:
+            return
+        self._logged_pid = pid
+        log.error("%s%s", msg, f"\n{dump}" if dump else "")
+
+    def _other_error(self, e: Any) -> OrbitError:
+        code = e.code
         if code == _core.E_CLOSED:
             if self._closed:
-                return OrbitClosed(f"orbit {self.name!r} is closed")
+                return self._closed_error()
             return OrbitClosed(f"orbit {self.name!r} crashed and restart=False: it takes no "
                                f"more calls")
         if code == _core.E_RESTART_LIMIT:
@@ -528,6 +744,11 @@ class OrbitHandle:
             return OrbitError(f"an arena passed to orbit {self.name!r} was created in another "
                               f"process (this one was forked from it); arenas belong to the "
                               f"process that made them: create them after forking")
+        if code == errno.ECHILD:
+            return OrbitError(f"this call to orbit {self.name!r} was inherited through a fork: "
+                              f"it belongs to the parent process, which gets its result; a "
+                              f"forked process cannot wait for it (call the function again "
+                              f"here: this process gets an orbit of its own)")
         if code == _core.E_SKIPPED:
             return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
         if code == _core.E_CANCELLED:
@@ -593,6 +814,25 @@ class OrbitFunction(Generic[P, R]):
         `on_interrupt` as for :meth:`call_async_ex`."""
         _check_call_options(timeout, on_interrupt)
         return OrbitCall(self.orbit, timeout, on_interrupt)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # Defined in a class body and looked up on an instance: the orbit
+        # would be called without `self`.
+        if instance is None or isinstance(self.__wrapped__, staticmethod):  # type: ignore[attr-defined]
+            return self
+        raise TypeError(
+            f"{self.orbit.name} is an orbit function defined in a class body: called on an "
+            f"instance it would not get `self`. Decorate a bound method instead "
+            f"(fn = orbitpy.orbit(obj.method): the orbit gets obj as it was when the orbit "
+            f"started), or make it a staticmethod (@orbitpy.orbit above @staticmethod) and "
+            f"pass what it needs as arguments")
+
+    def __enter__(self) -> OrbitFunction[P, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving ``with fn:`` waits for pending calls, then closes the orbit."""
+        self.orbit.shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"<orbitpy.OrbitFunction {self.orbit.name!r}>"
@@ -677,6 +917,12 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
             raise TypeError(f"orbitpy.orbit needs a callable, got {type(f).__name__}")
+        if inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f):
+            raise TypeError(
+                f"orbitpy.orbit cannot run {_name_of(f)}: it is an async function, and an "
+                f"orbit runs plain calls; wrap it: @orbitpy.orbit def task(*args): return "
+                f"asyncio.run({getattr(f, '__name__', 'fn')}(*args)) (await the result in "
+                f"main with asyncio.wrap_future(task.call_async(...)))")
         return OrbitFunction(f, **options)
 
     if fn is None:
@@ -698,12 +944,38 @@ def default_snapshot_mode() -> str:
 _default_mode: str | None = None
 
 
-@atexit.register
+def shutdown(wait: bool = True, *, cancel_futures: bool = False) -> None:
+    """Shut down every orbit of this process (``OrbitHandle.shutdown`` on
+    each): with ``wait=True``, return once their pending calls have finished.
+    Call it before exiting to let pending calls finish: at interpreter exit,
+    calls still pending are cancelled and their orbits killed."""
+    for h in list(_live_handles):
+        h.shutdown(wait, cancel_futures=cancel_futures)
+
+
 def _close_all() -> None:
+    """At interpreter exit: stop every orbit, cancelling what is pending, so
+    that exit never waits for an orbit (threads blocked in calls get
+    OrbitClosed and end).  Runs before threading joins non-daemon threads."""
     if _core.in_orbit():
         return
+    why = ("closed at interpreter exit; call orbitpy.shutdown(wait=True) before "
+           "exiting to let pending calls finish")
     for h in list(_live_handles):
         try:
-            h.close()
+            if h._generation == _fork_generation and h._pending():
+                log.warning("orbit %r: pending calls cancelled at interpreter exit (call "
+                            "orbitpy.shutdown(wait=True) before exiting to wait for them)",
+                            h.name)
+            h._close(why)
         except Exception:
             pass
+
+
+try:
+    # Before threading._shutdown joins non-daemon threads: one blocked in a
+    # call would otherwise keep the interpreter waiting for the orbit.
+    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - no such hook
+    pass
+atexit.register(_close_all)

@@ -6,7 +6,12 @@ import signal
 
 
 class OrbitError(Exception):
-    """Base class of orbit failures."""
+    """Base class of orbit failures.
+
+    ``orbit_traceback``: the orbit's traceback text where there is one (the
+    orbit's exception, or faulthandler's dump of a crash or a timeout)."""
+
+    orbit_traceback: str | None = None
 
 
 class OrbitCrashed(OrbitError):
@@ -52,6 +57,18 @@ class OrbitClosed(OrbitError):
 
 class OrbitBusy(OrbitError):
     """``call_async(..., skip_if_busy=True)`` found the orbit busy."""
+
+
+class OrbitExit(OrbitError):
+    """The orbit function raised ``SystemExit`` (``sys.exit()``, an argparse
+    error), ``KeyboardInterrupt`` or ``GeneratorExit``.  These end a call,
+    never main: ``code`` is the ``SystemExit`` code (None for the others),
+    ``exc_type`` the name of the exception raised in the orbit."""
+
+    def __init__(self, message: str, *, code: object = None, exc_type: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.exc_type = exc_type
 
 
 class ArenaFull(MemoryError):
