@@ -161,6 +161,12 @@ struct orbit_options {
 	int restart_limit;	/* consecutive crashes tolerated before giving up (default 5) */
 	int backoff_ms;		/* delay before the n-th consecutive restart: backoff*2^(n-1) */
 	int max_backoff_ms;	/* ...capped at this (default 1000) */
+	/* A new orbit process drops main's sockets, pipes, memfds and
+	 * anonymous-inode descriptors (replaced by /dev/null) and keeps 0-2,
+	 * regular files, directories and devices; these descriptors it keeps
+	 * too (copied by orbit_create). */
+	const int *keep_fds;
+	size_t nkeep_fds;
 	const struct orbit_hooks *hooks;	/* may be NULL */
 };
 /* Fill `o` with the defaults described above. */

@@ -161,6 +161,10 @@ void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
 int us_raise_data_limit(size_t extra);
 
+/* fds.c (orbit, at its start): drop main's descriptors but 0-2, `own`,
+ * `keep` and files */
+void us_drop_inherited_fds(int own, const int *keep, size_t nkeep);
+
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);

@@ -229,7 +229,8 @@ class OrbitHandle:
 
     def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
                  timeout: float | None, restart: bool | int, nice: int | None,
-                 memory_limit: int | None, cpus: Iterable[int] | None) -> None:
+                 memory_limit: int | None, cpus: Iterable[int] | None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self._fn = fn
         self.name = name
         self._areas = list(areas)
@@ -248,7 +249,7 @@ class OrbitHandle:
         self._opts: dict[str, Any] = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
             nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
-            restart=bool(restart), restart_limit=limit)
+            restart=bool(restart), restart_limit=limit, keep_fds=pass_fds)
         _live_handles.add(self)
 
     # -- process
@@ -506,14 +507,14 @@ def orbit(fn: Callable[P, R], /) -> OrbitFunction[P, R]: ...
 def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None
+          cpus: Iterable[int] | None = None, pass_fds: Iterable[Any] = ()
           ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
 
 
 def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None) -> Any:
+          cpus: Iterable[int] | None = None, pass_fds: Iterable[Any] = ()) -> Any:
     """Make a function run in an orbit: ``@orbitpy.orbit`` or
     ``@orbitpy.orbit(timeout=5, ...)``.
 
@@ -526,6 +527,10 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         an int: that many; False: never).
     nice: added to the orbit's nice value.  memory_limit: bytes the orbit may
         allocate beyond its arenas.  cpus: CPUs the orbit may run on.
+    pass_fds: descriptors (ints, or objects with fileno()) of main's that the
+        orbit keeps open.  Of the others it keeps 0-2 and regular files,
+        directories and devices; main's sockets, pipes, memfds and event
+        descriptors are closed in the orbit (replaced by /dev/null).
     """
     areas = tuple(areas)
     for a in areas:
@@ -546,7 +551,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
-                   memory_limit=memory_limit, cpus=cpus)
+                   memory_limit=memory_limit, cpus=cpus, pass_fds=_descriptors(pass_fds))
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
@@ -556,6 +561,23 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     if fn is None:
         return wrap
     return wrap(fn)
+
+
+def _descriptors(objs: Iterable[Any]) -> tuple[int, ...]:
+    """pass_fds as descriptor numbers."""
+    if isinstance(objs, (str, bytes)) or not isinstance(objs, Iterable):
+        raise TypeError(f"pass_fds must be an iterable of descriptors, got {objs!r}")
+    fds = []
+    for o in objs:
+        fd = o.fileno() if hasattr(o, "fileno") else o
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"pass_fds must hold ints or objects with fileno(), got {o!r}")
+        if fd < 0:
+            raise ValueError(f"pass_fds must hold open descriptors (>= 0), got {o!r}")
+        fds.append(fd)
+    if len(fds) > 256:
+        raise ValueError(f"pass_fds may hold at most 256 descriptors, got {len(fds)}")
+    return tuple(fds)
 
 
 def default_snapshot_mode() -> str:
