@@ -63,7 +63,9 @@ struct orbit_area;
  * reservation is exhausted, ENOTSUP when a forced mode is unavailable).
  */
 struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode);
-/* Unmap an area.  Orbits that used it keep their last snapshot of it. */
+/* Unmap an area and release every orbit's copy of it: main's at once, an
+ * orbit's (its memory, and the mapping at the area's address) when its next
+ * call starts. */
 void orbit_area_destroy(struct orbit_area *area);
 void *orbit_area_base(const struct orbit_area *area);
 size_t orbit_area_size(const struct orbit_area *area);
