@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
-from ._arena import Arena
+from ._arena import Arena, foreign_arena_error
 from .errors import (
     EXIT_OUT_OF_MEMORY,
     OrbitBusy,
@@ -351,6 +351,8 @@ class OrbitHandle:
         try:
             return self._orbit().call_async(arg, live, flags, prepare)
         except _core.CoreError as e:
+            if e.code == errno.EXDEV:
+                raise foreign_arena_error(self.name, live) from None
             raise self._error(e) from None
 
     def _arg_labels(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, str]:
@@ -441,10 +443,6 @@ class OrbitHandle:
             return OrbitCrashed(f"orbit {self.name!r} crashed "
                                 f"{self._opts['restart_limit'] + 1} times in a row; not "
                                 f"restarting it again (call fn.orbit.restart() to retry)")
-        if code == errno.EXDEV:
-            return OrbitError(f"an arena passed to orbit {self.name!r} was created in another "
-                              f"process (this one was forked from it); arenas belong to the "
-                              f"process that made them: create them after forking")
         if code == _core.E_SKIPPED:
             return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
         if code == _core.E_CANCELLED:
