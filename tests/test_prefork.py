@@ -155,20 +155,54 @@ def app(environ, start_response):
 """
 
 
-def test_gunicorn_preload_fails_loudly(tmp_path: Path) -> None:
+POST_FORK_APP = """
+import orbitpy
+
+state = {}
+
+def make_arenas():                      # called in each worker (post_fork)
+    arena = orbitpy.arena(1 << 20)
+    buf = arena.buffer(4096)
+    buf[0] = 42
+    state["buf"] = buf
+
+@orbitpy.orbit
+def first(b):
+    return b[0]
+
+def app(environ, start_response):
+    try:
+        body = f"ok {first(state['buf'])}".encode()
+        status = "200 OK"
+    except orbitpy.OrbitError as e:
+        body = str(e).encode()
+        status = "500 Internal Server Error"
+    start_response(status, [("Content-Type", "text/plain")])
+    return [body]
+"""
+
+POST_FORK_CONF = """
+def post_fork(server, worker):
+    import app
+    app.make_arenas()
+"""
+
+
+def run_gunicorn(tmp_path: Path, app: str, *args: str) -> tuple[bytes, str]:
+    """Serve `app` with gunicorn (one worker), GET / once; (reply, stderr)."""
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
     if gunicorn is None:
         pytest.skip("gunicorn is not installed")
-    (tmp_path / "app.py").write_text(textwrap.dedent(GUNICORN_APP))
+    (tmp_path / "app.py").write_text(textwrap.dedent(app))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORBITPY_")}
     proc = subprocess.Popen([gunicorn, "--preload", "-w", "1", "-b", f"127.0.0.1:{port}",
-                             "--chdir", str(tmp_path), "app:app"], env=env,
+                             "--chdir", str(tmp_path), *args, "app:app"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reply = b""
     try:
-        reply = b""
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
                     c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -177,8 +211,6 @@ def test_gunicorn_preload_fails_loudly(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        assert reply.startswith(b"HTTP/1.0 500") or reply.startswith(b"HTTP/1.1 500"), reply
-        assert b"post_fork" in reply, reply
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -186,5 +218,19 @@ def test_gunicorn_preload_fails_loudly(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate(timeout=10)
+    return reply, err
+
+
+def test_gunicorn_preload_fails_loudly(tmp_path: Path) -> None:
+    reply, err = run_gunicorn(tmp_path, GUNICORN_APP)
+    assert reply.split(b" ")[1:2] == [b"500"], (reply, err[-3000:])
+    assert b"post_fork" in reply, reply
     # The worker logged it (gunicorn's error log is stderr).
     assert "created in another process" in err, err[-3000:]
+
+
+def test_gunicorn_post_fork_arenas_work(tmp_path: Path) -> None:
+    (tmp_path / "conf.py").write_text(textwrap.dedent(POST_FORK_CONF))
+    reply, err = run_gunicorn(tmp_path, POST_FORK_APP, "-c", str(tmp_path / "conf.py"))
+    assert reply.split(b" ")[1:2] == [b"200"], (reply, err[-3000:])
+    assert reply.endswith(b"ok 42"), reply
