@@ -319,15 +319,16 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 		return -EPROTO;
 	memcpy(&body, s->inbuf, sizeof(body));
 	p = s->inbuf + sizeof(body);
-	if (body.nforget > (h.aux - sizeof(body)) / sizeof(uint32_t))
+	if (body.nforget > (h.aux - sizeof(body)) / sizeof(uint32_t) ||
+	    US_FORGET_BYTES(body.nforget) > h.aux - sizeof(body))
 		return -EPROTO;
 	for (uint32_t i = 0; i < body.nforget; i++) {	/* before any new view */
 		uint32_t id;
 
-		memcpy(&id, p, sizeof(id));
-		p += sizeof(id);
+		memcpy(&id, p + i * sizeof(id), sizeof(id));
 		view_forget(s, id);
 	}
+	p += US_FORGET_BYTES(body.nforget);
 	for (uint32_t i = 0; i < body.narea; i++) {
 		struct us_area_rec rec;
 		struct us_view *v;

@@ -452,7 +452,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		sc.pos = s->stage_head + pad;
 	}
 
-	body_len = sizeof(*body) + s->nforget * sizeof(uint32_t) + n * sizeof(struct us_area_rec) +
+	body_len = sizeof(*body) + US_FORGET_BYTES(s->nforget) + n * sizeof(struct us_area_rec) +
 		   (idle ? 0 : need_pages * sizeof(struct us_range));
 	err = scratch_reserve(s, body_len);
 	if (err)
@@ -464,8 +464,9 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 	body->nforget = (uint32_t)s->nforget;
 	sc.out = s->scratch + sizeof(*body);
 	if (s->nforget) {	/* before the areas: a new one may take a forgotten address */
+		memset(sc.out, 0, US_FORGET_BYTES(s->nforget));
 		memcpy(sc.out, s->forget, s->nforget * sizeof(uint32_t));
-		sc.out += s->nforget * sizeof(uint32_t);
+		sc.out += US_FORGET_BYTES(s->nforget);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct us_area_rec rec = { 0 };

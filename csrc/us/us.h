@@ -93,6 +93,9 @@ struct us_call_body {
 	uint32_t narea;
 	uint32_t nforget;	/* ids (uint32_t) of destroyed areas follow, then the areas */
 };
+/* Bytes of the forget list: padded so that what follows stays 8-aligned (the
+ * call's argument comes last, and entries read it in place). */
+#define US_FORGET_BYTES(n) (((size_t)(n) * sizeof(uint32_t) + 7) & ~(size_t)7)
 
 struct us_area_rec {
 	uint32_t id;
