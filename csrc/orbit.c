@@ -533,6 +533,18 @@ struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
 	if (ob->opt.hooks)
 		ob->hooks = *ob->opt.hooks;
 	ob->opt.hooks = NULL;
+	if (ob->opt.nkeep_fds) {	/* the caller's array need not outlive this call */
+		int *keep = malloc(ob->opt.nkeep_fds * sizeof(*keep));
+
+		if (!keep) {
+			free(ob);
+			return NULL;
+		}
+		memcpy(keep, ob->opt.keep_fds, ob->opt.nkeep_fds * sizeof(*keep));
+		ob->opt.keep_fds = keep;
+	} else {
+		ob->opt.keep_fds = NULL;
+	}
 	pthread_mutex_init(&ob->lock, NULL);
 	pthread_mutex_init(&ob->submit_lock, NULL);
 	{
@@ -594,6 +606,8 @@ static int ensure_process(struct orbit *ob)
 	sp.nice = ob->opt.nice;
 	sp.cpu_mask = ob->opt.cpu_mask;
 	sp.memory_limit = ob->opt.memory_limit;
+	sp.keep_fds = ob->opt.keep_fds;
+	sp.nkeep_fds = ob->opt.nkeep_fds;
 	sp.hooks = &ob->hooks;
 	sp.child_main = child_main;
 	sp.child_arg = ob;
@@ -943,6 +957,7 @@ static void orbit_release_memory(struct orbit *ob)
 	pthread_mutex_destroy(&ob->lock);
 	pthread_mutex_destroy(&ob->submit_lock);
 	pthread_cond_destroy(&ob->cond);
+	free((void *)ob->opt.keep_fds);
 	free(ob);
 }
 

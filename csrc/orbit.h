@@ -65,7 +65,9 @@ struct orbit_area;
  * reservation is exhausted, ENOTSUP when a forced mode is unavailable).
  */
 struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode);
-/* Unmap an area.  Orbits that used it keep their last snapshot of it. */
+/* Unmap an area and release every orbit's copy of it: main's at once, an
+ * orbit's (its memory, and the mapping at the area's address) when its next
+ * call starts. */
 void orbit_area_destroy(struct orbit_area *area);
 void *orbit_area_base(const struct orbit_area *area);
 size_t orbit_area_size(const struct orbit_area *area);
@@ -166,6 +168,12 @@ struct orbit_options {
 	int restart_limit;	/* consecutive crashes tolerated before giving up (default 5) */
 	int backoff_ms;		/* delay before the n-th consecutive restart: backoff*2^(n-1) */
 	int max_backoff_ms;	/* ...capped at this (default 1000) */
+	/* A new orbit process drops main's sockets, pipes, memfds and
+	 * anonymous-inode descriptors (replaced by /dev/null) and keeps 0-2,
+	 * regular files, directories and devices; these descriptors it keeps
+	 * too (copied by orbit_create). */
+	const int *keep_fds;
+	size_t nkeep_fds;
 	const struct orbit_hooks *hooks;	/* may be NULL */
 };
 /* Fill `o` with the defaults described above. */

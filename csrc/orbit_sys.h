@@ -26,6 +26,8 @@ struct orbit_spawn {
 	int nice;
 	uint64_t cpu_mask;
 	size_t memory_limit;
+	const int *keep_fds;	/* main's descriptors the orbit keeps (see orbit_options) */
+	size_t nkeep_fds;
 	const struct orbit_hooks *hooks;
 	void (*child_main)(struct orbit_sys *self, void *arg);	/* never returns */
 	void *child_arg;

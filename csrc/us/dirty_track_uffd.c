@@ -64,8 +64,26 @@ static int wp_register(int fd, void *addr, size_t len)
 	return 0;
 }
 
+static void uffd_child_reset(void);
+static pthread_once_t uffd_atfork_once = PTHREAD_ONCE_INIT;
+
+/*
+ * A userfaultfd acts on the address space of the process that opened it, and
+ * a forked child inherits the descriptor: a child of main (os.fork,
+ * multiprocessing, a pre-forking server's worker) registering its new areas
+ * with it would register them in *main's* address space, and its page-table
+ * scans would then find its own pages unregistered (EPERM).  So every child
+ * forgets main's descriptor at fork (orbits too, again, in child_setup) and
+ * opens its own on its first area.
+ */
+static void uffd_atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, uffd_child_reset);
+}
+
 static int uffd_open_locked(void)
 {
+	pthread_once(&uffd_atfork_once, uffd_atfork_register);
 	if (uffd < 0)
 		uffd = uffd_new(UFFD_WANT);
 	return uffd;
@@ -141,7 +159,8 @@ static int uffd_own_writes(void *addr, size_t len, int armed, page_run_cb cb, vo
 static void uffd_child_reset(void)
 {
 	/* Without UFFD_FEATURE_EVENT_FORK the child's mappings are not
-	 * registered; the inherited descriptor is only main's. */
+	 * registered; the inherited descriptor is only main's.  Closing our
+	 * copy leaves main's open. */
 	if (uffd >= 0)
 		close(uffd);
 	uffd = -1;

@@ -139,6 +139,25 @@ static int view_map(struct orbit_sys *s, const struct us_area_rec *rec, int fd)
 	return 0;
 }
 
+/* Main destroyed the area: unmap our copy (its memory goes with it) and give
+ * the address back to the reservation, as it was before the view. */
+static void view_forget(struct orbit_sys *s, uint32_t id)
+{
+	for (struct us_view **pp = &s->views; *pp; pp = &(*pp)->next) {
+		struct us_view *v = *pp;
+
+		if (v->id != id)
+			continue;
+		*pp = v->next;
+		if (v->base)
+			munmap(v->base, v->size);
+		mmap(v->addr, v->size, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+		free(v);
+		return;
+	}
+}
+
 /*
  * Map every page the base holds into a new view, readable: random reads of a
  * large structure (a dict of a million records) otherwise take a page fault
@@ -300,6 +319,16 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 		return -EPROTO;
 	memcpy(&body, s->inbuf, sizeof(body));
 	p = s->inbuf + sizeof(body);
+	if (body.nforget > (h.aux - sizeof(body)) / sizeof(uint32_t) ||
+	    US_FORGET_BYTES(body.nforget) > h.aux - sizeof(body))
+		return -EPROTO;
+	for (uint32_t i = 0; i < body.nforget; i++) {	/* before any new view */
+		uint32_t id;
+
+		memcpy(&id, p + i * sizeof(id), sizeof(id));
+		view_forget(s, id);
+	}
+	p += US_FORGET_BYTES(body.nforget);
 	for (uint32_t i = 0; i < body.narea; i++) {
 		struct us_area_rec rec;
 		struct us_view *v;

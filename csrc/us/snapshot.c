@@ -40,14 +40,92 @@ void us_area_put(struct orbit_sys_area *a)
 	}
 }
 
-static void link_free(struct us_link *l)
+/* Main's side of the orbit's copy: its descriptor, mapping and pending set. */
+static void link_release(struct us_link *l)
 {
 	if (l->base)
 		munmap(l->base, l->area->size);
+	l->base = NULL;
 	if (l->base_fd >= 0)
 		close(l->base_fd);
+	l->base_fd = -1;
 	free(l->pending);
+	l->pending = NULL;
+	l->lo = l->hi = l->npending = 0;
+}
+
+static void link_free(struct us_link *l)
+{
+	link_release(l);
 	free(l);
+}
+
+/*
+ * The area is being destroyed (a->lock held): release every orbit's copy in
+ * main now, however long the orbits live.  The links themselves stay on
+ * their orbits' lists, which only those orbits' callers walk; the next call
+ * to each orbit (links_sweep) frees them and tells the orbit to unmap its
+ * view.
+ */
+void us_area_release_links(struct orbit_sys_area *a)
+{
+	while (a->links) {
+		struct us_link *l = a->links;
+
+		a->links = l->next_in_area;
+		l->next_in_area = NULL;
+		link_release(l);
+		atomic_store_explicit(&l->dead, 1, memory_order_relaxed);
+		/* The orbit is alive: us_links_free takes its links off this
+		 * list, under a->lock, before the orbit is freed. */
+		atomic_fetch_add_explicit(&l->orbit->dead_links, 1, memory_order_release);
+	}
+}
+
+/* Queue area `id` for the orbit to forget; -ENOMEM leaves the link in place. */
+static int forget_add(struct orbit_sys *s, uint32_t id)
+{
+	if (s->nforget == s->forget_cap) {
+		size_t cap = s->forget_cap ? 2 * s->forget_cap : 16;
+		uint32_t *n = realloc(s->forget, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		s->forget = n;
+		s->forget_cap = cap;
+	}
+	s->forget[s->nforget++] = id;
+	return 0;
+}
+
+/* Free the links of destroyed areas; the orbit unmaps those it has views of
+ * when this call's message reaches it. */
+static int links_sweep(struct orbit_sys *s)
+{
+	uint64_t swept = 0;
+	int err = 0;
+
+	if (!atomic_load_explicit(&s->dead_links, memory_order_acquire))
+		return 0;
+	for (struct us_link **pp = &s->links; *pp;) {
+		struct us_link *l = *pp;
+
+		if (!atomic_load_explicit(&l->dead, memory_order_relaxed)) {
+			pp = &l->next_in_orbit;
+			continue;
+		}
+		if (l->fd_sent) {
+			err = forget_add(s, l->area->id);
+			if (err)
+				break;
+		}
+		*pp = l->next_in_orbit;
+		us_area_put(l->area);
+		free(l);	/* released by us_area_release_links */
+		swept++;
+	}
+	atomic_fetch_sub_explicit(&s->dead_links, swept, memory_order_relaxed);
+	return err;
 }
 
 void us_links_free(struct orbit_sys *s)
@@ -78,7 +156,7 @@ static struct us_link *link_find(struct orbit_sys *s, struct orbit_sys_area *a)
 }
 
 /* A new, empty base for `a` in orbit `s`; linked under a->lock by caller. */
-static int link_new(struct orbit_sys_area *a, struct us_link **out)
+static int link_new(struct orbit_sys *s, struct orbit_sys_area *a, struct us_link **out)
 {
 	size_t nwords = (a->npages + 63) / 64;
 	struct us_link *l = calloc(1, sizeof(*l));
@@ -87,6 +165,7 @@ static int link_new(struct orbit_sys_area *a, struct us_link **out)
 	if (!l)
 		return -ENOMEM;
 	l->area = a;
+	l->orbit = s;
 	l->base_fd = memfd_create(US_BASE_NAME, MFD_CLOEXEC);
 	l->pending = calloc(nwords ? nwords : 1, sizeof(uint64_t));
 	if (l->base_fd < 0 || !l->pending)
@@ -316,6 +395,9 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 			areas[n++] = areas_in[i];
 	}
 	qsort(areas, n, sizeof(areas[0]), area_cmp);
+	err = links_sweep(s);
+	if (err)
+		return err;
 
 	for (size_t i = 0; i < n; i++) {
 		struct orbit_sys_area *a = areas[i];
@@ -328,7 +410,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		}
 		links[i] = link_find(s, a);
 		if (!links[i]) {
-			err = link_new(a, &links[i]);
+			err = link_new(s, a, &links[i]);
 			if (err)
 				goto out;
 			links[i]->next_in_area = a->links;
@@ -370,7 +452,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		sc.pos = s->stage_head + pad;
 	}
 
-	body_len = sizeof(*body) + n * sizeof(struct us_area_rec) +
+	body_len = sizeof(*body) + US_FORGET_BYTES(s->nforget) + n * sizeof(struct us_area_rec) +
 		   (idle ? 0 : need_pages * sizeof(struct us_range));
 	err = scratch_reserve(s, body_len);
 	if (err)
@@ -379,7 +461,13 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 	memset(body, 0, sizeof(*body));
 	body->entry = (uintptr_t)entry;
 	body->narea = (uint32_t)n;
+	body->nforget = (uint32_t)s->nforget;
 	sc.out = s->scratch + sizeof(*body);
+	if (s->nforget) {	/* before the areas: a new one may take a forgotten address */
+		memset(sc.out, 0, US_FORGET_BYTES(s->nforget));
+		memcpy(sc.out, s->forget, s->nforget * sizeof(uint32_t));
+		sc.out += US_FORGET_BYTES(s->nforget);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct us_area_rec rec = { 0 };
 		struct us_link *l = links[i];
@@ -426,6 +514,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 	if (!err) {
 		for (size_t i = 0; i < n; i++)
 			links[i]->fd_sent = 1;
+		s->nforget = 0;
 		atomic_fetch_add(&s->ctl->req_count, 1);
 	}
 out:

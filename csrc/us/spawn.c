@@ -10,7 +10,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -134,34 +133,6 @@ int us_raise_data_limit(size_t extra)
 	return setrlimit(RLIMIT_DATA, &rl) < 0 ? -errno : 0;
 }
 
-/* Close every orbit base descriptor main had: they are other orbits'
- * snapshots (ours arrive later, by SCM_RIGHTS).  Found by name, so that one
- * created by another thread at the moment of the fork is caught too. */
-static void close_other_bases(void)
-{
-	char path[64], target[128];
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		int fd = atoi(e->d_name);
-		ssize_t n;
-
-		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		if (n <= 0)
-			continue;
-		target[n] = 0;
-		if (!strncmp(target, "/memfd:" US_BASE_NAME, strlen("/memfd:" US_BASE_NAME)))
-			close(fd);
-	}
-	closedir(d);
-}
-
 /* Runs in the new process, before anything else. */
 static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int main_end)
 {
@@ -179,7 +150,8 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 			close(o->pidfd);
 		us_shared_free(o);
 	}
-	close_other_bases();
+	/* Then main's own (other orbits' snapshots among them): see fds.c. */
+	us_drop_inherited_fds(s->osock, sp->keep_fds, sp->nkeep_fds);
 	pthread_mutex_init(&registry_lock, NULL);
 	dirty_track_child_reset();
 	us_reserve_child_reset();

@@ -51,6 +51,8 @@ struct orbit_sys_area {
 struct us_link {
 	struct us_link *next_in_area, *next_in_orbit;
 	struct orbit_sys_area *area;
+	struct orbit_sys *orbit;
+	_Atomic int dead;	/* area destroyed: base released, the orbit to be told */
 	int base_fd;
 	char *base;		/* main's MAP_SHARED view of the orbit's copy */
 	int fd_sent;
@@ -92,8 +94,11 @@ struct us_call_body {
 	uint64_t entry;
 	uint64_t stage_end;	/* release staging up to here when copied; 0: none */
 	uint32_t narea;
-	uint32_t pad;
+	uint32_t nforget;	/* ids (uint32_t) of destroyed areas follow, then the areas */
 };
+/* Bytes of the forget list: padded so that what follows stays 8-aligned (the
+ * call's argument comes last, and entries read it in place). */
+#define US_FORGET_BYTES(n) (((size_t)(n) * sizeof(uint32_t) + 7) & ~(size_t)7)
 
 struct us_area_rec {
 	uint32_t id;
@@ -134,6 +139,9 @@ struct orbit_sys {
 	char *scratch;
 	size_t scratch_cap;
 	struct orbit_sys *next;	/* registry of live orbits */
+	_Atomic uint64_t dead_links;	/* links whose area was destroyed, not swept yet */
+	uint32_t *forget;	/* destroyed areas the orbit has a view of, to tell it */
+	size_t nforget, forget_cap;
 
 	/* shared */
 	struct us_ctl *ctl;
@@ -164,6 +172,10 @@ void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
 int us_raise_data_limit(size_t extra);
 
+/* fds.c (orbit, at its start): drop main's descriptors but 0-2, `own`,
+ * `keep` and files */
+void us_drop_inherited_fds(int own, const int *keep, size_t nkeep);
+
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);
@@ -178,6 +190,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		     struct orbit_sys_area *const *areas, orbit_entry entry,
 		     const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st);
 void us_links_free(struct orbit_sys *s);
+void us_area_release_links(struct orbit_sys_area *a);
 void us_area_put(struct orbit_sys_area *a);
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan);
 void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);

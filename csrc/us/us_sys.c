@@ -94,6 +94,7 @@ static void us_area_destroy(struct orbit_sys_area *a)
 	pthread_mutex_lock(&a->lock);
 	a->dead = 1;
 	a->trk->detach(a->trk_state, a->addr, a->size);
+	us_area_release_links(a);
 	pthread_mutex_unlock(&a->lock);
 	us_reserve_release(a->addr, a->size);
 	us_area_put(a);
@@ -173,6 +174,7 @@ static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
 	if (s->pidfd >= 0)
 		close(s->pidfd);
 	us_links_free(s);
+	free(s->forget);
 	free(s->rx.payload);
 	free(s->scratch);
 	us_shared_free(s);

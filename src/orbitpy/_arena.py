@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import bisect
 import functools
+import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 from . import _core, _objects
-from .errors import ArenaFull
+from .errors import ArenaFull, OrbitError
 
 _live_lock = threading.Lock()
 # (starts, ranges): every open area's (start, end, core area), sorted by
@@ -18,6 +20,35 @@ _live_lock = threading.Lock()
 # area alive after the Arena object is gone, and must still cross by address.
 _table: tuple[list[int], list[tuple[int, int, Any]]] = ([], [])
 _SNAPSHOT_MODES = ("auto", "uffd", "mprotect", "full")
+
+
+# Which process made each core area (they belong to it: see foreign_arena_error),
+# and the areas a forked child has already logged as inherited.
+_owners: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_reported: weakref.WeakSet[Any] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_reported.clear)
+
+
+def foreign_arena_error(orbit_name: str, areas: list[Any]) -> OrbitError:
+    """The error for a call passing arenas this process inherited by fork
+    (the core refuses them: their memory and tracking are the parent's).
+    Logged once per arena to the 'orbitpy' logger, since a pre-forking
+    server turns each failed call into an error page and may look healthy."""
+    me = os.getpid()
+    foreign = [a for a in areas if _owners.get(a, me) != me] or areas
+    where = ", ".join(f"{a.size}-byte arena at {a.address:#x} (made by pid {_owners.get(a)})"
+                      if a.alive else "a closed arena" for a in foreign)
+    msg = (f"orbit {orbit_name!r} was passed an arena created in another process: {where}; "
+           f"this process (pid {me}) was forked from it.  An arena belongs to the process "
+           f"that made it, and none of this process's calls can use it.  Create arenas, and "
+           f"the objects and buffers in them, after forking: in a pre-forking server "
+           f"(gunicorn --preload, uWSGI, multiprocessing) make them in each worker, e.g. in "
+           f"gunicorn's post_fork hook, uWSGI's @postfork, or a multiprocessing initializer")
+    new = [a for a in foreign if a not in _reported]
+    if new:
+        _reported.update(new)
+        logging.getLogger("orbitpy").error("%s", msg)
+    return OrbitError(msg)
 
 
 def area_containing(addr: int, nbytes: int) -> Any:
@@ -162,6 +193,7 @@ class Arena:
                     f"no room for a {size}-byte arena in the {reserve}-byte reservation "
                     f"(set ORBITPY_RESERVE to reserve more)") from None
             raise
+        _owners[self._area] = os.getpid()
         self._size = self._area.size
         self._heap: Any = None  # registered with the allocator hooks on first `with`
         _register(self._area)

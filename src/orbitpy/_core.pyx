@@ -85,6 +85,8 @@ cdef extern from "orbit.h":
         int restart_limit
         int backoff_ms
         int max_backoff_ms
+        const int *keep_fds
+        size_t nkeep_fds
         const orbit_hooks *hooks
 
     const char *orbit_strerror(int code)
@@ -381,9 +383,17 @@ cdef class Orbit:
 
     def __cinit__(self, str name, object handler, int timeout_ms=0, int nice=0,
                   uint64_t cpu_mask=0, size_t memory_limit=0, bint restart=True,
-                  int restart_limit=5, int backoff_ms=10, int max_backoff_ms=1000):
+                  int restart_limit=5, int backoff_ms=10, int max_backoff_ms=1000,
+                  tuple keep_fds=()):
         cdef orbit_options o
+        cdef int keep[256]
         orbit_options_init(&o)
+        if len(keep_fds) > 256:
+            raise ValueError("at most 256 descriptors to keep")
+        for i, fd in enumerate(keep_fds):
+            keep[i] = fd
+        o.keep_fds = keep
+        o.nkeep_fds = len(keep_fds)
         o.timeout_ms = timeout_ms
         o.nice = nice
         o.cpu_mask = cpu_mask

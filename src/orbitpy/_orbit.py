@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
-from ._arena import Arena
+from ._arena import Arena, foreign_arena_error
 from .errors import (
     EXIT_OUT_OF_MEMORY,
     OrbitAborted,
@@ -376,7 +376,8 @@ class OrbitHandle:
     def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
                  timeout: float | None, restart: bool | int, nice: int | None,
                  memory_limit: int | None, cpus: Iterable[int] | None,
-                 on_interrupt: OnInterrupt = "kill") -> None:
+                 on_interrupt: OnInterrupt = "kill",
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self._fn = fn
         self._on_interrupt: OnInterrupt = on_interrupt
         self.name = name
@@ -400,7 +401,7 @@ class OrbitHandle:
         self._opts: dict[str, Any] = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
             nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
-            restart=bool(restart), restart_limit=limit)
+            restart=bool(restart), restart_limit=limit, keep_fds=pass_fds)
         _live_handles.add(self)
 
     # -- process
@@ -591,6 +592,8 @@ class OrbitHandle:
             self._last = f = self._orbit().call_async(arg, live, flags, prepare)
             return f
         except _core.CoreError as e:
+            if e.code == errno.EXDEV:
+                raise foreign_arena_error(self.name, live) from None
             raise self._error(e) from None
 
     def _arg_labels(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, str]:
@@ -740,10 +743,6 @@ class OrbitHandle:
             return OrbitCrashed(f"orbit {self.name!r} crashed "
                                 f"{self._opts['restart_limit'] + 1} times in a row; not "
                                 f"restarting it again (call fn.orbit.restart() to retry)")
-        if code == errno.EXDEV:
-            return OrbitError(f"an arena passed to orbit {self.name!r} was created in another "
-                              f"process (this one was forked from it); arenas belong to the "
-                              f"process that made them: create them after forking")
         if code == errno.ECHILD:
             return OrbitError(f"this call to orbit {self.name!r} was inherited through a fork: "
                               f"it belongs to the parent process, which gets its result; a "
@@ -869,14 +868,16 @@ def orbit(fn: Callable[P, R], /) -> OrbitFunction[P, R]: ...
 def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill"
+          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill",
+          pass_fds: Iterable[Any] = ()
           ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
 
 
 def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill") -> Any:
+          cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill",
+          pass_fds: Iterable[Any] = ()) -> Any:
     """Make a function run in an orbit: ``@orbitpy.orbit`` or
     ``@orbitpy.orbit(timeout=5, ...)``.
 
@@ -893,6 +894,10 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         running (Ctrl-C in a sync call, ``future.cancel()``, a cancelled
         ``asyncio.wrap_future``): "kill" the orbit (it restarts; the default)
         or let it "finish" (later calls wait behind it).
+    pass_fds: descriptors (ints, or objects with fileno()) of main's that the
+        orbit keeps open.  Of the others it keeps 0-2 and regular files,
+        directories and devices; main's sockets, pipes, memfds and event
+        descriptors are closed in the orbit (replaced by /dev/null).
     """
     areas = tuple(areas)
     for a in areas:
@@ -912,7 +917,8 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
-                   memory_limit=memory_limit, cpus=cpus, on_interrupt=on_interrupt)
+                   memory_limit=memory_limit, cpus=cpus, on_interrupt=on_interrupt,
+                   pass_fds=_descriptors(pass_fds))
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
@@ -928,6 +934,23 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     if fn is None:
         return wrap
     return wrap(fn)
+
+
+def _descriptors(objs: Iterable[Any]) -> tuple[int, ...]:
+    """pass_fds as descriptor numbers."""
+    if isinstance(objs, (str, bytes)) or not isinstance(objs, Iterable):
+        raise TypeError(f"pass_fds must be an iterable of descriptors, got {objs!r}")
+    fds = []
+    for o in objs:
+        fd = o.fileno() if hasattr(o, "fileno") else o
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"pass_fds must hold ints or objects with fileno(), got {o!r}")
+        if fd < 0:
+            raise ValueError(f"pass_fds must hold open descriptors (>= 0), got {o!r}")
+        fds.append(fd)
+    if len(fds) > 256:
+        raise ValueError(f"pass_fds may hold at most 256 descriptors, got {len(fds)}")
+    return tuple(fds)
 
 
 def default_snapshot_mode() -> str:
