@@ -69,14 +69,14 @@ static void *watchdog_main(void *arg)
 			struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
 
 			if (poll(&p, 1, 1000) > 0)
-				_exit(0);
+				us_orbit_exit(0);
 		} else {
 			struct timespec ts = { 0, 50 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
 		}
 		if (getppid() != w->main_pid)
-			_exit(0);
+			us_orbit_exit(0);
 	}
 	return NULL;
 }
@@ -186,8 +186,7 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 
 	snprintf(comm, sizeof(comm), "orbit:%s", sp->name ? sp->name : "");
 	prctl(PR_SET_NAME, comm, 0, 0, 0);
-	/* Ctrl-C goes to the whole process group: main decides what happens. */
-	signal(SIGINT, SIG_IGN);
+	us_lifetime_child();	/* before the watchdog: see lifetime.c */
 	signal(SIGPIPE, SIG_IGN);
 	if (sp->nice) {
 		errno = 0;
@@ -341,7 +340,7 @@ void us_reap(struct orbit_sys *s, int grace_ms, int *status)
 				nanosleep(&ts, NULL);
 			}
 		}
-		kill(s->pid, SIGKILL);
+		us_kill_orbit(s->pid);
 	}
 	do
 		r = waitpid(s->pid, &st, 0);

@@ -161,6 +161,13 @@ void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
 int us_raise_data_limit(size_t extra);
 
+/* lifetime.c */
+void us_lifetime_child(void);
+void us_orbit_end_children(void);
+void us_orbit_exit(int code) __attribute__((noreturn));
+void us_kill_descendants(pid_t root);
+void us_kill_orbit(pid_t pid);
+
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);
