@@ -105,35 +105,6 @@ static void start_watchdog(pid_t main_pid)
 	pthread_attr_destroy(&attr);
 }
 
-static size_t vm_data_bytes(void)
-{
-	FILE *f = fopen("/proc/self/status", "re");
-	char line[256];
-	size_t kb = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmData: %zu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
-int us_raise_data_limit(size_t extra)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_DATA, &rl) < 0)
-		return -errno;
-	if (rl.rlim_cur == RLIM_INFINITY)
-		return 0;
-	rl.rlim_cur += extra;
-	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
-		rl.rlim_cur = rl.rlim_max;
-	return setrlimit(RLIMIT_DATA, &rl) < 0 ? -errno : 0;
-}
-
 /* Close every orbit base descriptor main had: they are other orbits'
  * snapshots (ours arrive later, by SCM_RIGHTS).  Found by name, so that one
  * created by another thread at the moment of the fork is caught too. */
@@ -205,15 +176,7 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 		sched_setaffinity(0, sizeof(set), &set);
 	}
 	if (sp->memory_limit) {
-		struct rlimit rl;
-
-		/* RLIMIT_DATA counts private writable memory: what the orbit has
-		 * now plus its allowance; each view mapped later raises it. */
-		getrlimit(RLIMIT_DATA, &rl);
-		rl.rlim_cur = vm_data_bytes() + sp->memory_limit;
-		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
-			rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_DATA, &rl);
+		us_memory_limit_child(sp->memory_limit);
 		s->memory_limit = sp->memory_limit;
 	}
 	start_watchdog(s->main_pid);

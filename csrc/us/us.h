@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "../orbit_sys.h"
 #include "dirty_track.h"
@@ -159,7 +160,10 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp);
 void us_reap(struct orbit_sys *s, int grace_ms, int *status);
 void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
-int us_raise_data_limit(size_t extra);
+
+/* memlimit.c */
+void us_memory_limit_child(size_t limit);
+int us_raise_memory_limit(size_t extra);
 
 /* lifetime.c */
 void us_lifetime_child(void);

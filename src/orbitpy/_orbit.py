@@ -76,14 +76,15 @@ def _run_in_orbit(fn: Callable[..., Any], arg: bytes) -> tuple[int, bytes]:
         except Exception as e:
             raise OrbitError(f"the result of {_name_of(fn)} could not be sent back: "
                              f"{type(e).__name__}: {e}") from None
-    except MemoryError:
-        # Past its memory limit the orbit cannot be trusted to go on; die
-        # with a status main recognises, and let it restart.
-        try:
-            sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
-        finally:
-            os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as e:  # noqa: BLE001 - everything goes back to main
+        if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM):
+            # Past its memory limit (mmap.mmap fails with ENOMEM) the orbit
+            # cannot be trusted to go on; die with a status main recognises,
+            # and let it restart.
+            try:
+                sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
+            finally:
+                os._exit(EXIT_OUT_OF_MEMORY)
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         try:
             payload = _pickle.dumps((e, tb))
