@@ -465,6 +465,7 @@ static int ensure_process(struct orbit *ob)
 	sp.nice = ob->opt.nice;
 	sp.cpu_mask = ob->opt.cpu_mask;
 	sp.memory_limit = ob->opt.memory_limit;
+	sp.harden = ob->opt.harden;
 	sp.hooks = &ob->hooks;
 	sp.child_main = child_main;
 	sp.child_arg = ob;

@@ -26,6 +26,7 @@ struct orbit_spawn {
 	int nice;
 	uint64_t cpu_mask;
 	size_t memory_limit;
+	int harden;		/* may not ptrace, write or signal main */
 	const struct orbit_hooks *hooks;
 	void (*child_main)(struct orbit_sys *self, void *arg);	/* never returns */
 	void *child_arg;

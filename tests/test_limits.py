@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -247,13 +248,23 @@ def try_vm_write(pid: int, addr: int, data: bytes) -> int:
 def test_hardened_orbit_cannot_ptrace_main(make_orbit: MakeOrbit) -> None:
     task = make_orbit(try_ptrace, harden=True)
     assert task(os.getpid()) == errno.EPERM
-    # its own processes it may still trace (a debugger it runs, say)
-    child = subprocess.Popen(["sleep", "30"])
+    # nor any thread of main, which has a pid of its own
+    started, stop = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def worker() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        stop.wait(60)
+
+    t = threading.Thread(target=worker)
+    t.start()
     try:
-        assert task(child.pid) == 0
+        assert started.wait(30)
+        assert task(tids[0]) == errno.EPERM
     finally:
-        child.kill()
-        child.wait()
+        stop.set()
+        t.join()
 
 
 def test_hardened_orbit_cannot_write_main_memory(make_orbit: MakeOrbit) -> None:

@@ -81,7 +81,8 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
-static void start_watchdog(pid_t main_pid)
+/* Returns the watchdog's pidfd of main, or -1. */
+static int start_watchdog(pid_t main_pid)
 {
 	static struct watchdog w;
 	pthread_attr_t attr;
@@ -103,6 +104,7 @@ static void start_watchdog(pid_t main_pid)
 		_exit(125);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
+	return w.pidfd;
 }
 
 /* Close every orbit base descriptor main had: they are other orbits'
@@ -179,7 +181,12 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 		us_memory_limit_child(sp->memory_limit);
 		s->memory_limit = sp->memory_limit;
 	}
-	start_watchdog(s->main_pid);
+	{
+		int main_pidfd = start_watchdog(s->main_pid);
+
+		if (sp->harden)	/* best effort: see harden.c */
+			us_harden_child(s->main_pid, main_pidfd);
+	}
 }
 
 /* The channel and shared pages of a new orbit.  Registry lock held. */

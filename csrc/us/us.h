@@ -165,6 +165,9 @@ void us_registry_remove(struct orbit_sys *s);
 void us_memory_limit_child(size_t limit);
 int us_raise_memory_limit(size_t extra);
 
+/* harden.c */
+int us_harden_child(pid_t main_pid, int main_pidfd);
+
 /* lifetime.c */
 void us_lifetime_child(void);
 void us_orbit_end_children(void);

@@ -230,7 +230,8 @@ class OrbitHandle:
 
     def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
                  timeout: float | None, restart: bool | int, nice: int | None,
-                 memory_limit: int | None, cpus: Iterable[int] | None) -> None:
+                 memory_limit: int | None, cpus: Iterable[int] | None,
+                 harden: bool = True) -> None:
         self._fn = fn
         self.name = name
         self._areas = list(areas)
@@ -249,7 +250,7 @@ class OrbitHandle:
         self._opts: dict[str, Any] = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
             nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
-            restart=bool(restart), restart_limit=limit)
+            harden=bool(harden), restart=bool(restart), restart_limit=limit)
         _live_handles.add(self)
 
     # -- process
@@ -507,14 +508,14 @@ def orbit(fn: Callable[P, R], /) -> OrbitFunction[P, R]: ...
 def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None
+          cpus: Iterable[int] | None = None, harden: bool = True
           ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
 
 
 def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
-          cpus: Iterable[int] | None = None) -> Any:
+          cpus: Iterable[int] | None = None, harden: bool = True) -> Any:
     """Make a function run in an orbit: ``@orbitpy.orbit`` or
     ``@orbitpy.orbit(timeout=5, ...)``.
 
@@ -526,7 +527,10 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     restart: restart the orbit after a crash (True: up to 5 crashes in a row;
         an int: that many; False: never).
     nice: added to the orbit's nice value.  memory_limit: bytes the orbit may
-        allocate beyond its arenas.  cpus: CPUs the orbit may run on.
+        map beyond what it starts with (shared memory counts).  cpus: CPUs the
+        orbit may run on.
+    harden: the orbit may not ptrace main, write main's memory with
+        process_vm_writev or signal main (they fail with EPERM).
     """
     areas = tuple(areas)
     for a in areas:
@@ -546,8 +550,10 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         for c in cpus:
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
+    if not isinstance(harden, bool):
+        raise TypeError(f"harden must be a bool, got {type(harden).__name__}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
-                   memory_limit=memory_limit, cpus=cpus)
+                   memory_limit=memory_limit, cpus=cpus, harden=harden)
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
