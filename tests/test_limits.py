@@ -130,7 +130,8 @@ def test_everything_an_orbit_started_ends_when_main_is_killed(
         p.kill()
         p.wait(timeout=30)
         left = wait_gone(pids)
-        assert not left, f"still running after main was killed: {left} (orbit, sleep, orphan: {pids})"
+        assert not left, (f"still running after main was killed: {left} "
+                          f"(orbit, sleep, orphan: {pids})")
     finally:
         kill_quietly(pids)
 
@@ -178,6 +179,21 @@ def test_memory_limit_counts_shared_memory(make_orbit: MakeOrbit) -> None:
     assert "out of memory" in str(info.value)
     assert grab(16 << 20) == 16 << 20  # restarted
     assert grab.orbit.pid not in (0, first)
+
+
+def test_memory_limit_leaves_out_arenas_made_after_the_orbit_started(
+        make_orbit: MakeOrbit, new_arena: Callable[..., orbitpy.Arena]) -> None:
+    @make_orbit(memory_limit=64 << 20)
+    def first_byte(b: memoryview | None = None) -> int:
+        return -1 if b is None else b[0]
+
+    assert first_byte() == -1  # the orbit runs before any arena exists
+    view = new_arena(256 << 20).buffer(4096)
+    view[0] = 9
+    try:
+        assert first_byte(view) == 9
+    finally:
+        view.release()
 
 
 # ------------------------------------------------------------------ signals

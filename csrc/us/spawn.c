@@ -240,6 +240,11 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
 	pid_t pid;
 
 	s->main_pid = getpid();
+	/* The areas' address range must exist before the fork, even if main
+	 * has no area yet: an area made later is mapped at its address in the
+	 * orbit too, which must be free there (and inside the orbit's
+	 * address-space limit, see memlimit.c). */
+	us_reserve_size();
 	if (sp->hooks && sp->hooks->before_fork)
 		sp->hooks->before_fork(sp->hooks->ctx);
 	pthread_mutex_lock(&registry_lock);
