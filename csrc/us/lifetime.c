@@ -22,6 +22,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,18 +52,19 @@ static struct proc *proc_list(size_t *n)
 		return NULL;
 	while ((e = readdir(d))) {
 		char path[64], buf[512], *rp, state;
-		FILE *f;
-		int pid = atoi(e->d_name), ppid;
-		size_t len;
+		int pid = atoi(e->d_name), ppid, fd;
+		ssize_t len;
 
 		if (pid <= 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-		f = fopen(path, "re");
-		if (!f)
+		snprintf(path, sizeof(path), "%d/stat", pid);
+		fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
 			continue;
-		len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
+		len = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
 		buf[len] = 0;
 		/* "pid (comm) state ppid ...": comm may hold spaces and ')' */
 		rp = strrchr(buf, ')');
@@ -182,12 +184,15 @@ void us_lifetime_child(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
-/* main: end orbit `pid` and everything it started. */
-void us_kill_orbit(pid_t pid)
+/* main: end the orbit and everything it started (the tree once). */
+void us_kill_orbit(struct orbit_sys *s)
 {
-	if (pid <= 0)
+	if (s->pid <= 0)
 		return;
-	kill(pid, SIGSTOP);	/* it starts nothing more while its tree dies */
-	us_kill_descendants(pid);
-	kill(pid, SIGKILL);
+	if (!s->killed) {
+		kill(s->pid, SIGSTOP);	/* it starts nothing more while its tree dies */
+		us_kill_descendants(s->pid);
+		s->killed = 1;
+	}
+	kill(s->pid, SIGKILL);
 }

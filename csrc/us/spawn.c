@@ -315,7 +315,7 @@ void us_reap(struct orbit_sys *s, int grace_ms, int *status)
 				nanosleep(&ts, NULL);
 			}
 		}
-		us_kill_orbit(s->pid);
+		us_kill_orbit(s);
 	}
 	do
 		r = waitpid(s->pid, &st, 0);

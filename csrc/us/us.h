@@ -132,6 +132,7 @@ struct orbit_sys {
 	char *scratch;
 	size_t scratch_cap;
 	struct orbit_sys *next;	/* registry of live orbits */
+	int killed;		/* us_kill_orbit ended its tree */
 
 	/* shared */
 	struct us_ctl *ctl;
@@ -173,7 +174,7 @@ void us_lifetime_child(void);
 void us_orbit_end_children(void);
 void us_orbit_exit(int code) __attribute__((noreturn));
 void us_kill_descendants(pid_t root);
-void us_kill_orbit(pid_t pid);
+void us_kill_orbit(struct orbit_sys *s);
 
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);

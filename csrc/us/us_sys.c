@@ -159,7 +159,7 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 
 static void us_kill(struct orbit_sys *s)
 {
-	us_kill_orbit(s->pid);
+	us_kill_orbit(s);
 }
 
 static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
