@@ -60,10 +60,11 @@ def script() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     that signals to its process group reach nothing else); killed at the end."""
     procs: list[subprocess.Popen[str]] = []
 
-    def run(code: str, *args: str) -> subprocess.Popen[str]:
+    def run(code: str, *args: str,
+            preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
         p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=preexec_fn)
         procs.append(p)
         return p
 
@@ -305,16 +306,31 @@ HARDEN_KILL_MAIN = """
                 got.append("EPERM")
         # its own child it may signal
         os.kill(target, signal.SIGTERM)
-        return got
+        with open("/proc/self/status") as f:
+            nnp = [line.split()[1] for line in f if line.startswith("NoNewPrivs:")]
+        return got + nnp
 
     import subprocess
     child = subprocess.Popen(["sleep", "30"])
     print(*shoot(child.pid), child.wait(), flush=True)
 """
+CAP_SYS_ADMIN, PR_CAPBSET_DROP = 21, 24
 
 
-def test_hardened_orbit_cannot_kill_main(script: Callable[..., subprocess.Popen[str]]) -> None:
-    p = script(HARDEN_KILL_MAIN)
+def drop_cap_sys_admin() -> None:
+    """In the child before exec: the program runs without CAP_SYS_ADMIN, as
+    users do, so the filter needs no_new_privs (a no-op when unprivileged)."""
+    ctypes.CDLL(None).prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0)
+
+
+@pytest.mark.parametrize("privileged", [True, False], ids=["as-is", "no-cap-sys-admin"])
+def test_hardened_orbit_cannot_kill_main(script: Callable[..., subprocess.Popen[str]],
+                                         privileged: bool) -> None:
+    p = script(HARDEN_KILL_MAIN, preexec_fn=None if privileged else drop_cap_sys_admin)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, f"main died (status {p.returncode}): {err}"
-    assert out == f"EPERM EPERM EPERM {-signal.SIGTERM}\n", err
+    *got, nnp, status = out.split()
+    assert got == ["EPERM"] * 3, err
+    assert status == str(-signal.SIGTERM)
+    if not privileged:
+        assert nnp == "1"  # the unprivileged way in

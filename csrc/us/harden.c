@@ -54,6 +54,10 @@
 
 #define MAX_INSNS 128
 
+#ifndef SECCOMP_FILTER_FLAG_SPEC_ALLOW
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)
+#endif
+
 struct prog {
 	struct sock_filter f[MAX_INSNS];
 	unsigned short n;
@@ -170,15 +174,24 @@ int us_harden_child(pid_t main_pid, int main_pidfd)
 		return rc;
 	fp.len = p.n;
 	fp.filter = p.f;
-	/* All the orbit's threads; without CAP_SYS_ADMIN the kernel wants
-	 * no_new_privs first (then set-uid programs the orbit runs do not gain
-	 * their privileges). */
-	for (int tries = 0; tries < 2; tries++) {
-		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fp) == 0)
+	/*
+	 * All the orbit's threads.  SPEC_ALLOW: kernels that default to
+	 * "spec_store_bypass_disable=seccomp" would otherwise slow the whole
+	 * orbit down with a Spectre mitigation this filter does not need
+	 * (EINVAL before Linux 4.17: retry without it).  Without CAP_SYS_ADMIN
+	 * the kernel wants no_new_privs first (then set-uid programs the orbit
+	 * runs do not gain their privileges).
+	 */
+	unsigned long flags = SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+
+	for (int tries = 0; tries < 3; tries++) {
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fp) == 0)
 			return 0;
-		if (errno != EACCES || tries)
-			break;
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		if (errno == EINVAL && (flags & SECCOMP_FILTER_FLAG_SPEC_ALLOW))
+			flags &= ~SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+		else if (errno == EACCES && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0)
+			continue;
+		else
 			break;
 	}
 	return -errno;
