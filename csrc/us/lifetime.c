@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,15 +185,27 @@ void us_lifetime_child(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
+/* Signal the orbit through its pidfd where there is one: if someone else
+ * reaped it (waitpid(-1) in main), its pid may be a stranger's by now. */
+static int signal_orbit(const struct orbit_sys *s, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+	if (s->pidfd >= 0)
+		return (int)syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, 0);
+#endif
+	return kill(s->pid, sig);
+}
+
 /* main: end the orbit and everything it started (the tree once). */
 void us_kill_orbit(struct orbit_sys *s)
 {
 	if (s->pid <= 0)
 		return;
 	if (!s->killed) {
-		kill(s->pid, SIGSTOP);	/* it starts nothing more while its tree dies */
-		us_kill_descendants(s->pid);
 		s->killed = 1;
+		/* stopped, it starts nothing more while its tree dies */
+		if (signal_orbit(s, SIGSTOP) == 0)
+			us_kill_descendants(s->pid);
 	}
-	kill(s->pid, SIGKILL);
+	signal_orbit(s, SIGKILL);
 }
