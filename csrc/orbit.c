@@ -608,6 +608,7 @@ static int ensure_process(struct orbit *ob)
 	sp.memory_limit = ob->opt.memory_limit;
 	sp.keep_fds = ob->opt.keep_fds;
 	sp.nkeep_fds = ob->opt.nkeep_fds;
+	sp.harden = ob->opt.harden;
 	sp.hooks = &ob->hooks;
 	sp.child_main = child_main;
 	sp.child_arg = ob;

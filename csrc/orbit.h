@@ -164,6 +164,7 @@ struct orbit_options {
 	int nice;		/* added to the orbit's nice value; 0 = inherit */
 	uint64_t cpu_mask;	/* CPUs the orbit may run on (bit n = CPU n); 0 = inherit */
 	size_t memory_limit;	/* bytes the orbit may allocate beyond its areas; 0 = none */
+	int harden;		/* the orbit may not ptrace, write or signal main (default 0) */
 	int restart;		/* restart automatically after a crash (default 1) */
 	int restart_limit;	/* consecutive crashes tolerated before giving up (default 5) */
 	int backoff_ms;		/* delay before the n-th consecutive restart: backoff*2^(n-1) */

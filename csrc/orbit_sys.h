@@ -28,6 +28,7 @@ struct orbit_spawn {
 	size_t memory_limit;
 	const int *keep_fds;	/* main's descriptors the orbit keeps (see orbit_options) */
 	size_t nkeep_fds;
+	int harden;		/* may not ptrace, write or signal main */
 	const struct orbit_hooks *hooks;
 	void (*child_main)(struct orbit_sys *self, void *arg);	/* never returns */
 	void *child_arg;

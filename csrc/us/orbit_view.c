@@ -115,7 +115,7 @@ static int view_map(struct orbit_sys *s, const struct us_area_rec *rec, int fd)
 		v->next = s->views;
 		s->views = v;
 		if (s->memory_limit)	/* the view is not the orbit's allocation */
-			us_raise_data_limit(rec->size);
+			us_raise_memory_limit(rec->size);
 	} else if (v->base) {
 		munmap(v->base, v->size);	/* a new base replaces the old one */
 	}

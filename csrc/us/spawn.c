@@ -68,19 +68,20 @@ static void *watchdog_main(void *arg)
 			struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
 
 			if (poll(&p, 1, 1000) > 0)
-				_exit(0);
+				us_orbit_exit(0);
 		} else {
 			struct timespec ts = { 0, 50 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
 		}
 		if (getppid() != w->main_pid)
-			_exit(0);
+			us_orbit_exit(0);
 	}
 	return NULL;
 }
 
-static void start_watchdog(pid_t main_pid)
+/* Returns the watchdog's pidfd of main, or -1. */
+static int start_watchdog(pid_t main_pid)
 {
 	static struct watchdog w;
 	pthread_attr_t attr;
@@ -102,35 +103,7 @@ static void start_watchdog(pid_t main_pid)
 		_exit(125);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
-}
-
-static size_t vm_data_bytes(void)
-{
-	FILE *f = fopen("/proc/self/status", "re");
-	char line[256];
-	size_t kb = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmData: %zu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
-int us_raise_data_limit(size_t extra)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_DATA, &rl) < 0)
-		return -errno;
-	if (rl.rlim_cur == RLIM_INFINITY)
-		return 0;
-	rl.rlim_cur += extra;
-	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
-		rl.rlim_cur = rl.rlim_max;
-	return setrlimit(RLIMIT_DATA, &rl) < 0 ? -errno : 0;
+	return w.pidfd;
 }
 
 /* Runs in the new process, before anything else. */
@@ -158,8 +131,7 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 
 	snprintf(comm, sizeof(comm), "orbit:%s", sp->name ? sp->name : "");
 	prctl(PR_SET_NAME, comm, 0, 0, 0);
-	/* Ctrl-C goes to the whole process group: main decides what happens. */
-	signal(SIGINT, SIG_IGN);
+	us_lifetime_child();	/* before the watchdog: see lifetime.c */
 	signal(SIGPIPE, SIG_IGN);
 	if (sp->nice) {
 		errno = 0;
@@ -178,18 +150,15 @@ static void child_setup(struct orbit_sys *s, const struct orbit_spawn *sp, int m
 		sched_setaffinity(0, sizeof(set), &set);
 	}
 	if (sp->memory_limit) {
-		struct rlimit rl;
-
-		/* RLIMIT_DATA counts private writable memory: what the orbit has
-		 * now plus its allowance; each view mapped later raises it. */
-		getrlimit(RLIMIT_DATA, &rl);
-		rl.rlim_cur = vm_data_bytes() + sp->memory_limit;
-		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
-			rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_DATA, &rl);
+		us_memory_limit_child(sp->memory_limit);
 		s->memory_limit = sp->memory_limit;
 	}
-	start_watchdog(s->main_pid);
+	{
+		int main_pidfd = start_watchdog(s->main_pid);
+
+		if (sp->harden)	/* best effort: see harden.c */
+			us_harden_child(s->main_pid, main_pidfd);
+	}
 }
 
 /* The channel and shared pages of a new orbit.  Registry lock held. */
@@ -243,6 +212,11 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
 	pid_t pid;
 
 	s->main_pid = getpid();
+	/* The areas' address range must exist before the fork, even if main
+	 * has no area yet: an area made later is mapped at its address in the
+	 * orbit too, which must be free there (and inside the orbit's
+	 * address-space limit, see memlimit.c). */
+	us_reserve_size();
 	if (sp->hooks && sp->hooks->before_fork)
 		sp->hooks->before_fork(sp->hooks->ctx);
 	pthread_mutex_lock(&registry_lock);
@@ -313,7 +287,7 @@ void us_reap(struct orbit_sys *s, int grace_ms, int *status)
 				nanosleep(&ts, NULL);
 			}
 		}
-		kill(s->pid, SIGKILL);
+		us_kill_orbit(s);
 	}
 	do
 		r = waitpid(s->pid, &st, 0);

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "../orbit_sys.h"
 #include "dirty_track.h"
@@ -142,6 +143,7 @@ struct orbit_sys {
 	_Atomic uint64_t dead_links;	/* links whose area was destroyed, not swept yet */
 	uint32_t *forget;	/* destroyed areas the orbit has a view of, to tell it */
 	size_t nforget, forget_cap;
+	int killed;		/* us_kill_orbit ended its tree */
 
 	/* shared */
 	struct us_ctl *ctl;
@@ -170,7 +172,20 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp);
 void us_reap(struct orbit_sys *s, int grace_ms, int *status);
 void us_shared_free(struct orbit_sys *s);
 void us_registry_remove(struct orbit_sys *s);
-int us_raise_data_limit(size_t extra);
+
+/* memlimit.c */
+void us_memory_limit_child(size_t limit);
+int us_raise_memory_limit(size_t extra);
+
+/* harden.c */
+int us_harden_child(pid_t main_pid, int main_pidfd);
+
+/* lifetime.c */
+void us_lifetime_child(void);
+void us_orbit_end_children(void);
+void us_orbit_exit(int code) __attribute__((noreturn));
+void us_kill_descendants(pid_t root);
+void us_kill_orbit(struct orbit_sys *s);
 
 /* fds.c (orbit, at its start): drop main's descriptors but 0-2, `own`,
  * `keep` and files */

@@ -160,8 +160,7 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 
 static void us_kill(struct orbit_sys *s)
 {
-	if (s->pid > 0)
-		kill(s->pid, SIGKILL);
+	us_kill_orbit(s);
 }
 
 static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
@@ -181,16 +180,26 @@ static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
 	free(s);
 }
 
+/* A failed recv or ret ends the orbit (main closed it, or is gone): so do
+ * the processes it started. */
 static int us_recv(struct orbit_sys *s, struct orbit_request *rq)
 {
-	return us_view_recv(s, rq);
+	int rc = us_view_recv(s, rq);
+
+	if (rc)
+		us_orbit_end_children();
+	return rc;
 }
 
 static int us_ret(struct orbit_sys *s, const struct orbit_request *rq, long retval,
 		  const void *data, size_t len)
 {
-	return us_out_send(s, ORBIT_MSG_RESULT, rq->seq, retval,
-			   rq->pages_reset | (rq->cancelled ? US_SKIPPED : 0), data, len);
+	int rc = us_out_send(s, ORBIT_MSG_RESULT, rq->seq, retval,
+			     rq->pages_reset | (rq->cancelled ? US_SKIPPED : 0), data, len);
+
+	if (rc)
+		us_orbit_end_children();
+	return rc;
 }
 
 static void us_cancel(struct orbit_sys *s, uint64_t below)

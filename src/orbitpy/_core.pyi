@@ -56,7 +56,8 @@ class Orbit:
     epoch: int
     def __init__(self, name: str, handler: Callable[[bytes], tuple[int, bytes]],
                  timeout_ms: int = ..., nice: int = ..., cpu_mask: int = ...,
-                 memory_limit: int = ..., restart: bool = ..., restart_limit: int = ...,
+                 memory_limit: int = ..., harden: bool = ..., restart: bool = ...,
+                 restart_limit: int = ...,
                  backoff_ms: int = ..., max_backoff_ms: int = ...,
                  keep_fds: tuple[int, ...] = ...) -> None: ...
     def call_async(self, arg: bytes, areas: list[Area], flags: int = ...,

@@ -81,6 +81,7 @@ cdef extern from "orbit.h":
         int nice
         uint64_t cpu_mask
         size_t memory_limit
+        int harden
         int restart
         int restart_limit
         int backoff_ms
@@ -382,7 +383,8 @@ cdef class Orbit:
     cdef public uint64_t epoch     # classes the process has (see _heap.pxi)
 
     def __cinit__(self, str name, object handler, int timeout_ms=0, int nice=0,
-                  uint64_t cpu_mask=0, size_t memory_limit=0, bint restart=True,
+                  uint64_t cpu_mask=0, size_t memory_limit=0, bint harden=False,
+                  bint restart=True,
                   int restart_limit=5, int backoff_ms=10, int max_backoff_ms=1000,
                   tuple keep_fds=()):
         cdef orbit_options o
@@ -398,6 +400,7 @@ cdef class Orbit:
         o.nice = nice
         o.cpu_mask = cpu_mask
         o.memory_limit = memory_limit
+        o.harden = harden
         o.restart = restart
         o.restart_limit = restart_limit
         o.backoff_ms = backoff_ms

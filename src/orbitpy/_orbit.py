@@ -155,14 +155,15 @@ def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, timeout: float,
         except Exception as e:
             raise OrbitError(f"the result of {_name_of(fn)} could not be sent back: "
                              f"{type(e).__name__}: {e}") from None
-    except MemoryError:
-        # Past its memory limit the orbit cannot be trusted to go on; die
-        # with a status main recognises, and let it restart.
-        try:
-            sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
-        finally:
-            os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as e:  # noqa: BLE001 - everything goes back to main
+        if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM):
+            # Past its memory limit (mmap.mmap fails with ENOMEM) the orbit
+            # cannot be trusted to go on; die with a status main recognises,
+            # and let it restart.
+            try:
+                sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
+            finally:
+                os._exit(EXIT_OUT_OF_MEMORY)
         return _STATUS_RAISED, _describe_exception(e)
     finally:
         # What the call leaves behind may point into this call's view of the
@@ -377,7 +378,8 @@ class OrbitHandle:
                  timeout: float | None, restart: bool | int, nice: int | None,
                  memory_limit: int | None, cpus: Iterable[int] | None,
                  on_interrupt: OnInterrupt = "kill",
-                 pass_fds: tuple[int, ...] = ()) -> None:
+                 pass_fds: tuple[int, ...] = (),
+                 harden: bool = True) -> None:
         self._fn = fn
         self._on_interrupt: OnInterrupt = on_interrupt
         self.name = name
@@ -401,7 +403,8 @@ class OrbitHandle:
         self._opts: dict[str, Any] = dict(
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
             nice=nice or 0, cpu_mask=cpu_mask, memory_limit=memory_limit or 0,
-            restart=bool(restart), restart_limit=limit, keep_fds=pass_fds)
+            restart=bool(restart), restart_limit=limit, keep_fds=pass_fds,
+            harden=bool(harden))
         _live_handles.add(self)
 
     # -- process
@@ -869,7 +872,7 @@ def orbit(*, name: str | None = None, areas: Iterable[Arena] = (),
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
           cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill",
-          pass_fds: Iterable[Any] = ()
+          pass_fds: Iterable[Any] = (), harden: bool = True
           ) -> Callable[[Callable[P, R]], OrbitFunction[P, R]]: ...
 
 
@@ -877,7 +880,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
           timeout: float | None = None, restart: bool | int = True,
           nice: int | None = None, memory_limit: int | None = None,
           cpus: Iterable[int] | None = None, on_interrupt: OnInterrupt = "kill",
-          pass_fds: Iterable[Any] = ()) -> Any:
+          pass_fds: Iterable[Any] = (), harden: bool = True) -> Any:
     """Make a function run in an orbit: ``@orbitpy.orbit`` or
     ``@orbitpy.orbit(timeout=5, ...)``.
 
@@ -889,7 +892,10 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     restart: restart the orbit after a crash (True: up to 5 crashes in a row;
         an int: that many; False: never).
     nice: added to the orbit's nice value.  memory_limit: bytes the orbit may
-        allocate beyond its arenas.  cpus: CPUs the orbit may run on.
+        map beyond what it starts with (shared memory counts).  cpus: CPUs the
+        orbit may run on.
+    harden: the orbit may not ptrace main, write main's memory with
+        process_vm_writev or signal main (they fail with EPERM).
     on_interrupt: what happens to a call whose caller gave up while it may be
         running (Ctrl-C in a sync call, ``future.cancel()``, a cancelled
         ``asyncio.wrap_future``): "kill" the orbit (it restarts; the default)
@@ -898,6 +904,8 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         orbit keeps open.  Of the others it keeps 0-2 and regular files,
         directories and devices; main's sockets, pipes, memfds and event
         descriptors are closed in the orbit (replaced by /dev/null).
+    harden: the orbit may not ptrace main, write main's memory with
+        process_vm_writev or signal main (they fail with EPERM).
     """
     areas = tuple(areas)
     for a in areas:
@@ -916,9 +924,11 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
         for c in cpus:
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 64:
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
+    if not isinstance(harden, bool):
+        raise TypeError(f"harden must be a bool, got {type(harden).__name__}")
     options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
                    memory_limit=memory_limit, cpus=cpus, on_interrupt=on_interrupt,
-                   pass_fds=_descriptors(pass_fds))
+                   pass_fds=_descriptors(pass_fds), harden=harden)
 
     def wrap(f: Any) -> OrbitFunction[Any, Any]:
         if not callable(f):
