@@ -447,3 +447,18 @@ def test_timeout_carries_where_the_call_was(make_orbit: Callable[..., Any],
     assert any("overran its timeout" in r.getMessage() and "stuck_here" in r.getMessage()
                for r in caplog.records if r.name == "orbitpy")
     assert task(False) == 1  # restarted
+
+
+def test_idle_orbits_still_serve_atexit_handlers() -> None:
+    r = run_script("""
+        import atexit, orbitpy
+
+        @orbitpy.orbit
+        def flush(n):
+            return n + 1
+
+        assert flush(1) == 2
+        atexit.register(lambda: print("atexit got", flush(41), flush.orbit.closed, flush=True))
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "atexit got 42 False" in r.stdout, r.stdout + r.stderr

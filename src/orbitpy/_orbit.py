@@ -986,29 +986,32 @@ def shutdown(wait: bool = True, *, cancel_futures: bool = False) -> None:
         h.shutdown(wait, cancel_futures=cancel_futures)
 
 
-def _close_all() -> None:
-    """At interpreter exit: stop every orbit, cancelling what is pending, so
-    that exit never waits for an orbit (threads blocked in calls get
-    OrbitClosed and end).  Runs before threading joins non-daemon threads."""
+def _close_all(only_busy: bool = False) -> None:
+    """At interpreter exit: stop the orbits (`only_busy`: those with calls
+    pending), cancelling what is pending, so that exit never waits for an
+    orbit: threads blocked in their calls get OrbitClosed and end."""
     if _core.in_orbit():
         return
     why = ("closed at interpreter exit; call orbitpy.shutdown(wait=True) before "
            "exiting to let pending calls finish")
     for h in list(_live_handles):
         try:
-            if h._generation == _fork_generation and h._pending():
+            busy = h._generation == _fork_generation and h._pending()
+            if busy:
                 log.warning("orbit %r: pending calls cancelled at interpreter exit (call "
                             "orbitpy.shutdown(wait=True) before exiting to wait for them)",
                             h.name)
-            h._close(why)
+            if busy or not only_busy:
+                h._close(why)
         except Exception:
             pass
 
 
 try:
-    # Before threading._shutdown joins non-daemon threads: one blocked in a
-    # call would otherwise keep the interpreter waiting for the orbit.
-    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+    # Runs before threading._shutdown joins non-daemon threads: one blocked
+    # in a call would otherwise keep the interpreter waiting for the orbit.
+    # Idle orbits stay usable by atexit handlers until the atexit hook below.
+    threading._register_atexit(_close_all, only_busy=True)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # pragma: no cover - no such hook
     pass
 atexit.register(_close_all)
