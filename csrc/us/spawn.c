@@ -5,7 +5,8 @@
  * address-space reservation.  It is bound to main for life: a watchdog
  * thread in the orbit polls a pidfd of main (or, on old kernels, its parent
  * pid) and ends the orbit when main is gone, however main died.  (The
- * parent-death signal is not used: it fires when the forking *thread* exits.)
+ * parent-death signal cannot end the orbit: it fires when the forking
+ * *thread* exits.  It only wakes a stopped orbit: see lifetime.c.)
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
