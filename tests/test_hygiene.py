@@ -165,7 +165,9 @@ def test_no_fd_or_process_leak_over_1000_orbits() -> None:
     while child_pids() - children_before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not child_pids() - children_before
-    assert elapsed < 20, f"1000 orbit lifecycles took {elapsed:.1f} s"
+    # A guard against a pathological slowdown only (a lifecycle costs a few
+    # ms; benchmarks/ measures it): the bound holds on a loaded 2-CPU VM.
+    assert elapsed < 120, f"1000 orbit lifecycles took {elapsed:.1f} s"
 
 
 # ----------------------------------------------------------- threading

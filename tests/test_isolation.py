@@ -280,8 +280,11 @@ def test_consecutive_crashes_back_off_before_restarting(make_orbit: MakeOrbit) -
         with pytest.raises(orbitpy.OrbitCrashed):
             task(True)
         durations.append(time.monotonic() - start)
+    # Lower bounds only (load can only lengthen a restart): each wait is at
+    # least its backoff, and the backoff doubles.
     assert durations[0] >= 0.008, durations
-    assert durations[2] - durations[0] >= 0.02, durations
+    assert durations[1] >= 0.018, durations
+    assert durations[2] >= 0.038, durations
     assert task.orbit.stats()["restarts"] == 3
 
 

@@ -433,11 +433,15 @@ class OrbitHandle:
                     if self._fault_fd < 0:
                         self._fault_fd = os.memfd_create("orbitpy-faulthandler",
                                                          os.MFD_CLOEXEC)
+                    # The orbit drops main's memfds but must keep its own
+                    # faulthandler file.
+                    opts = dict(self._opts,
+                                keep_fds=(*self._opts["keep_fds"], self._fault_fd))
                     self._core = _core.Orbit(self.name,
                                              functools.partial(_run_in_orbit, fn,
                                                                self._fault_fd,
                                                                self._opts["timeout_ms"] / 1000),
-                                             **self._opts)
+                                             **opts)
                     self._generation = _fork_generation
                 core = self._core
         return core
