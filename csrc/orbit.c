@@ -260,6 +260,30 @@ static void fail_requeued(struct orbit *ob, int err)
 	wake_all(ob);
 }
 
+/* Put f back first in the requeue list.  ob->lock held. */
+static void requeue_first(struct orbit *ob, struct orbit_future *f)
+{
+	f->next = ob->requeue;
+	ob->requeue = f;
+	if (!ob->requeue_tail)
+		ob->requeue_tail = f;
+}
+
+/* This thread (holding submit_lock) is about to send a call to sys with
+ * ob->lock dropped (see ob->sending).  ob->lock held. */
+static void send_begin(struct orbit *ob, struct orbit_sys *sys)
+{
+	ob->sending = sys;
+}
+
+/* The send is over; an orbit_lose() waiting to free the process may go on.
+ * ob->lock held. */
+static void send_end(struct orbit *ob)
+{
+	ob->sending = NULL;
+	wake_all(ob);
+}
+
 /* Set while this thread holds submit_lock. */
 static _Thread_local int in_submit;
 
@@ -332,6 +356,16 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		wake_all(ob);
 		pthread_mutex_unlock(&ob->lock);
 	}
+	/* The thread sending a call may still be inside call() on this
+	 * process (it read ob->sys before it was detached): the backend object
+	 * must outlive that.  The sender needs nothing this thread holds (the
+	 * interpreter lock is dropped here, and the process is dead or killed,
+	 * or its channel is closed, so the send ends at once); it broadcasts
+	 * when it is done. */
+	pthread_mutex_lock(&ob->lock);
+	while (ob->sending == sys)
+		pthread_cond_wait(&ob->cond, &ob->lock);
+	pthread_mutex_unlock(&ob->lock);
 	orbit_sys->destroy(sys, kill_first ? 0 : 2000, &status);
 	blk_end(ob, st);
 	pthread_mutex_lock(&ob->lock);
@@ -642,12 +676,21 @@ static void send_requeued(struct orbit *ob)
 		unrequeue(ob, f);
 		f->seq = ++ob->next_seq;
 		f->pid = orbit_sys->pid(sys);
+		send_begin(ob, sys);
 		pthread_mutex_unlock(&ob->lock);
 		/* f is in no list: nobody else touches it meanwhile. */
 		rc = orbit_sys->call(sys, f->seq, idle, 0, NULL, f->entry, f->arg, f->argsize, 0,
 				     &sync);
 		pthread_mutex_lock(&ob->lock);
+		send_end(ob);
 		ob->stats.bytes_synced += f->argsize;
+		if (ob->sys != sys) {
+			/* The process was lost while f was sent (a waiter found it
+			 * dead, a cancel or a timeout killed it): f is not among the
+			 * calls it owed, and goes first to the next process. */
+			requeue_first(ob, f);
+			continue;
+		}
 		if (rc) {
 			future_complete(f, rc == -EPIPE ? -ORBIT_E_CRASHED : rc, 0, 0, NULL, 0);
 			future_put_locked(f);
@@ -673,13 +716,24 @@ static void resend_requeued(struct orbit *ob)
 
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	in_submit = 1;
-	rc = ensure_process(ob);
-	if (rc) {
-		pthread_mutex_lock(&ob->lock);
-		fail_requeued(ob, rc);
-		pthread_mutex_unlock(&ob->lock);
-	} else {
+	/* Twice at most: the process may be lost while the calls are sent
+	 * (they are then requeued, see send_requeued). */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int more;
+
+		rc = ensure_process(ob);
+		if (rc) {
+			pthread_mutex_lock(&ob->lock);
+			fail_requeued(ob, rc);
+			pthread_mutex_unlock(&ob->lock);
+			break;
+		}
 		send_requeued(ob);
+		pthread_mutex_lock(&ob->lock);
+		more = ob->requeue != NULL;
+		pthread_mutex_unlock(&ob->lock);
+		if (!more)
+			break;
 	}
 	in_submit = 0;
 	pthread_mutex_unlock(&ob->submit_lock);
@@ -808,13 +862,36 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			break;
 		}
 		send_requeued(ob);
-		pthread_mutex_lock(&ob->lock);
-		if ((flags & ORBIT_CALL_SKIP_IF_BUSY) && ob->pending) {
-			pthread_mutex_unlock(&ob->lock);
-			rc = -ORBIT_E_SKIPPED;
+		f = future_new(ob, 0);
+		if (!f) {
+			rc = -ENOMEM;
 			break;
 		}
+		if (!narea) {	/* see struct orbit_future */
+			f->arg = malloc(argsize ? argsize : 1);
+			if (f->arg && argsize)
+				memcpy(f->arg, arg, argsize);
+			f->entry = entry;
+			f->argsize = argsize;
+		}
+		pthread_mutex_lock(&ob->lock);
 		sys = ob->sys;
+		if (!sys || ((flags & ORBIT_CALL_SKIP_IF_BUSY) && ob->pending)) {
+			pthread_mutex_unlock(&ob->lock);
+			free(f->arg);
+			free(f);
+			f = NULL;
+			if (sys) {
+				rc = -ORBIT_E_SKIPPED;
+				break;
+			}
+			/* Lost since ensure_process() started it (a waiter found it
+			 * dead, or it was lost while the requeued calls were sent). */
+			if (attempt == 0)
+				continue;
+			rc = -ORBIT_E_CRASHED;
+			break;
+		}
 		seq = ++ob->next_seq;
 		if (flags & ORBIT_CALL_CANCEL_QUEUED) {
 			/* Calls behind the oldest are surely queued; the oldest is
@@ -826,32 +903,26 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			wake_all(ob);
 		}
 		idle = !ob->pending;
+		f->seq = seq;
+		f->pid = orbit_sys->pid(sys);
+		send_begin(ob, sys);
 		pthread_mutex_unlock(&ob->lock);
 
-		f = future_new(ob, seq);
-		if (!f) {
-			rc = -ENOMEM;
-			break;
-		}
-		f->pid = orbit_sys->pid(sys);
-		if (!narea) {	/* see struct orbit_future */
-			f->arg = malloc(argsize ? argsize : 1);
-			if (f->arg && argsize)
-				memcpy(f->arg, arg, argsize);
-			f->entry = entry;
-			f->argsize = argsize;
-		}
 		rc = prepare(ob, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
 					     &sync);
 		if (rc == -EAGAIN) {
 			/* No room to stage the snapshot: wait until the orbit has
-			 * caught up, then write it straight into its view. */
+			 * caught up, then write it straight into its view.  (Not a
+			 * sender meanwhile: the wait may lose the process itself.) */
 			pthread_mutex_lock(&ob->lock);
+			send_end(ob);
 			while (ob->pending && ob->sys == sys)
 				orbit_pump(ob, UINT64_MAX);
 			rc = ob->sys == sys ? 0 : -EPIPE;
+			if (!rc)
+				send_begin(ob, sys);
 			pthread_mutex_unlock(&ob->lock);
 			if (!rc)	/* the wait let other threads run: check again */
 				rc = prepare(ob, &scan);
@@ -860,9 +931,12 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 						     scan, &sync);
 		}
 		pthread_mutex_lock(&ob->lock);
+		send_end(ob);	/* (already, if the wait above lost the process) */
 		ob->stats.pages_copied += sync.pages_copied;
 		ob->stats.full_syncs += sync.full_syncs;
 		ob->stats.bytes_synced += (sync.pages_copied << 12) + argsize;
+		if (!rc && ob->sys != sys)
+			rc = -EPIPE;	/* lost while we sent: not among the calls it owed */
 		if (!rc) {
 			if (!ob->pending)
 				ob->head_start_ns = orbit_now_ns();
@@ -879,8 +953,10 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		free(f);
 		f = NULL;
 		if (rc == -EPIPE && attempt == 0) {
-			/* The process died since the last call: reap it, fail what
-			 * it owed, and try once more on a new one. */
+			/* The process died since the last call, or was lost by
+			 * another thread while this call was sent: reap it if
+			 * nobody has, fail what it owed, and try once more on a
+			 * new one. */
 			if (ob->sys == sys)
 				orbit_lose(ob, -ORBIT_E_CRASHED, 0);
 			pthread_mutex_unlock(&ob->lock);

@@ -53,6 +53,11 @@ struct orbit {
 	int started;			/* a process was started once */
 	int want_restart;		/* restart requested, no backoff */
 	int reading;			/* a thread is pulling messages */
+	/* The process a call is being sent to with ob->lock dropped (from
+	 * reading ob->sys to the end of orbit_sys->call), NULL when none is:
+	 * orbit_lose() frees a process's backend object only once no call is
+	 * being sent to it.  One sender at a time: senders hold submit_lock. */
+	struct orbit_sys *sending;
 	int kill_err;			/* why main killed the running process (0: it did not) */
 	uint64_t next_seq;
 	struct orbit_future *pending, *pending_tail;

@@ -2,7 +2,7 @@
  * test_races.c - interleavings between main's threads, forced rather than
  * hoped for.
  *
- * Two tools pin a thread at an exact point of the library:
+ * Three tools pin a thread at an exact point of the library:
  *   - the orbit hooks (public API): block_begin runs in orbit_pump after the
  *     orbit's lock is dropped and before the backend is asked for a message;
  *     before_fork runs in the backend's spawn after the channel exists and
@@ -10,7 +10,9 @@
  *   - this binary is linked with -Wl,--wrap=pthread_mutex_{lock,unlock,
  *     init,destroy} (see the Makefile): a thread can be paused right after it
  *     unlocks a given mutex, and locking a mutex that was destroyed (freed
- *     with its object) is counted.
+ *     with its object) is counted;
+ *   - and with -Wl,--wrap=us_snapshot_call: a thread can be paused inside
+ *     the backend's call operation, while it sends a call.
  * Each scenario runs in a forked child: a use-after-free there crashes (or
  * trips ASan) in the child and fails that one test.
  */
@@ -453,6 +455,143 @@ static void test_destroy_while_submitting(void)
 	CHECK_CHILD(scenario_destroy_while_submitting, 20000);
 }
 
+/* ------------------------ the process lost while a call is sent to it */
+
+/*
+ * This binary is also linked with -Wl,--wrap=us_snapshot_call (the
+ * userspace backend's call operation): a thread can be paused inside
+ * orbit_sys->call(), after the library has read ob->sys and dropped the
+ * orbit's lock, before the backend touches its process object.
+ */
+int __real_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+			    struct orbit_sys_area *const *areas, orbit_entry entry,
+			    const void *arg, size_t argsize, uint64_t scan,
+			    struct orbit_sync_stats *st);
+int __wrap_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+			    struct orbit_sys_area *const *areas, orbit_entry entry,
+			    const void *arg, size_t argsize, uint64_t scan,
+			    struct orbit_sync_stats *st);
+
+static __thread int send_pause_at;	/* pause in this thread's Nth send (0: never) */
+
+int __wrap_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+			    struct orbit_sys_area *const *areas, orbit_entry entry,
+			    const void *arg, size_t argsize, uint64_t scan,
+			    struct orbit_sync_stats *st)
+{
+	if (send_pause_at && --send_pause_at == 0) {
+		sem_post(&paused);
+		sem_wait(&resume);
+	}
+	return __real_us_snapshot_call(s, seq, idle, narea, areas, entry, arg, argsize, scan, st);
+}
+
+static struct orbit *ls_ob;
+static struct orbit_future *ls_f;
+
+static void *submit_paused(void *arg)
+{
+	long v = 7;
+
+	(void)arg;
+	send_pause_at = 1;
+	ls_f = orbit_call_async(ls_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	return NULL;
+}
+
+/*
+ * Thread S submits a call and is inside the backend's call() on the orbit's
+ * process when main cancels the running call with ORBIT_CANCEL_KILL:
+ * orbit_lose() kills the process and frees its backend object.  It must wait
+ * for S to leave call() first (else S sends through freed memory), and S's
+ * call, not among those the lost process owed, must run on the next process
+ * (else it waits forever, pending on no process).
+ */
+static void scenario_lose_under_submitter(void)
+{
+	struct orbit_future *running;
+	pthread_t t, r;
+	long v = 10000, ret = -1;
+
+	ls_ob = orbit_create("lose-submit", entry_echo, NULL, NULL);
+	REQUIRE(ls_ob != NULL);
+	running = orbit_call_async(ls_ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(running != NULL);
+	REQUIRE(pthread_create(&t, NULL, submit_paused, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
+	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
+	CHECK_EQ(orbit_future_cancel(running, ORBIT_CANCEL_KILL), 1);
+	pthread_join(r, NULL);
+	pthread_join(t, NULL);
+	REQUIRE(ls_f != NULL);
+	CHECK_EQ(orbit_future_wait(ls_f, 5000, &ret), 0);
+	CHECK_EQ(ret, 7);
+	CHECK_EQ(orbit_future_get(running, &ret), -ORBIT_E_CANCELLED);
+	orbit_future_release(ls_f);
+	orbit_future_release(running);
+	orbit_destroy(ls_ob);
+}
+
+static void test_lose_under_submitter(void)
+{
+	CHECK_CHILD(scenario_lose_under_submitter, 20000);
+}
+
+static struct orbit_future *rs_first;
+static int rs_cancel_rc;
+
+static void *cancel_paused(void *arg)
+{
+	(void)arg;
+	send_pause_at = 2;	/* in the second requeued call it sends again */
+	rs_cancel_rc = orbit_future_cancel(rs_first, ORBIT_CANCEL_KILL);
+	return NULL;
+}
+
+/*
+ * Calls queued behind a cancelled one are sent again to the next process
+ * (send_requeued), here by the cancelling thread C.  C has sent the first
+ * of them and is inside call() with the second when main cancels the first
+ * (running on the new process) with a kill: that process is lost while C
+ * sends to it.  The loss must wait for C, and C's call must go to the
+ * process after.
+ */
+static void scenario_lose_under_resend(void)
+{
+	struct orbit_future *f2, *f3;
+	struct orbit *ob;
+	pthread_t t, r;
+	long v = 10000, ret = -1;
+
+	ob = orbit_create("lose-resend", entry_echo, NULL, NULL);
+	REQUIRE(ob != NULL);
+	rs_first = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	f2 = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	v = 5;
+	f3 = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(rs_first && f2 && f3);
+	REQUIRE(pthread_create(&t, NULL, cancel_paused, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);	/* f2 sent, f3 being sent */
+	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
+	CHECK_EQ(orbit_future_cancel(f2, ORBIT_CANCEL_KILL), 1);
+	pthread_join(r, NULL);
+	pthread_join(t, NULL);
+	CHECK_EQ(rs_cancel_rc, 1);
+	CHECK_EQ(orbit_future_wait(f3, 5000, &ret), 0);
+	CHECK_EQ(ret, 5);
+	CHECK_EQ(orbit_future_get(rs_first, &ret), -ORBIT_E_CANCELLED);
+	CHECK_EQ(orbit_future_get(f2, &ret), -ORBIT_E_CANCELLED);
+	orbit_future_release(rs_first);
+	orbit_future_release(f2);
+	orbit_future_release(f3);
+	orbit_destroy(ob);
+}
+
+static void test_lose_under_resend(void)
+{
+	CHECK_CHILD(scenario_lose_under_resend, 20000);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -463,5 +602,7 @@ int main(void)
 	RUN(test_dead_orbit_lost_under_reader);
 	RUN(test_fork_window_leaks_channel);
 	RUN(test_destroy_while_submitting);
+	RUN(test_lose_under_submitter);
+	RUN(test_lose_under_resend);
 	return CHECK_DONE();
 }
