@@ -309,14 +309,23 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 
 	if (!sys)
 		return;
+	/* head_err is for the oldest call now, and for no other: the one a
+	 * cancel or a timeout is about, or the one running when the process
+	 * died.  (The thread below may deliver its answer first: then the
+	 * calls behind it did not fail by themselves and must not take its
+	 * error.) */
+	head_seq = ob->pending ? ob->pending->seq : 0;
 	/* Another thread may be inside pull() on this process: make it return
 	 * (a dead or killed process ends its channel) and let it leave first.
 	 * If it finds the channel closed it reaps the process itself: kill_err
-	 * tells it why the process died (a cancel, a timeout, a restart), so
-	 * the oldest call fails for that reason and not as a crash. */
+	 * tells it why the process died (a cancel, a timeout, a restart) and
+	 * kill_seq for which call, so that call fails for that reason and not
+	 * as a crash. */
 	while (ob->reading && ob->sys == sys) {
-		if (!ob->kill_err)
+		if (!ob->kill_err) {
 			ob->kill_err = head_err;
+			ob->kill_seq = head_seq;
+		}
 		orbit_sys->kill(sys);
 		orbit_cond_wait(ob, UINT64_MAX);
 	}
@@ -324,12 +333,13 @@ static void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		return;		/* that thread took care of it */
 	if (ob->kill_err) {
 		head_err = ob->kill_err;
+		head_seq = ob->kill_seq;
 		kill_first = 1;
 		ob->kill_err = 0;
+		ob->kill_seq = 0;
 	}
 	list = ob->pending;
 	tail = ob->pending_tail;
-	head_seq = list ? list->seq : 0;	/* head_err is for this call only */
 	ob->sys = NULL;
 	ob->pending = ob->pending_tail = NULL;
 	ob->reading++;		/* nobody pulls from a process being reaped */

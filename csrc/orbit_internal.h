@@ -59,6 +59,7 @@ struct orbit {
 	 * being sent to it.  One sender at a time: senders hold submit_lock. */
 	struct orbit_sys *sending;
 	int kill_err;			/* why main killed the running process (0: it did not) */
+	uint64_t kill_seq;		/* the call it was killed for (kill_err is its error) */
 	uint64_t next_seq;
 	struct orbit_future *pending, *pending_tail;
 	/* Calls queued behind one the process was killed for, to be sent again

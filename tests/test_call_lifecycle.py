@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -257,6 +258,46 @@ def test_cancel_a_running_call_kills_the_orbit(sleeper: Any, tmp_path: Any) -> N
     assert not mark.exists()
     st = sleeper.orbit.stats()
     assert (st["cancelled"], st["crashes"], st["restarts"]) == (1, 0, 1)
+
+
+def test_call_after_cancelling_a_running_call_runs(sleeper: Any) -> None:
+    """The call after one cancelled (killed) while running runs and returns
+    its value: nothing of the cancel carries over to it."""
+    for i in range(30):
+        fut = sleeper.call_async(-1, 30)
+        started(fut)
+        assert fut.cancel()
+        assert sleeper(i) == i
+    assert sleeper.orbit.stats()["cancelled"] == 30
+
+
+def test_cancel_kill_racing_the_answer_spares_the_next_call(sleeper: Any) -> None:
+    """The orbit answers a call while it is being cancelled with a kill: a
+    thread waiting on it has pulled the answer but not delivered it when
+    cancel() kills the orbit.  The answer stands (cancel() is False) and the
+    call queued behind it, whose process was killed, runs again on the
+    restarted orbit; it used to take the cancel's error and raise
+    CancelledError without having been cancelled."""
+    old = sys.getswitchinterval()
+    for i in range(3):
+        first = sleeper.call_async("first", 0.2)
+        second = sleeper.call_async(i, 0.6)
+        started(first)
+        first.add_done_callback(lambda _: None)  # the dispatcher thread waits on it
+        time.sleep(0.1)  # ...inside the orbit's pull, GIL dropped
+        sys.setswitchinterval(100)
+        try:
+            # Keep the GIL while the first call ends: the dispatcher pulls its
+            # answer, then waits for the GIL to deliver it.
+            end = time.monotonic() + 0.4
+            while time.monotonic() < end:
+                pass
+            cancelled = first.cancel()
+        finally:
+            sys.setswitchinterval(old)
+        assert second.result(timeout=15) == i
+        if not cancelled:
+            assert first.result(timeout=15) == "first"
 
 
 def test_cancel_a_running_call_made_to_finish(sleeper: Any, tmp_path: Any) -> None:

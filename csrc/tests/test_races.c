@@ -592,6 +592,82 @@ static void test_lose_under_resend(void)
 	CHECK_CHILD(scenario_lose_under_resend, 20000);
 }
 
+/* ---------------- a kill for a call whose answer a reader already holds */
+
+static __thread int end_armed;
+
+/* In orbit_pump, right after pull() returned and before the orbit's lock is
+ * taken again: the reader holds a message nobody else has seen. */
+static void hook_block_end_pause(void *ctx, void *state)
+{
+	(void)ctx;
+	(void)state;
+	if (end_armed) {
+		end_armed = 0;
+		sem_post(&paused);
+		sem_wait(&resume);
+	}
+}
+
+static struct orbit_future *ka_first;
+static int ka_rc;
+static long ka_ret;
+
+static void *wait_first_paused(void *arg)
+{
+	(void)arg;
+	end_armed = 1;
+	ka_rc = orbit_future_get(ka_first, &ka_ret);
+	return NULL;
+}
+
+/*
+ * Thread R waits for the first call and has just pulled its answer when main
+ * cancels that call with ORBIT_CANCEL_KILL: orbit_lose() kills the process
+ * and waits for R, which then delivers the answer (the first call
+ * succeeded, the cancel did nothing).  The kill's reason is the first
+ * call's: the call behind it, running or queued on the killed process, must
+ * not take it (it was reported cancelled without running); as any call
+ * queued behind a call the orbit was killed for, it runs on the next
+ * process.
+ */
+static void scenario_cancel_kill_after_answer(void)
+{
+	struct orbit_hooks hooks = { .block_end = hook_block_end_pause };
+	struct orbit_options o;
+	struct orbit_future *second;
+	struct orbit *ob;
+	pthread_t t, r;
+	long v = 50, ret = -1;
+
+	orbit_options_init(&o);
+	o.hooks = &hooks;
+	ob = orbit_create("kill-answered", entry_echo, NULL, &o);
+	REQUIRE(ob != NULL);
+	ka_first = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	v = 1000;
+	second = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
+	REQUIRE(ka_first && second);
+	REQUIRE(pthread_create(&t, NULL, wait_first_paused, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);	/* R holds the first answer */
+	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
+	CHECK_EQ(orbit_future_cancel(ka_first, ORBIT_CANCEL_KILL), 0);	/* it had ended */
+	pthread_join(r, NULL);
+	pthread_join(t, NULL);
+	CHECK_EQ(ka_rc, 0);
+	CHECK_EQ(ka_ret, 50);
+	CHECK_EQ(orbit_future_wait(second, 10000, &ret), 0);
+	CHECK_EQ(ret, 1000);
+	orbit_future_release(ka_first);
+	orbit_future_release(second);
+	orbit_destroy(ob);
+}
+
+static void test_cancel_kill_after_answer_arrived(void)
+{
+	CHECK_CHILD(scenario_cancel_kill_after_answer, 20000);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -604,5 +680,6 @@ int main(void)
 	RUN(test_destroy_while_submitting);
 	RUN(test_lose_under_submitter);
 	RUN(test_lose_under_resend);
+	RUN(test_cancel_kill_after_answer_arrived);
 	return CHECK_DONE();
 }
