@@ -27,6 +27,7 @@ from .errors import (
     OrbitCrashed,
     OrbitError,
     OrbitExit,
+    OrbitStaleGlobalWarning,
     OrbitTimeout,
     RemoteTraceback,
 )
@@ -34,7 +35,8 @@ from .errors import (
 __all__ = [
     "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
-    "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
+    "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitStaleGlobalWarning", "OrbitTimeout",
+    "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
 ]
 __version__ = "0.1.0"

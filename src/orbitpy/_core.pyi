@@ -54,6 +54,7 @@ class Orbit:
     handler: Callable[[bytes], tuple[int, bytes]]
     name: str
     epoch: int
+    on_fork: Callable[[], object] | None
     def __init__(self, name: str, handler: Callable[[bytes], tuple[int, bytes]],
                  timeout_ms: int = ..., nice: int = ..., cpu_mask: int = ...,
                  memory_limit: int = ..., harden: bool = ..., restart: bool = ...,

@@ -173,6 +173,12 @@ cdef void _before_fork(void *ctx) noexcept nogil:
     # The GIL is held here (PyOS_BeforeFork needs it).
     with gil:
         try:
+            on_fork = (<Orbit>ctx).on_fork
+            if on_fork is not None:
+                on_fork()
+        except BaseException:
+            pass                        # advisory (see Orbit.on_fork)
+        try:
             hook = _fork_hooks.get("before")
             if hook is not None:
                 (<Orbit>ctx).epoch = hook()
@@ -381,6 +387,10 @@ cdef class Orbit:
     cdef public object handler
     cdef public str name
     cdef public uint64_t epoch     # classes the process has (see _heap.pxi)
+    # Called in main right before each orbit process is forked, GIL held
+    # through the fork (what it records is what the process sees); its
+    # exceptions are ignored.
+    cdef public object on_fork
 
     def __cinit__(self, str name, object handler, int timeout_ms=0, int nice=0,
                   uint64_t cpu_mask=0, size_t memory_limit=0, bint harden=False,

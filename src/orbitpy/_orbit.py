@@ -22,6 +22,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
+from ._stale import GlobalsWatch
 from .errors import (
     EXIT_OUT_OF_MEMORY,
     OrbitAborted,
@@ -396,6 +397,8 @@ class OrbitHandle:
         self._generation = _fork_generation
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
+        # The globals fn reads, as each orbit process was forked with them.
+        self._globals_watch = GlobalsWatch.of(fn)
         limit = 5 if restart is True else (int(restart) if restart else 0)
         cpu_mask = 0
         for c in cpus or ():
@@ -442,6 +445,8 @@ class OrbitHandle:
                                                                self._fault_fd,
                                                                self._opts["timeout_ms"] / 1000),
                                              **opts)
+                    if self._globals_watch is not None:
+                        self._core.on_fork = self._globals_watch.forked
                     self._generation = _fork_generation
                 core = self._core
         return core
@@ -553,7 +558,9 @@ class OrbitHandle:
         crashed, timed out, cancelled, aborted, closed), timeouts and
         cancelled (of the failed), pages_synced (= pages_copied + pages_reset),
         pages_copied, pages_reset, bytes_synced, restarts, crashes, full_syncs,
-        snapshot_mode, pid."""
+        snapshot_mode, pid, stale_globals (globals the function reads that
+        main rebound after the orbit process started, warned about with
+        OrbitStaleGlobalWarning)."""
         if self._core is not None:
             st = self._core.stats()
         else:
@@ -561,6 +568,8 @@ class OrbitHandle:
                                 "restarts", "crashes", "full_syncs", "failed", "timeouts",
                                 "cancelled"), 0)
         st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
+        watch = self._globals_watch
+        st["stale_globals"] = len(watch.warned) if watch is not None else 0
         modes = {a.mode for a in self._seen if a.alive}
         st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
         st["pid"] = self.pid
@@ -597,11 +606,16 @@ class OrbitHandle:
                 self._seen.add(a)
         try:
             self._last = f = self._orbit().call_async(arg, live, flags, prepare)
-            return f
         except _core.CoreError as e:
             if e.code == errno.EXDEV:
                 raise foreign_arena_error(self.name, live) from None
             raise self._error(e) from None
+        # After the call is issued: a process forked by this very call sees
+        # the current globals (checked before, it would be a false alarm).
+        watch = self._globals_watch
+        if watch is not None and watch.changed():
+            watch.report(_name_of(self._fn))
+        return f
 
     def _arg_labels(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, str]:
         """Names for the arguments in error messages: parameter names where

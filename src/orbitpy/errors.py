@@ -91,6 +91,18 @@ class ArenaEscapeError(OrbitError):
         return (type(self), (self.path, self.reason))
 
 
+class OrbitStaleGlobalWarning(RuntimeWarning):
+    """A module global the orbit function reads was rebound (or deleted) in
+    main after its orbit process started: the orbit still sees the value it
+    had then.  Issued once per orbit and global, at the first call after the
+    rebinding was noticed.  ``function`` and ``name`` say which."""
+
+    def __init__(self, message: str, *, function: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.function = function
+        self.name = name
+
+
 class RemoteTraceback(Exception):
     """Carries the formatted traceback of an exception raised in an orbit; it is
     attached as ``__cause__`` of the re-raised exception."""
