@@ -110,6 +110,17 @@ gc.callbacks.append(_after_collection)
 
 # -------------------------------------------------------------------- calls
 
+class StaleClasses(ArenaEscapeError):
+    """A refused call whose only problem is classes its orbit has in another
+    state than main has them (changed, or created, since the orbit started):
+    restarting the orbit mends it (the caller does, see _orbit.py).
+    ``classes``: [(class, what changed)], one per class."""
+
+    def __init__(self, path: str, reason: str, classes: list[tuple[type, str]]) -> None:
+        super().__init__(path, reason)
+        self.classes = classes
+
+
 class CallCheck(_core.CallPlan):
     """The pre-call check of a call passing arena objects (`roots`, by arena).
 
@@ -133,6 +144,11 @@ class CallCheck(_core.CallPlan):
                              f"values the orbit needs into it")
         if isinstance(why, BaseException):
             return why
+        if self.stale_classes:
+            classes: dict[int, tuple[type, str]] = {}
+            for _, cls, _, what in why:
+                classes.setdefault(id(cls), (cls, what))
+            why = [f[:3] for f in why]
         err = _explain(heap, objs, self.labels, why)
         if err is None:
             # Other threads changed the arena after the check refused the
@@ -140,6 +156,8 @@ class CallCheck(_core.CallPlan):
             path = _label(objs[0], self.labels) if len(objs) == 1 else "the call's arguments"
             err = ArenaEscapeError(path, f"{why[0][2]} (found by the check; the arena changed "
                                          f"before the path to it could be traced)")
+        if self.stale_classes:
+            return StaleClasses(err.path, err.reason, list(classes.values()))
         return err
 
 
