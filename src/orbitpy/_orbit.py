@@ -616,13 +616,13 @@ class OrbitHandle:
                 self._seen.add(a)
         if self._generation != _fork_generation:
             self._submit_lock = threading.Lock()  # perhaps held by a thread of the parent
-        for attempt in range(4):
+        for attempt in range(10):
             with self._submit_lock:
                 try:
                     self._last = f = self._orbit().call_async(arg, live, flags, prepare)
                     return f
                 except _objects.StaleClasses as e:
-                    if attempt == 3:  # changed again by other threads every time
+                    if attempt == 9:  # changed again by other threads every time
                         raise ArenaEscapeError(e.path, e.reason) from None
                     self._refresh_classes(e, flags)
                     assert prepare is not None
