@@ -324,3 +324,25 @@ def test_threads_calling_while_another_changes_a_class(make_orbit: Any, new_aren
         assert before <= got <= after, (before, got, after)
     st = f.orbit.stats()
     assert st["crashes"] == 0 and st["failed"] == 0 and st["class_refreshes"] >= 1
+
+
+def test_class_whose_version_tags_ran_out(make_orbit: Any, new_arena: Any) -> None:
+    # CPython 3.13 gives a class at most 1000 version tags; past that it has
+    # none, and only the comparison with its snapshot tells changes apart.
+    Worn = fresh("Worn", tag=0)
+    for i in range(1100):
+        Worn.tag = i  # each change, then a lookup that assigns a new tag
+        assert Worn.tag == i
+    arena = new_arena(1 << 20)
+    with arena:
+        table = {"w": Worn("w")}
+    f = make_orbit(describe, timeout=20)
+    assert f(table) == [("Worn", ("w", 1099, None))]
+    copy.copy(table["w"])
+    copy.deepcopy(table)
+    assert f(table) == [("Worn", ("w", 1099, None))]
+    assert f.orbit.stats()["class_refreshes"] == 0
+    Worn.tag = "changed"
+    assert f(table) == [("Worn", ("w", "changed", None))]
+    assert f(table) == [("Worn", ("w", "changed", None))]
+    assert f.orbit.stats()["class_refreshes"] == 1
