@@ -18,7 +18,8 @@
 struct class_snap;
 
 /* The state of heap type tp now, or NULL when out of memory (no exception
- * left set).  Runs no Python code. */
+ * left set).  Runs no Python code when the collector is disabled (it makes
+ * weak references, which may start a collection). */
 struct class_snap *class_snap_take(PyTypeObject *tp);
 void class_snap_free(struct class_snap *s);
 

@@ -345,6 +345,9 @@ static struct treg *treg_of(PyTypeObject *tp)
 uint64_t chk_register_types(PyObject *list)
 {
 	uint64_t e = ++epoch_now;
+	/* Snapshots walk class dicts with borrowed references while they make
+	 * weak references: no collection (finalizers, callbacks) may run then. */
+	int gc_was_on = PyGC_Disable();
 
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
 		PyTypeObject *tp = (PyTypeObject *)PyList_GET_ITEM(list, i);
@@ -379,6 +382,8 @@ uint64_t chk_register_types(PyObject *list)
 		class_snap_free(r->snap);
 		r->snap = class_snap_take(tp);	/* NULL: any change is a real one */
 	}
+	if (gc_was_on)
+		PyGC_Enable();
 	return e;
 }
 
