@@ -623,7 +623,7 @@ class OrbitHandle:
                     return f
                 except _objects.StaleClasses as e:
                     if attempt == 9:  # changed again by other threads every time
-                        raise ArenaEscapeError(e.path, e.reason) from None
+                        raise e.error() from None
                     self._refresh_classes(e, flags)
                     assert prepare is not None
                     prepare.reset()
@@ -645,9 +645,10 @@ class OrbitHandle:
         while times and now - times[0] > window:
             times.popleft()
         if len(times) >= limit:
+            err = stale.error()
             raise ArenaEscapeError(
-                stale.path,
-                f"{stale.reason}; orbit {self.name!r} was already restarted {len(times)} "
+                err.path,
+                f"{err.reason}; orbit {self.name!r} was already restarted {len(times)} "
                 f"times in {window:g} s to follow class changes, its limit "
                 f"(orbitpy._orbit.CLASS_REFRESH_LIMIT = {CLASS_REFRESH_LIMIT}): each class "
                 f"change makes the orbit restart and copy its arenas again. Do not change "
