@@ -70,6 +70,10 @@ cdef class CallPlan:
     # None, or why the checks refused the call: (HeapArea, roots, failures)
     # where failures is chk_prepare's list or the exception it raised
     cdef readonly object refusal
+    # True when the refusal is only classes the orbit has in another state
+    # than main (failures are then (owner, class, message, what changed)):
+    # restarting the orbit mends it
+    cdef readonly bint stale_classes
 
     def __init__(self, list heaps):
         for item in heaps:
@@ -79,6 +83,12 @@ cdef class CallPlan:
         self.heaps = heaps
         self.dropped = []
         self.refusal = None
+        self.stale_classes = False
+
+    def reset(self):
+        """Forget a refusal, to run the checks again."""
+        self.refusal = None
+        self.stale_classes = False
 
     def error(self):
         """The exception a refused call raises (subclasses explain failures)."""
@@ -114,11 +124,19 @@ cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
             failures = []
             chk_prepare(h.ha, roots, epoch, failures, plan.dropped)
             # Failures the call cannot reach (objects elsewhere in the arena)
-            # do not stop it.
-            if failures and chk_reaches(h.ha, roots, failures):
-                plan.refusal = (h, roots, failures)
+            # do not stop it.  Classes in another state than main's are
+            # mended by a restart, the rest are errors: those first.
+            escapes = [f for f in failures if len(<tuple>f) == 3]
+            stale = [f for f in failures if len(<tuple>f) == 4]
+            if escapes and chk_reaches(h.ha, roots, escapes):
+                plan.refusal = (h, roots, escapes)
+                plan.stale_classes = False
                 refuse = 1
                 break
+            if stale and not refuse and chk_reaches(h.ha, roots, stale):
+                plan.refusal = (h, roots, stale)
+                plan.stale_classes = True
+                refuse = 1
     except BaseException as e:
         plan.refusal = (h, roots, e)
         refuse = 1

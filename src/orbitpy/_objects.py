@@ -15,7 +15,7 @@ import gc
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _core
@@ -110,6 +110,21 @@ gc.callbacks.append(_after_collection)
 
 # -------------------------------------------------------------------- calls
 
+class StaleClasses(Exception):
+    """A refused call whose only problem is classes its orbit has in another
+    state than main has them (changed, or created, since the orbit started):
+    restarting the orbit mends it (the caller does, see _orbit.py).
+    ``classes``: [(class, what changed)], one per class.  error(): the
+    ArenaEscapeError naming the path to one, for when the caller cannot
+    restart (tracing the path walks the arguments in Python: only then)."""
+
+    def __init__(self, classes: list[tuple[type, str]],
+                 error: Callable[[], ArenaEscapeError]) -> None:
+        super().__init__(classes)
+        self.classes = classes
+        self.error = error
+
+
 class CallCheck(_core.CallPlan):
     """The pre-call check of a call passing arena objects (`roots`, by arena).
 
@@ -133,13 +148,24 @@ class CallCheck(_core.CallPlan):
                              f"values the orbit needs into it")
         if isinstance(why, BaseException):
             return why
-        err = _explain(heap, objs, self.labels, why)
+        if self.stale_classes:
+            classes: dict[int, tuple[type, str]] = {}
+            for _, cls, _, what in why:
+                classes.setdefault(id(cls), (cls, what))
+            failures = [f[:3] for f in why]
+            return StaleClasses(list(classes.values()),
+                                lambda: self._escape(heap, objs, failures))
+        return self._escape(heap, objs, why)
+
+    def _escape(self, heap: Any, objs: list[Any],
+                failures: list[tuple[Any, Any, str]]) -> ArenaEscapeError:
+        err = _explain(heap, objs, self.labels, failures)
         if err is None:
             # Other threads changed the arena after the check refused the
             # call, and the path to the problem is gone: say what it was.
             path = _label(objs[0], self.labels) if len(objs) == 1 else "the call's arguments"
-            err = ArenaEscapeError(path, f"{why[0][2]} (found by the check; the arena changed "
-                                         f"before the path to it could be traced)")
+            err = ArenaEscapeError(path, f"{failures[0][2]} (found by the check; the arena "
+                                         f"changed before the path to it could be traced)")
         return err
 
 

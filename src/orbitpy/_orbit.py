@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -25,6 +26,7 @@ from ._arena import Arena, foreign_arena_error
 from ._stale import GlobalsWatch
 from .errors import (
     EXIT_OUT_OF_MEMORY,
+    ArenaEscapeError,
     OrbitAborted,
     OrbitBusy,
     OrbitClosed,
@@ -43,6 +45,15 @@ OnInterrupt = Literal["kill", "finish"]
 _STATUS_OK, _STATUS_RAISED = 0, 1
 log = logging.getLogger("orbitpy")
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
+
+# Class refreshes: an orbit restarts (after its pending calls) when a call
+# reaches a class main changed, or made, since the orbit started.  At most
+# CLASS_REFRESH_LIMIT[0] of them per orbit in any CLASS_REFRESH_LIMIT[1]
+# seconds; past that the call raises ArenaEscapeError (a program that changes
+# a class before every call would otherwise fork an orbit per call).
+CLASS_REFRESH_LIMIT: tuple[int, float] = (10, 60.0)
+# Classes whose first refresh was logged.
+_logged_classes: weakref.WeakSet[type] = weakref.WeakSet()
 
 # Bumped in every child forked from this process (no getpid() per call).
 _fork_generation = 0
@@ -388,6 +399,11 @@ class OrbitHandle:
         # core areas synced so far (for stats()['snapshot_mode'])
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in areas)
         self._lock = threading.Lock()
+        # Held while a call is issued, and while the orbit is drained and
+        # restarted for a class change, so that no call is issued meanwhile.
+        self._submit_lock = threading.Lock()
+        self._class_refreshes = 0
+        self._class_refresh_times: deque[float] = deque()
         self._closed = False
         self._closed_why = ""
         self._core: Any = None
@@ -558,6 +574,8 @@ class OrbitHandle:
         crashed, timed out, cancelled, aborted, closed), timeouts and
         cancelled (of the failed), pages_synced (= pages_copied + pages_reset),
         pages_copied, pages_reset, bytes_synced, restarts, crashes, full_syncs,
+        class_refreshes (restarts made because a call reached a class main
+        changed or made after the orbit started; counted in restarts too),
         snapshot_mode, pid, stale_globals (globals the function reads that
         main rebound after the orbit process started, warned about with
         OrbitStaleGlobalWarning)."""
@@ -570,6 +588,7 @@ class OrbitHandle:
         st["pages_synced"] = st["pages_copied"] + st["pages_reset"]
         watch = self._globals_watch
         st["stale_globals"] = len(watch.warned) if watch is not None else 0
+        st["class_refreshes"] = self._class_refreshes
         modes = {a.mode for a in self._seen if a.alive}
         st["snapshot_mode"] = modes.pop() if len(modes) == 1 else default_snapshot_mode()
         st["pid"] = self.pid
@@ -604,18 +623,77 @@ class OrbitHandle:
         for a in live:
             if a not in self._seen:
                 self._seen.add(a)
-        try:
-            self._last = f = self._orbit().call_async(arg, live, flags, prepare)
-        except _core.CoreError as e:
-            if e.code == errno.EXDEV:
-                raise foreign_arena_error(self.name, live) from None
-            raise self._error(e) from None
+        if self._generation != _fork_generation:
+            self._submit_lock = threading.Lock()  # perhaps held by a thread of the parent
+        for attempt in range(10):
+            with self._submit_lock:
+                try:
+                    self._last = f = self._orbit().call_async(arg, live, flags, prepare)
+                    break
+                except _objects.StaleClasses as e:
+                    if attempt == 9:  # changed again by other threads every time
+                        raise e.error() from None
+                    self._refresh_classes(e, flags)
+                    assert prepare is not None
+                    prepare.reset()
+                except _core.CoreError as e:
+                    if e.code == errno.EXDEV:
+                        raise foreign_arena_error(self.name, live) from None
+                    raise self._error(e) from None
+        else:
+            raise AssertionError("unreachable")
         # After the call is issued: a process forked by this very call sees
         # the current globals (checked before, it would be a false alarm).
         watch = self._globals_watch
         if watch is not None and watch.changed():
             watch.report(_name_of(self._fn))
         return f
+
+    def _refresh_classes(self, stale: _objects.StaleClasses, flags: int) -> None:
+        """The call reaches classes the orbit has in another state than main
+        (changed or made since it started): let the calls issued so far
+        finish, then restart the orbit, whose next process is forked with the
+        classes as they are now.  Rate-limited (CLASS_REFRESH_LIMIT).  Called
+        with the submit lock held: no call is issued meanwhile."""
+        limit, window = CLASS_REFRESH_LIMIT
+        now = time.monotonic()
+        times = self._class_refresh_times
+        while times and now - times[0] > window:
+            times.popleft()
+        if len(times) >= limit:
+            err = stale.error()
+            raise ArenaEscapeError(
+                err.path,
+                f"{err.reason}; orbit {self.name!r} was already restarted {len(times)} "
+                f"times in {window:g} s to follow class changes, its limit "
+                f"(orbitpy._orbit.CLASS_REFRESH_LIMIT = {CLASS_REFRESH_LIMIT}): each class "
+                f"change makes the orbit restart and copy its arenas again. Do not change "
+                f"classes between calls (class attributes as counters or caches, classes made "
+                f"per call); keep changing state in instances or in arena dicts") from None
+        if flags & _core.CALL_SKIP_IF_BUSY and self._pending():
+            raise OrbitBusy(f"orbit {self.name!r} is busy (it must finish its calls and "
+                            f"restart to follow a class change); call skipped")
+        last = self._last
+        if last is not None:
+            try:
+                last.wait(None)  # calls run in order: when it ends, all have
+            except _core.CoreError:
+                pass  # its own future reports it
+        core = self._core
+        if core is not None:
+            try:
+                core.restart()
+            except _core.CoreError as e:  # closed by another thread meanwhile
+                raise self._error(e) from None
+        times.append(now)
+        self._class_refreshes += 1
+        for cls, what in stale.classes:
+            if cls not in _logged_classes:
+                _logged_classes.add(cls)
+                log.info("orbit %r restarts to see class %s.%s as main has it now: %s "
+                         "(later refreshes for this class are not logged)", self.name,
+                         getattr(cls, "__module__", "?"), getattr(cls, "__qualname__", cls),
+                         what)
 
     def _arg_labels(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, str]:
         """Names for the arguments in error messages: parameter names where

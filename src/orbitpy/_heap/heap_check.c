@@ -6,8 +6,11 @@
  *  - A static interpreter object (None, small ints, builtin types, ...) sits
  *    at the same address, unchanged, in every process.
  *  - A class defined in Python is the orbit's own copy from its fork: fine if
- *    it existed then and has not been changed since (version tag), and its
- *    address cannot have been reused (the registry drops dead classes).
+ *    it existed then and has not been changed since (version tag, else its
+ *    state compared with the one registered at the fork, cache attributes
+ *    aside: class_state.h), and its address cannot have been reused (the
+ *    registry drops dead classes).  Otherwise the failure is one the caller
+ *    mends by restarting the orbit (fail_class).
  *  - An immutable value outside the arena (str, bytes, int, float, complex,
  *    tuples and frozensets of those) is copied into the arena, and the
  *    reference moved to the copy.
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "class_state.h"
 #include "heap_check.h"
 #include "ptrmap.h"
 
@@ -42,14 +46,22 @@ struct chk_area {
 	struct ptrmap invalid;	/* objects whose last check failed */
 };
 
+struct class_snap;
+
 /* A class alive when some orbit was forked. */
 struct treg {
 	PyTypeObject *tp;
-	unsigned int tag;	/* version tag when registered */
+	unsigned int tag;	/* version tag when registered, or of a state
+				 * found equivalent to it since */
 	uint64_t epoch;		/* orbits forked at or after this have it */
 	void *keys;		/* its shared keys then */
 	Py_ssize_t nentries;	/* entries they had (they only grow) */
 	int referenced;		/* on the `referenced` list */
+	struct class_snap *snap;	/* its own state at `epoch`, or NULL */
+	uint64_t born;		/* the epoch it was first registered at */
+	uint64_t span;		/* the newest epoch of a class in its MRO when
+				 * `tag` was last verified (UINT64_MAX: not yet) */
+	char change[160];	/* what changed at `epoch` (for messages) */
 };
 
 static struct ptrmap types;	/* PyTypeObject * -> struct treg * */
@@ -333,6 +345,9 @@ static struct treg *treg_of(PyTypeObject *tp)
 uint64_t chk_register_types(PyObject *list)
 {
 	uint64_t e = ++epoch_now;
+	/* Snapshots walk class dicts with borrowed references while they make
+	 * weak references: no collection (finalizers, callbacks) may run then. */
+	int gc_was_on = PyGC_Disable();
 
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
 		PyTypeObject *tp = (PyTypeObject *)PyList_GET_ITEM(list, i);
@@ -347,20 +362,28 @@ uint64_t chk_register_types(PyObject *list)
 				continue;	/* unknown to the checker: refused, never wrong */
 			}
 			r->tp = tp;
-			r->epoch = e;
-		} else if (r->tag != tag || r->keys != keys) {
-			r->epoch = e;	/* changed: only orbits from now on have this one */
+			r->born = e;
+		} else if (r->keys == keys &&
+			   ((tag && tag == r->tag) || class_snap_same(r->snap, tp))) {
+			continue;	/* its own state is the registered one */
 		} else {
-			continue;
+			class_snap_diff(r->snap, tp, r->change, sizeof(r->change));
 		}
+		/* New, or changed: orbits from now on have this state. */
+		r->epoch = e;
 		if (r->keys)
 			ptrmap_del(&keys_of, (uintptr_t)r->keys);
 		r->tag = tag;
+		r->span = UINT64_MAX;
 		r->keys = keys;
 		r->nentries = keys ? pyver_keys_nentries(keys) : 0;
 		if (keys)
 			ptrmap_put(&keys_of, (uintptr_t)keys, (uintptr_t)r);
+		class_snap_free(r->snap);
+		r->snap = class_snap_take(tp);	/* NULL: any change is a real one */
 	}
+	if (gc_was_on)
+		PyGC_Enable();
 	return e;
 }
 
@@ -379,7 +402,65 @@ void chk_forget_type(uintptr_t addr)
 				referenced[i] = referenced[--nreferenced];
 				break;
 			}
+	class_snap_free(r->snap);
 	free(r);
+}
+
+/*
+ * Does an orbit forked at `epoch` have class tp, and every class in its MRO,
+ * as main has them now?  0 if so; else 1 and why in buf.
+ *
+ * A class's version tag changes with every change to it or to one of its
+ * bases.  r->tag is a tag of tp whose state (tp's own, and its bases')
+ * was found equivalent to the registered states, all registered at or
+ * before r->span: then an unchanged tag settles it.  Otherwise each class
+ * of the MRO is compared with its state at registration, benign (cache)
+ * attributes aside, and a match moves r->tag along, so that the next check
+ * takes the quick way again.
+ */
+static int class_changed(PyTypeObject *tp, uint64_t epoch, char *buf, size_t size)
+{
+	struct treg *r = treg_of(tp);
+	PyObject *mro = tp->tp_mro;
+	unsigned int tag = pyver_type_version(tp);
+	uint64_t span = 0;
+
+	if (r && tag && tag == r->tag && r->span <= epoch)
+		return 0;	/* the usual case: nothing changed */
+	for (Py_ssize_t k = 0; k == 0 || (mro && k < PyTuple_GET_SIZE(mro)); k++) {
+		PyTypeObject *t = k ? (PyTypeObject *)PyTuple_GET_ITEM(mro, k) : tp;
+		struct treg *rt = k ? treg_of(t) : r;
+		unsigned int tt = k ? pyver_type_version(t) : tag;
+		const char *base = k ? "its base class " : "";
+		const char *bname = k ? t->tp_name : "";
+		char why[160];
+
+		if (k && (t == tp || !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || chk_is_static(t)))
+			continue;
+		if (!rt || rt->born > epoch) {
+			snprintf(buf, size, "%s%s%screated after the orbit started", base, bname,
+				 k ? " was " : "");
+			return 1;
+		}
+		if (rt->epoch > epoch) {
+			snprintf(buf, size, "%s%s%schanged after the orbit started (%s)", base,
+				 bname, k ? " was " : "", rt->change);
+			return 1;
+		}
+		if (!(tt && tt == rt->tag) && !class_snap_same(rt->snap, t)) {
+			class_snap_diff(rt->snap, t, why, sizeof(why));
+			snprintf(buf, size, "%s%s%schanged after the orbit started (%s)", base,
+				 bname, k ? " was " : "", why);
+			return 1;
+		}
+		if (rt->epoch > span)
+			span = rt->epoch;
+	}
+	if (r && tag) {
+		r->tag = tag;
+		r->span = span;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------ failures */
@@ -402,26 +483,42 @@ static int fail(struct pass *ps, PyObject *owner, PyObject *target, const char *
 	return 1;
 }
 
+/*
+ * A class the orbit has in another state than main (changed or created
+ * since the orbit started): the caller restarts the orbit and tries again,
+ * so this is recorded as (owner, class, message, what changed), a 4-tuple
+ * that heap_precall tells from other failures.
+ */
+static int fail_class(struct pass *ps, PyObject *owner, PyTypeObject *tp, const char *why)
+{
+	char msg[400];
+	PyObject *t;
+
+	snprintf(msg, sizeof(msg), "class %s: %s", tp->tp_name, why);
+	t = Py_BuildValue("(OOss)", owner ? owner : Py_None, (PyObject *)tp, msg, why);
+	if (!t || PyList_Append(ps->failures, t) < 0) {
+		Py_XDECREF(t);
+		return -1;
+	}
+	Py_DECREF(t);
+	return 1;
+}
+
 /* 0 if the orbit has class tp as main has it, 1 after recording why not. */
 static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
 {
 	struct treg *r;
+	char why[300];
 
 	if (chk_is_static(tp))
 		return 0;
 	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
 		return fail(ps, owner, (PyObject *)tp,
 			    "class %s is not part of the interpreter's static image", tp->tp_name);
+	if (class_changed(tp, ps->epoch, why, sizeof(why)))
+		return fail_class(ps, owner, tp, why);
 	r = treg_of(tp);
-	if (!r || r->epoch > ps->epoch)
-		return fail(ps, owner, (PyObject *)tp,
-			    "class %s was created after the orbit started (restart the orbit to "
-			    "use it)", tp->tp_name);
-	if (pyver_type_version(tp) != r->tag || !r->tag)
-		return fail(ps, owner, (PyObject *)tp,
-			    "class %s was changed after the orbit started (restart the orbit)",
-			    tp->tp_name);
-	if (referenced_add(r)) {
+	if (r && referenced_add(r)) {
 		PyErr_NoMemory();
 		return -1;
 	}
@@ -1226,14 +1323,11 @@ int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject 
 	}
 	/* 4. classes the checked objects use: still as the orbit has them? */
 	for (size_t i = 0; i < nreferenced; i++) {
-		struct treg *r = referenced[i];
+		char why[300];
 
-		if (r->epoch > epoch || pyver_type_version(r->tp) != r->tag) {
-			if (fail(&ps, NULL, (PyObject *)r->tp, "class %s was %s after the orbit "
-				 "started (restart the orbit)", r->tp->tp_name,
-				 r->epoch > epoch ? "created" : "changed") < 0)
-				goto out;
-		}
+		if (class_changed(referenced[i]->tp, epoch, why, sizeof(why)) &&
+		    fail_class(&ps, NULL, referenced[i]->tp, why) < 0)
+			goto out;
 	}
 	rc = 0;
 out:

@@ -19,7 +19,9 @@
  * of objects in ha) for an orbit forked at `epoch`.  Problems are appended to
  * `failures` as (owner, target, message) tuples: owner is the arena object
  * holding the bad reference (None for a class problem), target what it
- * refers to.  References the check gives up (values it replaced by arena
+ * refers to.  A class the orbit has in another state than main (changed or
+ * created since its fork; restarting the orbit mends it) is a 4-tuple
+ * (owner, class, message, what changed).  References the check gives up (values it replaced by arena
  * copies) are appended to the list `dropped` instead of released: releasing
  * them could run Python code.  Returns 0, or -1 with an exception set (e.g.
  * MemoryError when the arena has no room for a copy).
