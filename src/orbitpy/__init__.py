@@ -8,6 +8,7 @@ Auxiliary Execution" (Jing & Huang, OSDI '22).
 """
 
 from ._arena import Arena, arena
+from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
 from ._orbit import (
     OrbitFunction,
     OrbitFuture,
@@ -35,6 +36,7 @@ __all__ = [
     "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
-    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
+    "arena", "arena_collection_stats", "collect_arenas", "default_snapshot_mode", "in_orbit",
+    "orbit", "push", "set_arena_collection", "shutdown",
 ]
 __version__ = "0.1.0"
