@@ -88,10 +88,17 @@ class FullCollections:
 
     def __init__(self) -> None:
         self.count = 0
+        self.ms: list[float] = []  # how long each took
+        self._t0 = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and info.get("generation") == 2:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
             self.count += 1
+            self._t0 = time.perf_counter()
+        else:
+            self.ms.append((time.perf_counter() - self._t0) * 1e3)
 
     def __enter__(self) -> FullCollections:
         gc.callbacks.append(self)
@@ -114,6 +121,7 @@ def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
         maxlen=int(CACHE_SECONDS / TICK_S) * requests_per_tick)
     changed: set[int] = set()
     call_ms: list[float] = []
+    with_full: set[int] = set()  # calls a full collection ran inside of
     pages: list[int] = []
     allocations = 0
     rid = 0
@@ -132,13 +140,19 @@ def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
                 ids = sorted(changed)
                 changed.clear()
                 expect = read_changed(sessions, ids)
+                n0 = full.count
                 t0 = time.perf_counter()
                 got = fn(sessions, ids)
                 call_ms.append((time.perf_counter() - t0) * 1e3)
+                if full.count != n0:  # the call's own allocations set one off
+                    with_full.add(len(call_ms) - 1)
                 if got != expect:
                     raise AssertionError(f"orbit read {got}, main has {expect}")
                 p = fn.orbit.stats()["pages_copied"]
                 pages.append(p - pages_before)
+                if os.environ.get("ORBITPY_BENCH_TRACE"):
+                    print(f"call {len(call_ms)}: {call_ms[-1]:.1f} ms, {pages[-1]} pages, "
+                          f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
                 pages_before = p
                 next_call += CALL_EVERY_S
             if now >= next_tick:
@@ -179,9 +193,13 @@ def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
         "calls": len(call_ms),
         "allocations_per_s": round(allocations / elapsed),
         "full_collections": full.count,
+        "full_collection_ms_max": round(max(full.ms, default=0.0), 1),
+        "calls_with_a_full_collection_inside": len(with_full),
         "call_ms_p50": round(statistics.median(call_ms), 3) if call_ms else 0.0,
         "call_ms_p99": round(_pct(call_ms, 0.99), 3),
         "call_ms_max": round(max(call_ms, default=0.0), 3),
+        "call_ms_p99_no_full_collection_inside": round(_pct(
+            [ms for k, ms in enumerate(call_ms) if k not in with_full], 0.99), 3),
         "pages_copied_p50": int(statistics.median(pages)) if pages else 0,
         "pages_copied_p99": int(_pct([float(p) for p in pages], 0.99)),
         "pages_copied_max": max(pages, default=0),
@@ -235,10 +253,13 @@ def run(seconds: float, reads: bool = False) -> dict[str, Any]:
     sessions: list[Session] = []
     try:
         sessions = build(arena)
-        collect_arenas = getattr(orbitpy, "collect_arenas", None)
-        if collect_arenas:  # the state is built: collect (and park) it once
-            collect_arenas()
         fn(sessions, [0])  # the first call: full check and copy
+        collect_arenas = getattr(orbitpy, "collect_arenas", None)
+        if collect_arenas:
+            # The state is built and checked (the first check gives each
+            # session a dict of its own, in the arena): collect it once, so
+            # that the growth schedule counts from here.
+            collect_arenas()
         fn(sessions, [0])
         out = run_loop(seconds, arena, sessions, fn)
         if reads:
