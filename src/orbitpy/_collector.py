@@ -25,8 +25,9 @@ def collect_arenas() -> int:
     of unreachable objects found (as ``gc.collect()``).
 
     Call it when a long call is acceptable (the next orbit call copies every
-    page holding a tracked arena object), e.g. after building or replacing
-    a large part of the arena state, or in a quiet period."""
+    page holding a tracked arena object), e.g. after building a large arena
+    state and its first call, after replacing much of it, or in a quiet
+    period."""
     return int(_core.gc_collect_arenas())
 
 
