@@ -560,7 +560,7 @@ def _run_steps(rig: Rig, root_spec: Spec, steps: list[tuple[Any, ...]]) -> None:
         for fut, _ in rig.pending:  # a failed example leaves no call running
             concurrent.futures.wait([fut], timeout=30)
     collect(rig)
-    gc.collect()  # the example's cycles (links) are garbage now
+    orbitpy.collect_arenas()  # the example's cycles (links) are garbage now
     left = rig.arena.stats()["allocations"] - allocations
     assert left <= 0, f"{left} arena allocations outlived the example's objects"
     gc.freeze()  # what survived is the test's: the next collection need not walk it

@@ -8,6 +8,7 @@ Auxiliary Execution" (Jing & Huang, OSDI '22).
 """
 
 from ._arena import Arena, arena
+from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
 from ._orbit import (
     OrbitFunction,
     OrbitFuture,
@@ -37,6 +38,7 @@ __all__ = [
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitStaleGlobalWarning", "OrbitTimeout",
     "RemoteTraceback",
-    "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
+    "arena", "arena_collection_stats", "collect_arenas", "default_snapshot_mode", "in_orbit",
+    "orbit", "push", "set_arena_collection", "shutdown",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import threading
 import weakref
 from typing import Any
 
-from . import _core, _objects
+from . import _collector, _core, _objects
 from .errors import ArenaFull, OrbitError
 
 _live_lock = threading.Lock()
@@ -278,11 +278,22 @@ class Arena:
                 "snapshot_mode": self.snapshot_mode, "address": self.address,
                 "checks": _core.check_stats()}
 
+    def collect(self) -> int:
+        """Free reference cycles among arena objects: a full collection that
+        includes them (all arenas' objects: cycles may span arenas), which
+        ordinary collections leave out (see :func:`orbitpy.collect_arenas`).
+        Returns the number of unreachable objects found."""
+        return _collector.collect_arenas()
+
     def close(self) -> None:
-        """Unmap the arena.  Refused while buffers or objects in it are alive."""
+        """Unmap the arena.  Refused while buffers or objects in it are alive
+        (after an arena collection has freed what only cycles kept)."""
         if not self._area.alive:
             return
         _, _, allocations = self._area.stats()
+        if allocations and self._heap is not None:
+            _collector.collect_arenas()
+            _, _, allocations = self._area.stats()
         if allocations:
             raise RuntimeError(f"arena still has {allocations} live allocation(s) (buffers "
                                f"or objects); release them before closing it")

@@ -16,6 +16,17 @@ cdef extern from "heap.h":
     int heap_in_orbit()
     void heap_after_collection()
     int heap_rescue() except -1
+    void heap_gc_event(int start, int generation)
+    void heap_gc_include_next()
+    void heap_gc_end_included()
+    void heap_gc_set_policy(double growth, unsigned long every)
+    struct heap_gc_stats:
+        uint64_t full_collections
+        uint64_t arena_collections
+        uint64_t parked
+        uint64_t parked_now
+        uint64_t base_used
+    void heap_gc_get_stats(heap_gc_stats *out)
 
 cdef extern from "heap_check.h":
     struct chk_stats:
@@ -167,6 +178,34 @@ def rescue_tables():
 
 def after_collection():
     heap_after_collection()
+
+
+def gc_event(bint start, int generation):
+    """The collector's callback: a collection of `generation` starts or
+    ended (see _heap/heap_gc.c)."""
+    heap_gc_event(start, generation)
+
+
+def gc_collect_arenas():
+    """A full collection that walks arena objects too; gc.collect()'s result."""
+    import gc
+    heap_gc_include_next()
+    try:
+        return gc.collect()
+    finally:
+        heap_gc_end_included()
+
+
+def gc_set_policy(double growth, unsigned long every):
+    heap_gc_set_policy(growth, every)
+
+
+def gc_stats():
+    cdef heap_gc_stats st
+    heap_gc_get_stats(&st)
+    return {"full_collections": st.full_collections,
+            "arena_collections": st.arena_collections, "parked": st.parked,
+            "parked_now": st.parked_now, "base_used": st.base_used}
 
 
 def heap_in_use():

@@ -98,14 +98,19 @@ def _register_classes() -> int:
 _core._fork_hooks["before"] = _register_classes
 
 
-def _after_collection(phase: str, info: dict[str, int]) -> None:
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    generation = info.get("generation", -1)
+    # Arena objects are kept out of the generations a collection is about
+    # to walk, and the schedule decides whether a full one walks them
+    # (see _heap/heap_gc.c and _collector.py).
+    _core.gc_event(phase == "start", generation)
     # A full collection empties CPython's free lists and opens them again;
     # keep them closed (see _heap/pyver_freelists.c).
-    if phase == "stop" and info.get("generation") == 2:
+    if phase == "stop" and generation == 2:
         _core.after_collection()
 
 
-gc.callbacks.append(_after_collection)
+gc.callbacks.append(_on_collection)
 
 
 # -------------------------------------------------------------------- calls

@@ -41,6 +41,30 @@ int heap_in_orbit(void);
 /* After a full collection (which reopens CPython's free lists). */
 void heap_after_collection(void);
 
+/* Bytes in use in all registered areas; is any area registered? */
+size_t heap_used_bytes(void);
+int heap_any_area(void);
+
+/* ---- heap_gc.c */
+
+/* A collection of `generation` starts (start=1) or ended (start=0): the
+ * collector's callback, with the GIL held. */
+void heap_gc_event(int start, int generation);
+/* The next full collection walks arena objects too; call
+ * heap_gc_end_included() after it. */
+void heap_gc_include_next(void);
+void heap_gc_end_included(void);
+/* When full collections walk arena objects (see heap_gc.c). */
+void heap_gc_set_policy(double growth, unsigned long every);
+struct heap_gc_stats {
+	uint64_t full_collections;	/* seen while an arena was registered */
+	uint64_t arena_collections;	/* of those, the ones that walked arena objects */
+	uint64_t parked;		/* objects moved out of the generations so far */
+	uint64_t parked_now;		/* objects held out now */
+	uint64_t base_used;		/* arena bytes in use after the last arena collection */
+};
+void heap_gc_get_stats(struct heap_gc_stats *out);
+
 /* ---- heap_rescue.c */
 
 /* Move the key tables of module, builtins and interned-string dicts that

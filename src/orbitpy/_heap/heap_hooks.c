@@ -90,6 +90,25 @@ void heap_unregister(struct heap_area *ha)
 	recompute_span();
 }
 
+size_t heap_used_bytes(void)
+{
+	struct orbit_area_stats st;
+	size_t used = 0;
+
+	for (int i = 0; i < nareas; i++) {
+		if (!areas[i].area)
+			continue;
+		orbit_area_stats(areas[i].area, &st);
+		used += st.used;
+	}
+	return used;
+}
+
+int heap_any_area(void)
+{
+	return span_lo != NULL;
+}
+
 struct heap_area *heap_current(void)
 {
 	return current;

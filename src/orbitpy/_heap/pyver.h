@@ -11,6 +11,17 @@
 #include <Python.h>
 #if PY_VERSION_HEX < 0x030C0000
 #include <structmember.h>	/* PyMemberDef */
+/* The collector's generation lists (pyver_gc.c).  Generations 0..2; 2 is
+ * the oldest, the one a full collection walks. */
+#define PYVER_GC_OLDEST 2
+/* Move the objects of generation `gen` for which is_parked() is true to a
+ * list no collection walks (they stay tracked); how many moved. */
+Py_ssize_t pyver_gc_park(int gen, int (*is_parked)(const void *op));
+/* Put every parked object back at the end of the oldest generation. */
+Py_ssize_t pyver_gc_unpark(void);
+/* Objects parked now (walks the list). */
+Py_ssize_t pyver_gc_parked(void);
+
 #endif
 
 /* Bytes an object of this type keeps in front of its address (GC links,
@@ -67,5 +78,16 @@ void pyver_make_immortal(PyObject *copy);
  * the allocator, never recycled on free lists (see pyver_freelists.c).
  * Call again after every full collection, which reopens them. */
 void pyver_freelists_off(void);
+
+/* The collector's generation lists (pyver_gc.c).  Generations 0..2; 2 is
+ * the oldest, the one a full collection walks. */
+#define PYVER_GC_OLDEST 2
+/* Move the objects of generation `gen` for which is_parked() is true to a
+ * list no collection walks (they stay tracked); how many moved. */
+Py_ssize_t pyver_gc_park(int gen, int (*is_parked)(const void *op));
+/* Put every parked object back at the end of the oldest generation. */
+Py_ssize_t pyver_gc_unpark(void);
+/* Objects parked now (walks the list). */
+Py_ssize_t pyver_gc_parked(void);
 
 #endif
