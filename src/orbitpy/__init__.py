@@ -7,6 +7,7 @@ updates back.  Based on "Operating System Support for Safe and Efficient
 Auxiliary Execution" (Jing & Huang, OSDI '22).
 """
 
+from ._aio import AsyncOrbitFuture
 from ._arena import Arena, arena
 from ._orbit import (
     OrbitFunction,
@@ -32,7 +33,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
+    "Arena", "ArenaEscapeError", "AsyncOrbitFuture", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",

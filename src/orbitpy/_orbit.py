@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from . import _core, _objects, _pickle
+from . import _aio, _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
 from .errors import (
     EXIT_OUT_OF_MEMORY,
@@ -642,7 +642,7 @@ class OrbitHandle:
             core_future.set_timeout(timeout)
         return OrbitFuture(core_future, self, timeout, on_interrupt or self._on_interrupt)
 
-    def _dispatch(self, fut: OrbitFuture) -> None:
+    def _dispatch(self, fut: OrbitFuture | _aio.AsyncOrbitFuture[Any]) -> None:
         """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
         self._ensure_dispatcher()
         self._queue.put(fut)
@@ -798,6 +798,15 @@ class OrbitFunction(Generic[P, R]):
         are now, whatever main writes afterwards."""
         return self.orbit.call_async(args, kwargs)
 
+    def acall(self, *args: P.args, **kwargs: P.kwargs) -> _aio.AsyncOrbitFuture[R]:
+        """For asyncio: issue the call and return an awaitable
+        :class:`AsyncOrbitFuture` (``result = await fn.acall(x)``), from a
+        coroutine running in an event loop.  The loop is never blocked
+        waiting for the orbit; cancelling the awaiting task cancels the call
+        (a queued call is skipped; a running one is killed or, with
+        ``on_interrupt="finish"``, finishes and its result is discarded)."""
+        return _aio.acall(self.orbit, args, kwargs)
+
     def call_async_ex(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                       *, skip_if_busy: bool = False, cancel_queued: bool = False,
                       timeout: float | None = None,
@@ -860,6 +869,9 @@ class OrbitCall(Generic[P, R]):
     def call_async(self, *args: P.args, **kwargs: P.kwargs) -> OrbitFuture[R]:
         return self._handle.call_async(args, kwargs, timeout=self._timeout,
                                        on_interrupt=self._on_interrupt)
+
+    def acall(self, *args: P.args, **kwargs: P.kwargs) -> _aio.AsyncOrbitFuture[R]:
+        return _aio.acall(self._handle, args, kwargs, self._timeout, self._on_interrupt)
 
 
 def _check_call_options(timeout: float | None, on_interrupt: str | None) -> None:
