@@ -33,7 +33,8 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaEscapeError", "AsyncOrbitFuture", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
+    "Arena", "ArenaEscapeError", "ArenaFull", "AsyncOrbitFuture", "OrbitAborted", "OrbitBusy",
+    "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitTimeout", "RemoteTraceback",
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
