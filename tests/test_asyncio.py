@@ -218,3 +218,176 @@ def test_wait_for_timeout_cancels_like_cancel(task: Any, tmp_path: Path) -> None
         assert marker.exists() and task.orbit.pid == pid
 
     run(main())
+
+
+# ------------------------------------------------- arena scopes and tasks
+
+
+@pytest.fixture
+def arena() -> Any:
+    a = orbitpy.arena(16 << 20)
+    yield a
+
+
+def test_with_arena_held_across_an_await_raises_naming_the_block(arena: Any) -> None:
+    leaked: list[Any] = []
+
+    async def bystander() -> None:
+        leaked.append(["made by another task"])
+
+    async def holds_the_block() -> None:
+        with arena:
+            t = asyncio.create_task(bystander())
+            await asyncio.sleep(0)  # the loop runs the bystander here
+        await t
+
+    async def main() -> None:
+        with pytest.raises(orbitpy.OrbitError, match=r"held across an await") as ei:
+            await holds_the_block()
+        assert f"{__file__}:" in str(ei.value) and "holds_the_block" in str(ei.value)
+        assert "@arena.allocating" in str(ei.value)
+        assert arena.contains(leaked[0])  # what the check is about
+        assert not arena.contains([1])    # the scope was left all the same
+
+    run(main())
+
+
+def test_with_arena_not_spanning_a_suspension_is_fine(arena: Any) -> None:
+    async def done() -> int:
+        return 1
+
+    async def main() -> list[Any]:
+        with arena:
+            x = [await done()]  # awaits, but never suspends: no other task ran
+        await asyncio.sleep(0)
+        with arena:
+            y = [2]
+        return [x, y]
+
+    x, y = run(main())
+    assert arena.contains(x) and arena.contains(y)
+
+
+def test_cancelled_inside_with_arena_warns_and_keeps_the_cancellation(arena: Any) -> None:
+    async def holds_the_block() -> None:
+        with arena:
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        t = asyncio.create_task(holds_the_block())
+        await asyncio.sleep(0.01)
+        t.cancel()
+        with pytest.warns(RuntimeWarning, match="held across an await"):
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        assert not arena.contains([1])
+
+    run(main())
+
+
+def test_interleaved_blocks_of_two_tasks_are_both_reported(arena: Any) -> None:
+    other = orbitpy.arena(16 << 20)
+    errors: list[BaseException] = []
+
+    async def holder(a: Any, entered: asyncio.Event, go: asyncio.Event) -> None:
+        try:
+            with a:
+                entered.set()
+                await go.wait()
+        except orbitpy.OrbitError as e:
+            errors.append(e)
+
+    async def main() -> None:
+        in1, in2, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        t1 = asyncio.create_task(holder(arena, in1, go))
+        await in1.wait()
+        t2 = asyncio.create_task(holder(other, in2, go))
+        await in2.wait()
+        go.set()  # t1 leaves its block first, while t2's (entered later) is open
+        await asyncio.gather(t1, t2)
+
+    run(main())
+    assert len(errors) == 2
+    x = [1]
+    assert not arena.contains(x) and not other.contains(x)
+
+
+def test_allocating_coroutine_scope_follows_the_task(arena: Any) -> None:
+    inside: list[Any] = []
+    outside: list[Any] = []
+
+    @arena.allocating
+    async def handler(n: int) -> dict[str, Any]:
+        for i in range(n):
+            inside.append([i])
+            await asyncio.sleep(0.001)
+        return {"made": "inside"}
+
+    async def unrelated(n: int) -> None:
+        for i in range(n):
+            outside.append([i])
+            await asyncio.sleep(0.001)
+
+    async def main() -> Any:
+        result, _ = await asyncio.gather(handler(20), unrelated(20))
+        return result
+
+    result = run(main())
+    assert len(inside) == len(outside) == 20
+    assert all(arena.contains(x) for x in inside)
+    assert not any(arena.contains(x) for x in outside)
+    assert arena.contains(result)
+    assert not arena.contains([1])
+
+
+def test_allocating_coroutine_gets_exceptions_and_cancellation(arena: Any) -> None:
+    caught: list[Any] = []
+
+    @arena.allocating
+    async def handler() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            caught.append(["cleanup"])
+            raise
+
+    @arena.allocating
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("k")
+
+    async def main() -> None:
+        t = asyncio.create_task(handler())
+        await asyncio.sleep(0.01)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        with pytest.raises(KeyError):
+            await failing()
+
+    run(main())
+    assert arena.contains(caught[0])
+    assert not arena.contains([1])
+
+
+def test_allocating_plain_function_and_generator(arena: Any) -> None:
+    @arena.allocating
+    def make(n: int) -> list[int]:
+        return list(range(n))
+
+    @arena.allocating
+    def gen(n: int) -> Any:
+        for i in range(n):
+            yield [i]
+        return "end"
+
+    assert make.__name__ == "make" and arena.contains(make(3))
+    between = []
+    for item in gen(3):
+        assert arena.contains(item)
+        between.append([0])  # the consumer's own objects are not in the arena
+    assert not any(arena.contains(x) for x in between)
+    with pytest.raises(TypeError, match="async generators"):
+        @arena.allocating
+        async def agen() -> Any:
+            yield 1

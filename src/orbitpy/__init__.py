@@ -7,7 +7,8 @@ updates back.  Based on "Operating System Support for Safe and Efficient
 Auxiliary Execution" (Jing & Huang, OSDI '22).
 """
 
-from ._aio import AsyncOrbitFuture
+from typing import TYPE_CHECKING, Any
+
 from ._arena import Arena, arena
 from ._orbit import (
     OrbitFunction,
@@ -40,3 +41,15 @@ __all__ = [
     "arena", "default_snapshot_mode", "in_orbit", "orbit", "push", "shutdown",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._aio import AsyncOrbitFuture
+
+
+def __getattr__(name: str) -> Any:
+    # asyncio (~0.1 s to import) is loaded only by programs that use it.
+    if name == "AsyncOrbitFuture":
+        from ._aio import AsyncOrbitFuture
+
+        return AsyncOrbitFuture
+    raise AttributeError(f"module 'orbitpy' has no attribute {name!r}")

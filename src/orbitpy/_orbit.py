@@ -18,9 +18,9 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from . import _aio, _core, _objects, _pickle
+from . import _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
 from .errors import (
     EXIT_OUT_OF_MEMORY,
@@ -34,6 +34,9 @@ from .errors import (
     RemoteTraceback,
     describe_status,
 )
+
+if TYPE_CHECKING:  # asyncio is imported on the first acall(), not with orbitpy
+    from . import _aio
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -805,6 +808,8 @@ class OrbitFunction(Generic[P, R]):
         waiting for the orbit; cancelling the awaiting task cancels the call
         (a queued call is skipped; a running one is killed or, with
         ``on_interrupt="finish"``, finishes and its result is discarded)."""
+        from . import _aio
+
         return _aio.acall(self.orbit, args, kwargs)
 
     def call_async_ex(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
@@ -871,6 +876,8 @@ class OrbitCall(Generic[P, R]):
                                        on_interrupt=self._on_interrupt)
 
     def acall(self, *args: P.args, **kwargs: P.kwargs) -> _aio.AsyncOrbitFuture[R]:
+        from . import _aio
+
         return _aio.acall(self._handle, args, kwargs, self._timeout, self._on_interrupt)
 
 
