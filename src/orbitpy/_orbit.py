@@ -961,7 +961,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
                 f"orbitpy.orbit cannot run {_name_of(f)}: it is an async function, and an "
                 f"orbit runs plain calls; wrap it: @orbitpy.orbit def task(*args): return "
                 f"asyncio.run({getattr(f, '__name__', 'fn')}(*args)) (await the result in "
-                f"main with asyncio.wrap_future(task.call_async(...)))")
+                f"main with `await task.acall(...)`)")
         return OrbitFunction(f, **options)
 
     if fn is None:
