@@ -255,35 +255,36 @@ class Arena:
         Blocks nest (the innermost arena wins) and are per thread: other
         threads keep allocating where they were.  An allocation the arena has
         no room for raises :class:`ArenaFull`."""
-        _objects.enter(self._heap_for_scope())
+        heap = self._heap_for_scope()
+        # The bookkeeping allocates: outside the arena's scope.
         _blocks().append((self, _scope.watch_block()))
+        _objects.enter(heap)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        watch = self._pop_block()
-        spanned = watch is not None and watch.spanned_await()
-        refused = _objects.leave(self._heap, out_of_order=spanned)
-        if spanned:
-            assert watch is not None
+        blocks = _blocks()
+        i = self._open_block()
+        watch = blocks[i][1] if i >= 0 else None
+        # With a loop running, tasks may have interleaved their blocks.
+        refused = _objects.leave(self._heap, out_of_order=watch is not None)
+        if i >= 0:
+            del blocks[i]
+        if watch is not None and watch.spanned_await():
             watch.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
             st = self.stats()
             raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
                             f"bytes ({st['used']} in use)") from exc
 
-    def _pop_block(self) -> _scope.BlockWatch | None:
-        """Forget this thread's innermost open block of this arena (of the
-        current task, when tasks interleaved their blocks); its watch."""
+    def _open_block(self) -> int:
+        """Index in _blocks() of this thread's innermost open block of this
+        arena (of the current task, when tasks interleaved blocks); -1: none."""
         blocks = _blocks()
-        if blocks and blocks[-1][0] is self and (
-                blocks[-1][1] is None or blocks[-1][1].is_current()):
-            return blocks.pop()[1]
         for i in range(len(blocks) - 1, -1, -1):
             arena, watch = blocks[i]
             if arena is self and (watch is None or watch.is_current()):
-                del blocks[i]
-                return watch
-        return None
+                return i
+        return -1
 
     def allocating(self, fn: F) -> F:
         """Decorator: run `fn` with the objects it makes in this arena.
