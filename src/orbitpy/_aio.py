@@ -63,10 +63,13 @@ class AsyncOrbitFuture(asyncio.Future, Generic[R]):  # type: ignore[type-arg]
             cf = self._handle._submit(args, kwargs)
             if self._timeout is not None:
                 cf.set_timeout(self._timeout)
-        except BaseException as e:  # noqa: BLE001 - the caller's await raises it
+        except Exception as e:  # the caller's await raises it
             self._issued.set()
             self._post(self._fail, e)
             return
+        except BaseException:  # KeyboardInterrupt on the loop's thread: not the call's
+            self._issued.set()
+            raise
         with self._lock:
             self._core_future = cf
             cancelled = self._cancel_requested
@@ -185,6 +188,8 @@ def _run_issuer() -> None:
         fut, args, kwargs = _issuer_queue.get()
         try:
             fut._issue(args, kwargs)
+        except BaseException as e:  # noqa: BLE001 - the issuer must live on
+            fut._post(fut._fail, e)
         finally:
             with _issuer_lock:
                 key = id(fut._handle)
