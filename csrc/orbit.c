@@ -664,6 +664,7 @@ static int ensure_process(struct orbit *ob)
 	if (ob->started)
 		ob->stats.restarts++;
 	ob->started = 1;
+	ob->spawned++;
 	ob->want_restart = 0;
 	pthread_mutex_unlock(&ob->lock);
 	return 0;
@@ -861,7 +862,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
 		struct orbit_sys *sys;
-		uint64_t seq, scan = 0;
+		uint64_t seq, scan = 0, spawned;
 		int idle;
 
 		rc = ensure_process(ob);
@@ -902,6 +903,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			rc = -ORBIT_E_CRASHED;
 			break;
 		}
+		spawned = ob->spawned;
 		seq = ++ob->next_seq;
 		if (flags & ORBIT_CALL_CANCEL_QUEUED) {
 			/* Calls behind the oldest are surely queued; the oldest is
@@ -918,6 +920,19 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		send_begin(ob, sys);
 		pthread_mutex_unlock(&ob->lock);
 
+		if (narea && orbit_sys->prefault && ob->prefaulted != spawned) {
+			/* A new process: its first snapshot copies every page
+			 * main ever wrote into new bases.  Allocating those takes
+			 * most of the time and needs no consistency: do it with
+			 * the GIL released, so other threads (an event loop) run
+			 * meanwhile; the snapshot below then only copies.  Best
+			 * effort: the call reports what fails. */
+			void *st = blk_begin(ob);
+
+			orbit_sys->prefault(sys, narea, sa);
+			blk_end(ob, st);
+			ob->prefaulted = spawned;
+		}
 		rc = prepare(ob, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,

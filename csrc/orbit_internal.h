@@ -49,6 +49,8 @@ struct orbit {
 	pthread_mutex_t lock;		/* everything below */
 	pthread_cond_t cond;		/* a future finished or the reader left */
 	struct orbit_sys *sys;		/* NULL when no process runs */
+	uint64_t spawned;		/* processes started (ob->lock) */
+	uint64_t prefaulted;		/* `spawned` when prefault last ran (submit_lock) */
 	int closed;
 	int started;			/* a process was started once */
 	int want_restart;		/* restart requested, no backoff */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "orbit.h"
@@ -678,6 +679,85 @@ static void staging_ring_stress(enum orbit_snapshot_mode mode)
 	orbit_area_destroy(a);
 }
 
+/* ------------------------------------ a new process's first call */
+
+/* Armed around a call: the block hook writes the area, as another thread
+ * would while the caller has the GIL released. */
+static unsigned char *pf_area;
+static int pf_armed, pf_blocks;
+static pid_t pf_main;
+
+static void *pf_block_begin(void *ctx)
+{
+	(void)ctx;
+	if (pf_armed && getpid() == pf_main) {	/* not in the orbit, a fork */
+		pf_blocks++;
+		pf_area[3 * PG] = (unsigned char)(pf_area[3 * PG] + 10);
+	}
+	return NULL;
+}
+
+/* A call whose submission (not its wait) runs with the hook armed. */
+static long pf_call_sum(struct orbit *ob, struct orbit_area *a, long first, long n)
+{
+	struct span s = span_of(a, first, n);
+	struct orbit_future *f;
+	long ret = -12345;
+
+	pf_blocks = 0;
+	pf_armed = 1;
+	f = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
+	pf_armed = 0;
+	CHECK(f != NULL);
+	if (!f)
+		return -12345;
+	CHECK_EQ(orbit_future_get(f, &ret), 0);
+	orbit_future_release(f);
+	return ret;
+}
+
+/*
+ * The first call to a new process (first start, restart) allocates the
+ * pages of the orbit's new copy with the caller's lock (the GIL) released:
+ * the block hooks bracket that work.  Writes made meanwhile are in the
+ * call's snapshot.
+ */
+static void prefault_first_call(enum orbit_snapshot_mode mode)
+{
+	struct orbit_hooks h = { .block_begin = pf_block_begin };
+	struct orbit_options o;
+	struct orbit_stats st;
+	struct orbit_area *a = check_area(64 * PG, mode);
+	struct orbit *ob;
+
+	REQUIRE(a != NULL);
+	orbit_options_init(&o);
+	o.hooks = &h;
+	ob = orbit_create("prefault", entry_sum, NULL, &o);
+	REQUIRE(ob != NULL);
+	pf_area = orbit_area_base(a);
+	pf_main = getpid();
+	for (int k = 0; k < 40; k++)
+		pf_area[k * PG] = 1;
+
+	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);	/* 1, plus the write made meanwhile */
+	CHECK_EQ(pf_blocks, 1);
+	/* A later call to the same process: nothing to allocate, no release. */
+	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);
+	CHECK_EQ(pf_blocks, 0);
+
+	/* After a restart the new copy is allocated again, unlocked. */
+	orbit_restart(ob);
+	CHECK_EQ(pf_call_sum(ob, a, 3, 2), 21 + 2 * 1);
+	CHECK_EQ(pf_blocks, 1);
+	stats(ob, &st);
+	CHECK_EQ(st.full_syncs, 2);
+	CHECK_EQ(st.restarts, 1);
+
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -694,5 +774,6 @@ int main(void)
 	RUN_MODES(staging_overflow);
 	RUN_MODES(staging_second_waits);
 	RUN_MODES(staging_ring_stress);
+	RUN_MODES(prefault_first_call);
 	return CHECK_DONE();
 }

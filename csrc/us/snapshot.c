@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -283,6 +284,111 @@ static void pending_set_ever(struct us_link *l, const struct orbit_sys_area *a)
 	}
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* Linux >= 5.14 */
+#endif
+
+/* The link for area `a` in orbit `s`, making it (a new, empty base)
+ * if there is none; a->lock held. */
+static int link_get(struct orbit_sys *s, struct orbit_sys_area *a, struct us_link **out)
+{
+	struct us_link *l = link_find(s, a);
+	int err;
+
+	if (!l) {
+		err = link_new(s, a, &l);
+		if (err)
+			return err;
+		l->next_in_area = a->links;
+		a->links = l;
+		l->next_in_orbit = s->links;
+		s->links = l;
+		a->refs++;
+	}
+	*out = l;
+	return 0;
+}
+
+/* Allocate pages [first, first + n) of `l`'s base; best effort (without
+ * MADV_POPULATE_WRITE, or short of memory, the copy faults them in). */
+static void base_allocate_run(struct us_link *l, size_t first, size_t n)
+{
+	if (n && fallocate(l->base_fd, 0, (off_t)(first << PM_PAGE_SHIFT),
+			   (off_t)(n << PM_PAGE_SHIFT)) == 0)
+		madvise(l->base + (first << PM_PAGE_SHIFT), n << PM_PAGE_SHIFT,
+			MADV_POPULATE_WRITE);
+}
+
+/* Allocate the pages of a new base that its first call will write: the
+ * runs of the area's `ever` set. */
+static void base_allocate(struct us_link *l, const struct orbit_sys_area *a)
+{
+	size_t nwords = (a->npages + 63) / 64, start = 0, len = 0;
+
+	for (size_t w = 0; w < nwords; w++) {
+		uint64_t x = a->ever[w];
+
+		if (x == 0 || x == ~0ULL) {	/* the common cases, a word at once */
+			if (x == 0) {
+				base_allocate_run(l, start, len);
+				len = 0;
+			} else {
+				if (!len)
+					start = w * 64;
+				len += 64;
+			}
+			continue;
+		}
+		for (size_t b = 0; b < 64; b++) {
+			if (x >> b & 1) {
+				if (!len)
+					start = w * 64 + b;
+				len++;
+			} else {
+				base_allocate_run(l, start, len);
+				len = 0;
+			}
+		}
+	}
+	base_allocate_run(l, start, len);
+}
+
+/*
+ * A new orbit's first call copies every page main ever wrote into bases
+ * that are new: most of that time goes to allocating the memfd pages, not
+ * to copying.  Done here, before the call and without the GIL, the call's
+ * snapshot (GIL held) only copies.  No content changes: the pages stay
+ * zero until the call copies main's into them.
+ */
+int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const *areas)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < narea && !err; i++) {
+		struct orbit_sys_area *a = areas[i];
+		struct us_link *l;
+
+		pthread_mutex_lock(&a->lock);
+		if (!a->dead) {
+			err = link_get(s, a, &l);
+			/* Pages written since the last collect are not in `ever`
+			 * yet (all of them, before an area's first call).  Only a
+			 * uffd scan is safe against writers running meanwhile (it
+			 * write-protects and reports each page atomically); what
+			 * this misses is faulted in by the copy. */
+			if (!err && !l->fd_sent && !l->prefaulted &&
+			    a->trk->mode == ORBIT_SNAPSHOT_UFFD)
+				err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+			if (!err && !l->fd_sent && !l->prefaulted) {
+				base_allocate(l, a);
+				l->prefaulted = 1;
+			}
+		}
+		pthread_mutex_unlock(&a->lock);
+	}
+	return err;
+}
+
 /* Walk the pending runs of `l`, clearing them. */
 typedef void (*run_fn)(void *ctx, struct us_link *l, size_t first, size_t n);
 
@@ -408,17 +514,9 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 			err = -EINVAL;
 			goto out;
 		}
-		links[i] = link_find(s, a);
-		if (!links[i]) {
-			err = link_new(s, a, &links[i]);
-			if (err)
-				goto out;
-			links[i]->next_in_area = a->links;
-			a->links = links[i];
-			links[i]->next_in_orbit = s->links;
-			s->links = links[i];
-			a->refs++;
-		}
+		err = link_get(s, a, &links[i]);
+		if (err)
+			goto out;
 		/* The prepare hook of this call scanned it last, and nothing
 		 * wrote it since (the hook's promise): the pending sets are
 		 * current.  A scan is ~2 ns per page of the area. */

@@ -57,6 +57,7 @@ struct us_link {
 	int base_fd;
 	char *base;		/* main's MAP_SHARED view of the orbit's copy */
 	int fd_sent;
+	int prefaulted;		/* us_prefault allocated the base's pages */
 	uint64_t *pending;	/* pages to send this orbit, one bit each */
 	size_t lo, hi;		/* pending words that may be non-zero: [lo, hi) */
 	size_t npending;
@@ -204,6 +205,7 @@ uint64_t us_now_ns(void);
 int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		     struct orbit_sys_area *const *areas, orbit_entry entry,
 		     const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st);
+int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const *areas);
 void us_links_free(struct orbit_sys *s);
 void us_area_release_links(struct orbit_sys_area *a);
 void us_area_put(struct orbit_sys_area *a);

@@ -231,6 +231,7 @@ static const struct orbit_sys_ops us_ops = {
 	.create = us_create,
 	.pid = us_pid,
 	.call = us_snapshot_call,
+	.prefault = us_prefault,
 	.pull = us_pull,
 	.cancel = us_cancel,
 	.cancel_one = us_cancel_one,

@@ -7,6 +7,8 @@ updates back.  Based on "Operating System Support for Safe and Efficient
 Auxiliary Execution" (Jing & Huang, OSDI '22).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._arena import Arena, arena
 from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
 from ._orbit import (
@@ -34,7 +36,8 @@ from .errors import (
 )
 
 __all__ = [
-    "Arena", "ArenaEscapeError", "ArenaFull", "OrbitAborted", "OrbitBusy", "OrbitClosed",
+    "Arena", "ArenaEscapeError", "ArenaFull", "AsyncOrbitFuture", "OrbitAborted", "OrbitBusy",
+    "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitStaleGlobalWarning", "OrbitTimeout",
     "RemoteTraceback",
@@ -42,3 +45,15 @@ __all__ = [
     "orbit", "push", "set_arena_collection", "shutdown",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._aio import AsyncOrbitFuture
+
+
+def __getattr__(name: str) -> Any:
+    # asyncio (~0.1 s to import) is loaded only by programs that use it.
+    if name == "AsyncOrbitFuture":
+        from ._aio import AsyncOrbitFuture
+
+        return AsyncOrbitFuture
+    raise AttributeError(f"module 'orbitpy' has no attribute {name!r}")

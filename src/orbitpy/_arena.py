@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import bisect
 import functools
+import inspect
 import logging
 import os
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from . import _collector, _core, _objects
+from . import _collector, _core, _objects, _scope
 from .errors import ArenaFull, OrbitError
 
 _live_lock = threading.Lock()
@@ -20,6 +22,18 @@ _live_lock = threading.Lock()
 # area alive after the Arena object is gone, and must still cross by address.
 _table: tuple[list[int], list[tuple[int, int, Any]]] = ([], [])
 _SNAPSHOT_MODES = ("auto", "uffd", "mprotect", "full")
+
+# Per thread: the open `with arena:` blocks, as (arena, watch): the watch
+# (None without a running event loop) tells whether the block spanned an await.
+_blocks_tls = threading.local()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _blocks() -> list[tuple[Any, _scope.BlockWatch | None]]:
+    blocks: list[tuple[Any, _scope.BlockWatch | None]] | None = getattr(_blocks_tls, "b", None)
+    if blocks is None:
+        blocks = _blocks_tls.b = []
+    return blocks
 
 
 # Which process made each core area (they belong to it: see foreign_arena_error),
@@ -241,25 +255,83 @@ class Arena:
         Blocks nest (the innermost arena wins) and are per thread: other
         threads keep allocating where they were.  An allocation the arena has
         no room for raises :class:`ArenaFull`."""
+        heap = self._heap_for_scope()
+        # The bookkeeping allocates: outside the arena's scope.
+        _blocks().append((self, _scope.watch_block()))
+        _objects.enter(heap)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        blocks = _blocks()
+        i = self._open_block()
+        watch = blocks[i][1] if i >= 0 else None
+        # With a loop running, tasks may have interleaved their blocks.
+        refused = _objects.leave(self._heap, out_of_order=watch is not None)
+        if i >= 0:
+            del blocks[i]
+        if watch is not None and watch.spanned_await():
+            watch.report(self, failing=exc_type is not None)
+        if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
+            st = self.stats()
+            raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
+                            f"bytes ({st['used']} in use)") from exc
+
+    def _open_block(self) -> int:
+        """Index in _blocks() of this thread's innermost open block of this
+        arena (of the current task, when tasks interleaved blocks); -1: none."""
+        blocks = _blocks()
+        for i in range(len(blocks) - 1, -1, -1):
+            arena, watch = blocks[i]
+            if arena is self and (watch is None or watch.is_current()):
+                return i
+        return -1
+
+    def allocating(self, fn: F) -> F:
+        """Decorator: run `fn` with the objects it makes in this arena.
+
+        A plain function runs inside ``with arena:``.  For an ``async def``
+        (and a generator function) the scope follows the coroutine: each of
+        its steps runs in the arena's scope, which is left whenever it
+        suspends (``await``, ``yield``), so the other tasks of the event loop
+        never allocate in the arena.  Use it instead of ``with arena:``
+        around code that awaits."""
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def in_arena_async(*args: Any, **kwargs: Any) -> Any:
+                return await _scope.ScopedSteps(self._heap_for_scope(), fn(*args, **kwargs))
+
+            return in_arena_async  # type: ignore[return-value]
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(f"arena.allocating does not support async generators "
+                            f"({getattr(fn, '__qualname__', fn)!r}); use `with arena:` "
+                            f"blocks without an await inside them")
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def in_arena_gen(*args: Any, **kwargs: Any) -> Any:
+                return _scope.ScopedSteps(self._heap_for_scope(), fn(*args, **kwargs))
+
+            return in_arena_gen  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def in_arena(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return in_arena  # type: ignore[return-value]
+
+    def _heap_for_scope(self) -> Any:
+        """The arena's allocator, registered on first use.  Threads entering
+        a new arena at once must register it once: a second registration
+        would outlive close() (a stale range)."""
         if _core.in_orbit():
             _objects.enter(None)  # raises: an orbit cannot allocate in an arena
         if self._heap is None:
-            # Threads entering a new arena at once must register it once:
-            # a second registration would outlive close() (a stale range).
             with _live_lock:
                 if self._heap is None:
                     if self.closed:
                         raise ValueError("the arena is closed")
                     self._heap = _core.heap_register_area(self._area)
-        _objects.enter(self._heap)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        refused = _objects.leave(self._heap)
-        if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
-            st = self.stats()
-            raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
-                            f"bytes ({st['used']} in use)") from exc
+        return self._heap
 
     def contains(self, obj: object) -> bool:
         """Does obj live in this arena?"""

@@ -45,13 +45,18 @@ def enter(heap: Any) -> None:
     _core.heap_set(heap)
 
 
-def leave(heap: Any) -> int:
+def leave(heap: Any, out_of_order: bool = False) -> int:
     """Leave the innermost ``with`` of this thread; returns the size of an
-    allocation the arena refused inside it (0: none)."""
+    allocation the arena refused inside it (0: none).  `out_of_order`: leave
+    the innermost block of `heap` even if others were entered after it (tasks
+    of an event loop that interleaved their blocks)."""
     st = _stack()
-    if not st or st[-1] is not heap:
+    if st and st[-1] is heap:
+        st.pop()
+    elif out_of_order and heap in st:
+        del st[len(st) - 1 - st[::-1].index(heap)]
+    else:
         raise RuntimeError("arena blocks must be left in the order they were entered")
-    st.pop()
     _core.heap_set(st[-1] if st else None)
     refused = int(_core.heap_take_refused())
     if not st:

@@ -19,7 +19,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
@@ -37,6 +37,9 @@ from .errors import (
     RemoteTraceback,
     describe_status,
 )
+
+if TYPE_CHECKING:  # asyncio is imported on the first acall(), not with orbitpy
+    from . import _aio
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -734,7 +737,7 @@ class OrbitHandle:
             core_future.set_timeout(timeout)
         return OrbitFuture(core_future, self, timeout, on_interrupt or self._on_interrupt)
 
-    def _dispatch(self, fut: OrbitFuture) -> None:
+    def _dispatch(self, fut: OrbitFuture | _aio.AsyncOrbitFuture[Any]) -> None:
         """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
         self._ensure_dispatcher()
         self._queue.put(fut)
@@ -890,6 +893,17 @@ class OrbitFunction(Generic[P, R]):
         are now, whatever main writes afterwards."""
         return self.orbit.call_async(args, kwargs)
 
+    def acall(self, *args: P.args, **kwargs: P.kwargs) -> _aio.AsyncOrbitFuture[R]:
+        """For asyncio: issue the call and return an awaitable
+        :class:`AsyncOrbitFuture` (``result = await fn.acall(x)``), from a
+        coroutine running in an event loop.  The loop is never blocked
+        waiting for the orbit; cancelling the awaiting task cancels the call
+        (a queued call is skipped; a running one is killed or, with
+        ``on_interrupt="finish"``, finishes and its result is discarded)."""
+        from . import _aio
+
+        return _aio.acall(self.orbit, args, kwargs)
+
     def call_async_ex(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                       *, skip_if_busy: bool = False, cancel_queued: bool = False,
                       timeout: float | None = None,
@@ -952,6 +966,11 @@ class OrbitCall(Generic[P, R]):
     def call_async(self, *args: P.args, **kwargs: P.kwargs) -> OrbitFuture[R]:
         return self._handle.call_async(args, kwargs, timeout=self._timeout,
                                        on_interrupt=self._on_interrupt)
+
+    def acall(self, *args: P.args, **kwargs: P.kwargs) -> _aio.AsyncOrbitFuture[R]:
+        from . import _aio
+
+        return _aio.acall(self._handle, args, kwargs, self._timeout, self._on_interrupt)
 
 
 def _check_call_options(timeout: float | None, on_interrupt: str | None) -> None:
@@ -1034,7 +1053,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
                 f"orbitpy.orbit cannot run {_name_of(f)}: it is an async function, and an "
                 f"orbit runs plain calls; wrap it: @orbitpy.orbit def task(*args): return "
                 f"asyncio.run({getattr(f, '__name__', 'fn')}(*args)) (await the result in "
-                f"main with asyncio.wrap_future(task.call_async(...)))")
+                f"main with `await task.acall(...)`)")
         return OrbitFunction(f, **options)
 
     if fn is None:
