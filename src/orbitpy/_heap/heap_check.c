@@ -5,9 +5,16 @@
  *  - An arena object is in the orbit's snapshot: the orbit may follow it.
  *  - A static interpreter object (None, small ints, builtin types, ...) sits
  *    at the same address, unchanged, in every process.
- *  - A class defined in Python is the orbit's own copy from its fork: fine if
- *    it existed then and has not been changed since (version tag), and its
- *    address cannot have been reused (the registry drops dead classes).
+ *  - A class is the orbit's own copy from its fork: fine if it existed then
+ *    and has not been changed since (version tag), and its address cannot
+ *    have been reused (the registry drops dead classes; extension modules,
+ *    whose static types sit outside the interpreter's image, are never
+ *    unloaded).
+ *  - An instance is checked by its layout: the first base that is not a
+ *    class defined in Python (a builtin below, or a C type of heap_types.c).
+ *    A C type the checker does not know is refused, never guessed at.
+ *  - An Enum member is a singleton made with its class: the orbit has it if
+ *    it has the class.
  *  - An immutable value outside the arena (str, bytes, int, float, complex,
  *    tuples and frozensets of those) is copied into the arena, and the
  *    reference moved to the copy.
@@ -25,6 +32,7 @@
 #include <time.h>
 
 #include "heap_check.h"
+#include "heap_types.h"
 #include "ptrmap.h"
 
 #define GRAN_SHIFT 4
@@ -76,6 +84,7 @@ struct pass {
 	int wrote;		/* the pass wrote the arena (copies, moves, dicts) */
 	PyObject *dropped;	/* references given up, released after the call */
 	struct ptrmap seen;	/* chk_reaches: objects reached */
+	struct ptrmap walked;	/* objects walked in full this pass (deques) */
 };
 
 /* ---------------------------------------------------------------- bits */
@@ -333,6 +342,12 @@ static struct treg *treg_of(PyTypeObject *tp)
 uint64_t chk_register_types(PyObject *list)
 {
 	uint64_t e = ++epoch_now;
+	struct heap_area *prev = heap_current();
+
+	heap_set_current(NULL);	/* (the probe class is no arena object) */
+	if (ht_refresh() < 0)
+		PyErr_Clear();	/* the types stay unknown: refused, never wrong */
+	heap_set_current(prev);
 
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
 		PyTypeObject *tp = (PyTypeObject *)PyList_GET_ITEM(list, i);
@@ -409,10 +424,11 @@ static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
 
 	if (chk_is_static(tp))
 		return 0;
-	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
-		return fail(ps, owner, (PyObject *)tp,
-			    "class %s is not part of the interpreter's static image", tp->tp_name);
 	r = treg_of(tp);
+	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && (!r || r->epoch > ps->epoch))
+		return fail(ps, owner, (PyObject *)tp, "class %s is not part of the interpreter's "
+			    "static image, and its module was loaded after the orbit started "
+			    "(restart the orbit to use it)", tp->tp_name);
 	if (!r || r->epoch > ps->epoch)
 		return fail(ps, owner, (PyObject *)tp,
 			    "class %s was created after the orbit started (restart the orbit to "
@@ -439,6 +455,30 @@ static void drop(struct pass *ps, PyObject *op)
 	if (ps->dropped && PyList_Append(ps->dropped, op) < 0)
 		PyErr_Clear();	/* no room to park it: release it now */
 	Py_DECREF(op);
+}
+
+/* ------------------------------------------- services to heap_types.c */
+
+int chk_fail(struct pass *ps, PyObject *owner, PyObject *target, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return fail(ps, owner, target, "%s", msg);
+}
+
+int chk_in_area(struct pass *ps, const void *p)
+{
+	return in_area(ps->ca, p);
+}
+
+void chk_free_block(struct pass *ps, void *p)
+{
+	PyMem_Free(p);
+	ps->wrote = 1;
 }
 
 /* --------------------------------------------------------------- copies */
@@ -605,9 +645,12 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 	ha = heap_area_of(t);
 	if (ha)
 		return fail(ps, owner, t, "refers to a %s in another arena", Py_TYPE(t)->tp_name);
+	if (ht_is_enum_member(t))	/* a singleton the orbit has with its class */
+		return check_class(ps, owner, Py_TYPE(t));
 	if (!may_copy || !copyable(t, 0))
-		return fail(ps, owner, t, "refers to a %s that is not in the arena",
-			    Py_TYPE(t)->tp_name);
+		return fail(ps, owner, t, "refers to a %s that is not in the arena (it was made "
+			    "outside `with arena:`): make it inside the block, or store "
+			    "arena.copy(value), a deep copy into the arena", Py_TYPE(t)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
 	c = copy_value(ps, t);
@@ -621,6 +664,21 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 }
 
 /* ------------------------------------------------------------- tables */
+
+static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block, size_t nbytes,
+		     PyMemAllocatorDomain domain, int may_move, int *fresh);
+
+int chk_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_copy)
+{
+	return check_ref(ps, owner, slot, may_copy);
+}
+
+int chk_own_block(struct pass *ps, PyObject *owner, void **slot, size_t nbytes)
+{
+	int fresh;
+
+	return own_table(ps, owner, slot, NULL, nbytes, PYMEM_DOMAIN_MEM, 1, &fresh);
+}
 
 /*
  * The table *slot (nbytes, allocated in `domain`) of arena object owner.
@@ -865,7 +923,7 @@ static int check_instance(struct pass *ps, PyObject *op)
 		PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, k);
 		PyMemberDef *m;
 
-		if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE))
+		if (!ht_is_python_class(t))	/* C types: their walks */
 			continue;
 		for (m = t->tp_members; m && m->name; m++) {
 			if (!pyver_member_is_object(m))
@@ -911,12 +969,10 @@ static int check_instance(struct pass *ps, PyObject *op)
 	return bad;
 }
 
-/* The builtin type an instance is laid out as. */
-static PyTypeObject *solid_base(PyTypeObject *tp)
+/* Is base (a layout base) a dict as far as its tables go? */
+static inline int dict_like(PyTypeObject *base)
 {
-	while (tp->tp_flags & Py_TPFLAGS_HEAPTYPE && tp->tp_base)
-		tp = tp->tp_base;
-	return tp;
+	return base == &PyDict_Type || ht_kind_of(base) == HT_DEFAULTDICT;
 }
 
 /* Is this a value with no references in it (nothing to check inside)? */
@@ -933,7 +989,10 @@ static size_t extent(struct pass *ps, PyObject *op, char *blk)
 	PyTypeObject *tp = Py_TYPE(op);
 	size_t n = (size_t)tp->tp_basicsize + ((char *)op - blk);
 
-	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > PAGE / 2)
+	/* Asked too when the bound crosses a page: an object smaller than its
+	 * type's size (a naive datetime) must not claim a page it does not reach. */
+	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > PAGE / 2 ||
+	    crosses_page(ps->ca, blk, n))
 		return orbit_usable_size(ps->ha->area, blk);
 	return n;
 }
@@ -970,13 +1029,15 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 	r = check_class(ps, op, tp);
 	if (r)
 		goto out;
-	base = solid_base(tp);
+	base = ht_layout_base(tp);
 	if (base == &PyTuple_Type) {
 		r = check_array(ps, op, ((PyTupleObject *)op)->ob_item, Py_SIZE(op), lo, hi, 1);
 	} else if (base == &PyList_Type) {
 		r = check_list(ps, op, NULL, NULL, full);
-	} else if (base == &PyDict_Type) {
+	} else if (dict_like(base)) {
 		r = check_dict(ps, op, NULL, NULL, full);
+		if (!r && base != &PyDict_Type)
+			r = ht_check(ps, ht_kind_of(base), op);
 	} else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
 		r = check_set(ps, op, NULL, NULL, full);
 	} else if (base == &PyByteArray_Type) {
@@ -985,14 +1046,25 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 		   base == &PyFloat_Type || base == &PyComplex_Type || base == &PyBaseObject_Type ||
 		   base == &PyBool_Type) {
 		r = 0;
+	} else if (ht_kind_of(base) != HT_UNKNOWN) {
+		/* A full walk (a deque's blocks) once per pass, however many of
+		 * its pages changed. */
+		if (ht_kind_of(base) == HT_DEQUE && ptrmap_get(&ps->walked, (uintptr_t)op, NULL))
+			return 0;
+		if (ht_kind_of(base) == HT_DEQUE &&
+		    ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		r = ht_check(ps, ht_kind_of(base), op);
 	} else {
 		r = fail(ps, op, (PyObject *)tp, "objects of type %s cannot be checked, so they "
-			 "cannot be read by orbits from an arena", tp->tp_name);
+			 "cannot be read by orbits from an arena%s", base->tp_name, ht_advice(base));
 	}
 	if (r < 0)
 		return -1;
 	bad |= r;
-	if (!bad && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+	if (!bad && ht_is_python_class(tp)) {
 		r = check_instance(ps, op);
 		if (r < 0)
 			return -1;
@@ -1032,11 +1104,11 @@ static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
 	op = (PyObject *)who;
 	if (!in_area(ca, op) || !bit_get(ca->obj, gran(ca, op)) || Py_REFCNT(op) <= 0)
 		goto drop;
-	base = solid_base(Py_TYPE(op));
+	base = ht_layout_base(Py_TYPE(op));
 	if (base == &PyList_Type && (char *)((PyListObject *)op)->ob_item == t) {
 		stale = 0;
 		r = check_list(ps, op, lo, hi, 0);
-	} else if (base == &PyDict_Type) {
+	} else if (dict_like(base)) {
 		struct pyver_dict v;
 
 		pyver_dict((PyDictObject *)op, &v);
@@ -1050,8 +1122,11 @@ static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
 		r = check_set(ps, op, lo, hi, 0);
 	} else if (base == &PyByteArray_Type && ((PyByteArrayObject *)op)->ob_bytes == t) {
 		stale = 0;
+	} else if (ht_kind_of(base) == HT_DEQUE) {
+		/* One of its blocks (or a spare one): walk the deque again. */
+		return check_object(ps, op, NULL, NULL, 1);
 	}
-	if (stale && (Py_TYPE(op)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+	if (stale && ht_is_python_class(Py_TYPE(op))) {
 		struct pyver_inst in;
 
 		pyver_inst(op, &in);
@@ -1241,6 +1316,7 @@ out:
 	free(ps.pages);
 	ptrmap_free(&ps.copies);
 	ptrmap_free(&ps.failed);
+	ptrmap_free(&ps.walked);
 	if (gc_was_on)
 		PyGC_Enable();
 	stats.ns += now_ns() - t0;
