@@ -8,10 +8,13 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _core, _objects
+from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
+
+T = TypeVar("T")
 
 _live_lock = threading.Lock()
 # (starts, ranges): every open area's (start, end, core area), sorted by
@@ -260,6 +263,19 @@ class Arena:
             st = self.stats()
             raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
                             f"bytes ({st['used']} in use)") from exc
+
+    def copy(self, obj: T) -> T:
+        """A deep copy of obj made in the arena, to store into arena state.
+
+        For objects made outside ``with arena:`` (a parsed request body, a
+        library's result): the orbit could not read them by reference.
+        Aliasing within obj is kept (each object is copied once, cycles
+        included); classes, functions, modules and Enum members are kept by
+        reference (orbits have them).  Instances of other classes are copied
+        through the pickle protocol (``__reduce_ex__``), as copy.deepcopy
+        does; an object that cannot be pickled raises TypeError."""
+        with self:
+            return ArenaCopier().copy(obj)  # type: ignore[no-any-return]
 
     def contains(self, obj: object) -> bool:
         """Does obj live in this arena?"""

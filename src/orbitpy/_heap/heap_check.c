@@ -84,7 +84,7 @@ struct pass {
 	int wrote;		/* the pass wrote the arena (copies, moves, dicts) */
 	PyObject *dropped;	/* references given up, released after the call */
 	struct ptrmap seen;	/* chk_reaches: objects reached */
-	struct ptrmap walked;	/* objects walked in full this pass (deques) */
+	struct ptrmap walked;	/* C-type walks done this pass (deque, ...) */
 };
 
 /* ---------------------------------------------------------------- bits */
@@ -972,7 +972,9 @@ static int check_instance(struct pass *ps, PyObject *op)
 /* Is base (a layout base) a dict as far as its tables go? */
 static inline int dict_like(PyTypeObject *base)
 {
-	return base == &PyDict_Type || ht_kind_of(base) == HT_DEFAULTDICT;
+	enum ht_kind k = ht_kind_of(base);
+
+	return base == &PyDict_Type || k == HT_DEFAULTDICT || k == HT_ODICT;
 }
 
 /* Is this a value with no references in it (nothing to check inside)? */
@@ -1036,8 +1038,13 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 		r = check_list(ps, op, NULL, NULL, full);
 	} else if (dict_like(base)) {
 		r = check_dict(ps, op, NULL, NULL, full);
-		if (!r && base != &PyDict_Type)
+		if (!r && base != &PyDict_Type && !ptrmap_get(&ps->walked, (uintptr_t)op, NULL)) {
+			if (ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
+				PyErr_NoMemory();
+				return -1;
+			}
 			r = ht_check(ps, ht_kind_of(base), op);
+		}
 	} else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
 		r = check_set(ps, op, NULL, NULL, full);
 	} else if (base == &PyByteArray_Type) {
@@ -1049,10 +1056,9 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 	} else if (ht_kind_of(base) != HT_UNKNOWN) {
 		/* A full walk (a deque's blocks) once per pass, however many of
 		 * its pages changed. */
-		if (ht_kind_of(base) == HT_DEQUE && ptrmap_get(&ps->walked, (uintptr_t)op, NULL))
+		if (ptrmap_get(&ps->walked, (uintptr_t)op, NULL))
 			return 0;
-		if (ht_kind_of(base) == HT_DEQUE &&
-		    ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
+		if (ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
 			PyErr_NoMemory();
 			return -1;
 		}
@@ -1116,6 +1122,8 @@ static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
 			stale = 0;
 			r = check_dict(ps, op, lo, hi, 0);
 		}
+		else if (ht_kind_of(base) == HT_ODICT)	/* a node or the node table */
+			return check_object(ps, op, NULL, NULL, 1);
 	} else if ((base == &PySet_Type || base == &PyFrozenSet_Type) &&
 		   (char *)((PySetObject *)op)->table == t) {
 		stale = 0;
@@ -1361,8 +1369,9 @@ int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures)
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++)
 		if (reach_visit(PyList_GET_ITEM(roots, i), &ps) < 0)
 			goto out;
-	/* What the collector knows an object refers to (gc.get_referents):
-	 * tp_traverse is C and runs no Python code. */
+	/* What the collector knows an object refers to (gc.get_referents),
+	 * and what it does not for the C types that are no collected objects:
+	 * C code, no Python code runs. */
 	while (ps.nstack) {
 		PyObject *op = ps.stack[--ps.nstack];
 		PyTypeObject *tp = Py_TYPE(op);
@@ -1373,6 +1382,8 @@ int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures)
 			goto out;
 		}
 		if (PyType_IS_GC(tp) && tp->tp_traverse && tp->tp_traverse(op, reach_visit, &ps))
+			goto out;
+		if (ht_traverse(op, reach_visit, &ps))
 			goto out;
 	}
 	rc = 0;

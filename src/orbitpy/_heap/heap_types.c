@@ -5,6 +5,9 @@
  *  - deque: its items live in a chain of PyMem blocks; every block the
  *    orbit can walk to is in the arena (blocks the deque got outside it are
  *    moved in, like list tables), and every item passes the usual rules.
+ *  - OrderedDict: a dict, plus its keys again in a linked list of PyMem
+ *    nodes and a PyMem table of node pointers: every node and the table in
+ *    the arena (moved in if made outside it), every key checked.
  *  - defaultdict: a dict (checked as one) plus default_factory, a reference
  *    like any other (a builtin type or a class the orbit has, typically).
  *  - date, timedelta: fixed-size values with no pointers.
@@ -15,6 +18,7 @@
  *    arena (a Decimal made inside `with arena:` has them there).
  */
 #include "heap_types.h"
+#include "ptrmap.h"
 
 #include <datetime.h>	/* after Python.h */
 
@@ -131,6 +135,8 @@ enum ht_kind ht_kind_of(PyTypeObject *base)
 		return HT_DEQUE;
 	if (base == t_defaultdict)
 		return HT_DEFAULTDICT;
+	if (base == &PyODict_Type && pyver_odict_layout_ok(base))
+		return HT_ODICT;
 	if (base == t_decimal)
 		return HT_DECIMAL;
 	if (PyDateTimeAPI) {
@@ -154,9 +160,6 @@ const char *ht_advice(PyTypeObject *base)
 {
 	const char *n = base->tp_name;
 
-	if (!strcmp(n, "collections.OrderedDict"))
-		return "; use a dict instead (dicts keep insertion order; for move_to_end(k), "
-		       "pop the key and insert it again)";
 	if (!strcmp(n, "zoneinfo.ZoneInfo"))
 		return "; use datetime.timezone instead (timezone.utc or a fixed offset made "
 		       "inside `with arena:`), or store the zone's key and convert in the orbit";
@@ -228,10 +231,11 @@ static int check_deque(struct pass *ps, PyObject *op)
 			return r;
 		b = *slot;
 		if (b != old) {	/* moved into the arena: relink it */
-			if (b->right)
-				b->right->left = b;
+			/* (The end blocks' outer links are left uninitialized.) */
 			if (*d.rightblock == old)
 				*d.rightblock = b;
+			else
+				b->right->left = b;
 		}
 		lo = b == *d.leftblock ? d.leftindex : 0;
 		hi = b == *d.rightblock ? d.rightindex + 1 : PYVER_DEQUE_BLOCKLEN;
@@ -247,6 +251,85 @@ static int check_deque(struct pass *ps, PyObject *op)
 			break;
 	}
 	return bad;
+}
+
+/* Fix the node table after nodes moved (`moved`: old -> new), then own it. */
+static int odict_table(struct pass *ps, PyObject *op, struct pyver_odict *od,
+		       struct ptrmap *moved)
+{
+	struct pyver_odict_node **t = *od->fast_nodes;
+	uintptr_t v;
+	int r;
+
+	if (!t)
+		return 0;
+	for (Py_ssize_t i = 0; moved->len && i < od->fast_nodes_size; i++)
+		if (t[i] && ptrmap_get(moved, (uintptr_t)t[i], &v))
+			t[i] = (struct pyver_odict_node *)v;
+	r = chk_own_block(ps, op, (void **)od->fast_nodes,
+			  (size_t)od->fast_nodes_size * sizeof(*t));
+	if (r)
+		return r;
+	t = *od->fast_nodes;
+	for (Py_ssize_t i = 0; i < od->fast_nodes_size; i++)
+		if (t[i] && !chk_in_area(ps, t[i]))
+			return chk_fail(ps, op, NULL, "OrderedDict's node table refers to a node "
+					"outside the arena");
+	return 0;
+}
+
+static int check_odict(struct pass *ps, PyObject *op)
+{
+	struct pyver_odict od;
+	struct pyver_odict_node **slot, *n, *prev = NULL;
+	struct ptrmap moved = { 0 };
+	Py_ssize_t count = 0, max = PyDict_GET_SIZE(op) + 1;
+	int r = 0, bad = 0;
+
+	pyver_odict(op, &od);
+	/* The nodes in order.  A node moved into the arena is relinked here and
+	 * in the node table (odict_table) before anything can return. */
+	for (slot = od.first; (n = *slot); slot = &n->next) {
+		struct pyver_odict_node *old = n;
+
+		if (++count > max || n->prev != prev) {
+			r = chk_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
+			break;
+		}
+		r = chk_own_block(ps, op, (void **)slot, sizeof(*n));
+		if (r)
+			break;
+		n = *slot;
+		if (n != old) {
+			if (n->next)
+				n->next->prev = n;
+			else
+				*od.last = n;
+			if (ptrmap_put(&moved, (uintptr_t)old, (uintptr_t)n) < 0) {
+				PyErr_NoMemory();
+				r = -1;
+				break;
+			}
+		}
+		r = chk_ref(ps, op, &n->key, 1);
+		if (r < 0)
+			break;
+		bad |= r;
+		r = 0;
+		prev = n;
+	}
+	if (!r && *od.last != prev)
+		r = chk_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
+	{
+		int rt = odict_table(ps, op, &od, &moved);
+
+		ptrmap_free(&moved);
+		if (r < 0 || rt < 0)
+			return -1;
+		bad |= r | rt;
+	}
+	r = chk_ref(ps, op, od.inst_dict, 0);
+	return r < 0 ? -1 : (bad | r);
 }
 
 static int check_tzinfo(struct pass *ps, PyObject *op, PyObject **slot)
@@ -282,6 +365,8 @@ int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
 	switch (kind) {
 	case HT_DEQUE:
 		return check_deque(ps, op);
+	case HT_ODICT:	/* the dict part is checked as a dict */
+		return check_odict(ps, op);
 	case HT_DEFAULTDICT:	/* the dict part is checked as a dict */
 		return chk_ref(ps, op, pyver_defaultdict_factory(op), 0);
 	case HT_DATE:
@@ -308,4 +393,25 @@ int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
 	}
 	return chk_fail(ps, op, (PyObject *)Py_TYPE(op), "objects of type %s cannot be checked",
 			Py_TYPE(op)->tp_name);
+}
+
+int ht_traverse(PyObject *op, visitproc visit, void *arg)
+{
+	switch (ht_kind_of(ht_layout_base(Py_TYPE(op)))) {
+	case HT_DATETIME:
+		if (_PyDateTime_HAS_TZINFO(op))
+			Py_VISIT(((PyDateTime_DateTime *)op)->tzinfo);
+		break;
+	case HT_TIME:
+		if (_PyDateTime_HAS_TZINFO(op))
+			Py_VISIT(((PyDateTime_Time *)op)->tzinfo);
+		break;
+	case HT_TIMEZONE:
+		Py_VISIT(*pyver_timezone_offset(op));
+		Py_VISIT(*pyver_timezone_name(op));
+		break;
+	default:	/* collected types: their tp_traverse visits it all */
+		break;
+	}
+	return 0;
 }

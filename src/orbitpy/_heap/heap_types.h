@@ -17,6 +17,7 @@ enum ht_kind {
 	HT_UNKNOWN,
 	HT_DEQUE,
 	HT_DEFAULTDICT,
+	HT_ODICT,
 	HT_DATE,
 	HT_DATETIME,
 	HT_TIME,
@@ -44,6 +45,10 @@ const char *ht_advice(PyTypeObject *base);
 int ht_is_enum_member(PyObject *op);
 /* datetime.timezone.utc (a singleton the orbit has), or NULL. */
 PyObject *ht_utc(void);
+
+/* Visit the references of op that tp_traverse does not show: datetime,
+ * time and timezone are no collected objects. */
+int ht_traverse(PyObject *op, visitproc visit, void *arg);
 
 /* ---- services of the check (heap_check.c) to the walks */
 struct pass;

@@ -106,4 +106,21 @@ int pyver_decimal_layout_ok(PyTypeObject *tp);
 /* The digits and their size in bytes; *inline_ set when in the object. */
 void *pyver_decimal_digits(PyObject *op, size_t *nbytes, int *inline_);
 
+/* collections.OrderedDict (Objects/odictobject.c): a dict, a doubly linked
+ * list of nodes (PyMem blocks holding the keys, in order) and a table of node
+ * pointers that mirrors the dict's entries (a PyMem block). */
+struct pyver_odict_node {
+	PyObject *key;
+	Py_hash_t hash;
+	struct pyver_odict_node *next, *prev;
+};
+struct pyver_odict {
+	struct pyver_odict_node **first, **last;	/* fields of the object */
+	struct pyver_odict_node ***fast_nodes;
+	Py_ssize_t fast_nodes_size;
+	PyObject **inst_dict;
+};
+int pyver_odict_layout_ok(PyTypeObject *tp);
+void pyver_odict(PyObject *op, struct pyver_odict *out);
+
 #endif

@@ -274,3 +274,30 @@ void *pyver_decimal_digits(PyObject *op, size_t *nbytes, int *inline_)
 	*nbytes = d->dec.alloc > 0 ? (size_t)d->dec.alloc * sizeof(uint64_t) : 0;
 	return d->dec.data;
 }
+
+struct odict_mirror {
+	PyDictObject od_dict;
+	struct pyver_odict_node *od_first, *od_last;
+	struct pyver_odict_node **od_fast_nodes;
+	Py_ssize_t od_fast_nodes_size;
+	void *od_resize_sentinel;	/* compared with the dict's keys, never read */
+	size_t od_state;
+	PyObject *od_inst_dict;
+	PyObject *od_weakreflist;
+};
+
+int pyver_odict_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct odict_mirror) && !tp->tp_itemsize;
+}
+
+void pyver_odict(PyObject *op, struct pyver_odict *out)
+{
+	struct odict_mirror *od = (struct odict_mirror *)op;
+
+	out->first = &od->od_first;
+	out->last = &od->od_last;
+	out->fast_nodes = &od->od_fast_nodes;
+	out->fast_nodes_size = od->od_fast_nodes_size;
+	out->inst_dict = &od->od_inst_dict;
+}
