@@ -31,6 +31,10 @@ import orbitpy
 from orbitpy import _core
 
 BIG = 1 << 40  # ints beyond the small-int cache: each one is a new object
+# Counter.update's isinstance(x, Mapping) caches a weak reference to str in
+# the ABC's caches; made inside a block, that global cache would hold arena
+# memory (see the report: a general hazard of ABC checks inside `with`).
+collections.Counter("warm").update("up")
 UTC = datetime.UTC
 
 

@@ -78,16 +78,14 @@ static PyTypeObject *c_type(const char *module, const char *name, const char *wa
 
 int ht_refresh(void)
 {
-	if (!python_dealloc) {
-		PyObject *probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){}",
-							"_orbitpy_layout_probe",
-							(PyObject *)&PyBaseObject_Type);
-
-		if (!probe)
-			return -1;
-		python_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
-		Py_DECREF(probe);
-	}
+	if (!t_enummeta)
+		t_enummeta = any_type("enum", "EnumType", "EnumType");
+	/* Every class a `class` statement makes has the same tp_dealloc: take
+	 * it from one that exists (orbitpy imports enum), rather than make a
+	 * class while the classes of an orbit fork are being registered. */
+	if (!python_dealloc && t_enummeta && (t_enummeta->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+	    t_enummeta->tp_base == &PyType_Type)
+		python_dealloc = t_enummeta->tp_dealloc;
 	/* Types stay referenced: their addresses must not be reused. */
 	if (!t_deque) {
 		t_deque = c_type("_collections", "deque", "collections.deque");
@@ -105,8 +103,6 @@ int ht_refresh(void)
 		if (t_decimal && !pyver_decimal_layout_ok(t_decimal))
 			Py_CLEAR(t_decimal);
 	}
-	if (!t_enummeta)
-		t_enummeta = any_type("enum", "EnumType", "EnumType");
 	if (!PyDateTimeAPI) {
 		PyObject *name = PyUnicode_FromString("_datetime"), *mod;
 
