@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _collector, _core, _objects, _scope
+from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
+
+T = TypeVar("T")
 
 _live_lock = threading.Lock()
 # (starts, ranges): every open area's (start, end, core area), sorted by
@@ -332,6 +335,19 @@ class Arena:
                         raise ValueError("the arena is closed")
                     self._heap = _core.heap_register_area(self._area)
         return self._heap
+
+    def copy(self, obj: T) -> T:
+        """A deep copy of obj made in the arena, to store into arena state.
+
+        For objects made outside ``with arena:`` (a parsed request body, a
+        library's result): the orbit could not read them by reference.
+        Aliasing within obj is kept (each object is copied once, cycles
+        included); classes, functions, modules and Enum members are kept by
+        reference (orbits have them).  Instances of other classes are copied
+        through the pickle protocol (``__reduce_ex__``), as copy.deepcopy
+        does; an object that cannot be pickled raises TypeError."""
+        with self:
+            return ArenaCopier().copy(obj)  # type: ignore[no-any-return]
 
     def contains(self, obj: object) -> bool:
         """Does obj live in this arena?"""

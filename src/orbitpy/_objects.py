@@ -10,11 +10,12 @@ reach raises :class:`ArenaEscapeError` naming the path to it.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import gc
 import threading
 import weakref
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -196,12 +197,17 @@ def _children(heap: Any, obj: Any) -> Iterator[tuple[str, Any]]:
         for k, v in list(dict.items(obj)):
             yield f"[{_short(k)}]", v
             yield f" (the key {_short(k)})", k
-    elif isinstance(obj, (list, tuple)):
+    elif isinstance(obj, (list, tuple, deque)):
         for i, v in enumerate(list(obj)):
             yield f"[{i}]", v
     elif isinstance(obj, (set, frozenset)):
         for v in list(obj):
             yield f" (the member {_short(v)})", v
+    if isinstance(obj, defaultdict):
+        yield ".default_factory", obj.default_factory
+    if isinstance(obj, (datetime.datetime, datetime.time)):
+        # Not collected objects: gc.get_referents below does not see it.
+        yield ".tzinfo", obj.tzinfo
     cls = type(obj)
     for c in cls.__mro__:
         slots = c.__dict__.get("__slots__", ())

@@ -10,7 +10,14 @@
  *    state compared with the one registered at the fork, cache attributes
  *    aside: class_state.h), and its address cannot have been reused (the
  *    registry drops dead classes).  Otherwise the failure is one the caller
- *    mends by restarting the orbit (fail_class).
+ *    mends by restarting the orbit (fail_class).  A static type of an
+ *    extension module is fine if the module was loaded before the fork
+ *    (extension modules are never unloaded).
+ *  - An instance is checked by its layout: the first base that is not a
+ *    class defined in Python (a builtin below, or a C type of heap_types.c).
+ *    A C type the checker does not know is refused, never guessed at.
+ *  - An Enum member is a singleton made with its class: the orbit has it if
+ *    it has the class.
  *  - An immutable value outside the arena (str, bytes, int, float, complex,
  *    tuples and frozensets of those) is copied into the arena, and the
  *    reference moved to the copy.
@@ -29,6 +36,7 @@
 
 #include "class_state.h"
 #include "heap_check.h"
+#include "heap_types.h"
 #include "ptrmap.h"
 
 #define GRAN_SHIFT 4
@@ -88,6 +96,7 @@ struct pass {
 	int wrote;		/* the pass wrote the arena (copies, moves, dicts) */
 	PyObject *dropped;	/* references given up, released after the call */
 	struct ptrmap seen;	/* chk_reaches: objects reached */
+	struct ptrmap walked;	/* C-type walks done this pass (deque, ...) */
 };
 
 /* ---------------------------------------------------------------- bits */
@@ -348,6 +357,12 @@ uint64_t chk_register_types(PyObject *list)
 	/* Snapshots walk class dicts with borrowed references while they make
 	 * weak references: no collection (finalizers, callbacks) may run then. */
 	int gc_was_on = PyGC_Disable();
+	struct heap_area *prev = heap_current();
+
+	heap_set_current(NULL);	/* (the probe class is no arena object) */
+	if (ht_refresh() < 0)
+		PyErr_Clear();	/* the types stay unknown: refused, never wrong */
+	heap_set_current(prev);
 
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
 		PyTypeObject *tp = (PyTypeObject *)PyList_GET_ITEM(list, i);
@@ -512,12 +527,18 @@ static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
 
 	if (chk_is_static(tp))
 		return 0;
-	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
-		return fail(ps, owner, (PyObject *)tp,
-			    "class %s is not part of the interpreter's static image", tp->tp_name);
-	if (class_changed(tp, ps->epoch, why, sizeof(why)))
-		return fail_class(ps, owner, tp, why);
 	r = treg_of(tp);
+	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+		if (!r)
+			return fail(ps, owner, (PyObject *)tp,
+				    "class %s is not part of the interpreter's static image "
+				    "nor of an extension module the orbit knows", tp->tp_name);
+		if (r->born > ps->epoch)
+			return fail_class(ps, owner, tp, "its module was loaded after the "
+					  "orbit started");
+	} else if (class_changed(tp, ps->epoch, why, sizeof(why))) {
+		return fail_class(ps, owner, tp, why);
+	}
 	if (r && referenced_add(r)) {
 		PyErr_NoMemory();
 		return -1;
@@ -536,6 +557,30 @@ static void drop(struct pass *ps, PyObject *op)
 	if (ps->dropped && PyList_Append(ps->dropped, op) < 0)
 		PyErr_Clear();	/* no room to park it: release it now */
 	Py_DECREF(op);
+}
+
+/* ------------------------------------------- services to heap_types.c */
+
+int chk_fail(struct pass *ps, PyObject *owner, PyObject *target, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return fail(ps, owner, target, "%s", msg);
+}
+
+int chk_in_area(struct pass *ps, const void *p)
+{
+	return in_area(ps->ca, p);
+}
+
+void chk_free_block(struct pass *ps, void *p)
+{
+	PyMem_Free(p);
+	ps->wrote = 1;
 }
 
 /* --------------------------------------------------------------- copies */
@@ -702,9 +747,12 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 	ha = heap_area_of(t);
 	if (ha)
 		return fail(ps, owner, t, "refers to a %s in another arena", Py_TYPE(t)->tp_name);
+	if (ht_is_enum_member(t))	/* a singleton the orbit has with its class */
+		return check_class(ps, owner, Py_TYPE(t));
 	if (!may_copy || !copyable(t, 0))
-		return fail(ps, owner, t, "refers to a %s that is not in the arena",
-			    Py_TYPE(t)->tp_name);
+		return fail(ps, owner, t, "refers to a %s that is not in the arena (it was made "
+			    "outside `with arena:`): make it inside the block, or store "
+			    "arena.copy(value), a deep copy into the arena", Py_TYPE(t)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
 	c = copy_value(ps, t);
@@ -718,6 +766,21 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 }
 
 /* ------------------------------------------------------------- tables */
+
+static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block, size_t nbytes,
+		     PyMemAllocatorDomain domain, int may_move, int *fresh);
+
+int chk_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_copy)
+{
+	return check_ref(ps, owner, slot, may_copy);
+}
+
+int chk_own_block(struct pass *ps, PyObject *owner, void **slot, size_t nbytes)
+{
+	int fresh;
+
+	return own_table(ps, owner, slot, NULL, nbytes, PYMEM_DOMAIN_MEM, 1, &fresh);
+}
 
 /*
  * The table *slot (nbytes, allocated in `domain`) of arena object owner.
@@ -962,7 +1025,7 @@ static int check_instance(struct pass *ps, PyObject *op)
 		PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, k);
 		PyMemberDef *m;
 
-		if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE))
+		if (!ht_is_python_class(t))	/* C types: their walks */
 			continue;
 		for (m = t->tp_members; m && m->name; m++) {
 			if (!pyver_member_is_object(m))
@@ -1008,12 +1071,12 @@ static int check_instance(struct pass *ps, PyObject *op)
 	return bad;
 }
 
-/* The builtin type an instance is laid out as. */
-static PyTypeObject *solid_base(PyTypeObject *tp)
+/* Is base (a layout base) a dict as far as its tables go? */
+static inline int dict_like(PyTypeObject *base)
 {
-	while (tp->tp_flags & Py_TPFLAGS_HEAPTYPE && tp->tp_base)
-		tp = tp->tp_base;
-	return tp;
+	enum ht_kind k = ht_kind_of(base);
+
+	return base == &PyDict_Type || k == HT_DEFAULTDICT || k == HT_ODICT;
 }
 
 /* Is this a value with no references in it (nothing to check inside)? */
@@ -1030,7 +1093,10 @@ static size_t extent(struct pass *ps, PyObject *op, char *blk)
 	PyTypeObject *tp = Py_TYPE(op);
 	size_t n = (size_t)tp->tp_basicsize + ((char *)op - blk);
 
-	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > PAGE / 2)
+	/* Asked too when the bound crosses a page: an object smaller than its
+	 * type's size (a naive datetime) must not claim a page it does not reach. */
+	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > PAGE / 2 ||
+	    crosses_page(ps->ca, blk, n))
 		return orbit_usable_size(ps->ha->area, blk);
 	return n;
 }
@@ -1067,13 +1133,20 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 	r = check_class(ps, op, tp);
 	if (r)
 		goto out;
-	base = solid_base(tp);
+	base = ht_layout_base(tp);
 	if (base == &PyTuple_Type) {
 		r = check_array(ps, op, ((PyTupleObject *)op)->ob_item, Py_SIZE(op), lo, hi, 1);
 	} else if (base == &PyList_Type) {
 		r = check_list(ps, op, NULL, NULL, full);
-	} else if (base == &PyDict_Type) {
+	} else if (dict_like(base)) {
 		r = check_dict(ps, op, NULL, NULL, full);
+		if (!r && base != &PyDict_Type && !ptrmap_get(&ps->walked, (uintptr_t)op, NULL)) {
+			if (ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
+				PyErr_NoMemory();
+				return -1;
+			}
+			r = ht_check(ps, ht_kind_of(base), op);
+		}
 	} else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
 		r = check_set(ps, op, NULL, NULL, full);
 	} else if (base == &PyByteArray_Type) {
@@ -1082,14 +1155,24 @@ static int check_object(struct pass *ps, PyObject *op, const char *lo, const cha
 		   base == &PyFloat_Type || base == &PyComplex_Type || base == &PyBaseObject_Type ||
 		   base == &PyBool_Type) {
 		r = 0;
+	} else if (ht_kind_of(base) != HT_UNKNOWN) {
+		/* A full walk (a deque's blocks) once per pass, however many of
+		 * its pages changed. */
+		if (ptrmap_get(&ps->walked, (uintptr_t)op, NULL))
+			return 0;
+		if (ptrmap_put(&ps->walked, (uintptr_t)op, 1) < 0) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		r = ht_check(ps, ht_kind_of(base), op);
 	} else {
 		r = fail(ps, op, (PyObject *)tp, "objects of type %s cannot be checked, so they "
-			 "cannot be read by orbits from an arena", tp->tp_name);
+			 "cannot be read by orbits from an arena%s", base->tp_name, ht_advice(base));
 	}
 	if (r < 0)
 		return -1;
 	bad |= r;
-	if (!bad && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+	if (!bad && ht_is_python_class(tp)) {
 		r = check_instance(ps, op);
 		if (r < 0)
 			return -1;
@@ -1129,11 +1212,11 @@ static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
 	op = (PyObject *)who;
 	if (!in_area(ca, op) || !bit_get(ca->obj, gran(ca, op)) || Py_REFCNT(op) <= 0)
 		goto drop;
-	base = solid_base(Py_TYPE(op));
+	base = ht_layout_base(Py_TYPE(op));
 	if (base == &PyList_Type && (char *)((PyListObject *)op)->ob_item == t) {
 		stale = 0;
 		r = check_list(ps, op, lo, hi, 0);
-	} else if (base == &PyDict_Type) {
+	} else if (dict_like(base)) {
 		struct pyver_dict v;
 
 		pyver_dict((PyDictObject *)op, &v);
@@ -1141,14 +1224,19 @@ static int check_table(struct pass *ps, char *t, const char *lo, const char *hi)
 			stale = 0;
 			r = check_dict(ps, op, lo, hi, 0);
 		}
+		else if (ht_kind_of(base) == HT_ODICT)	/* a node or the node table */
+			return check_object(ps, op, NULL, NULL, 1);
 	} else if ((base == &PySet_Type || base == &PyFrozenSet_Type) &&
 		   (char *)((PySetObject *)op)->table == t) {
 		stale = 0;
 		r = check_set(ps, op, lo, hi, 0);
 	} else if (base == &PyByteArray_Type && ((PyByteArrayObject *)op)->ob_bytes == t) {
 		stale = 0;
+	} else if (ht_kind_of(base) == HT_DEQUE) {
+		/* One of its blocks (or a spare one): walk the deque again. */
+		return check_object(ps, op, NULL, NULL, 1);
 	}
-	if (stale && (Py_TYPE(op)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+	if (stale && ht_is_python_class(Py_TYPE(op))) {
 		struct pyver_inst in;
 
 		pyver_inst(op, &in);
@@ -1335,6 +1423,7 @@ out:
 	free(ps.pages);
 	ptrmap_free(&ps.copies);
 	ptrmap_free(&ps.failed);
+	ptrmap_free(&ps.walked);
 	if (gc_was_on)
 		PyGC_Enable();
 	stats.ns += now_ns() - t0;
@@ -1379,8 +1468,9 @@ int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures)
 	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++)
 		if (reach_visit(PyList_GET_ITEM(roots, i), &ps) < 0)
 			goto out;
-	/* What the collector knows an object refers to (gc.get_referents):
-	 * tp_traverse is C and runs no Python code. */
+	/* What the collector knows an object refers to (gc.get_referents),
+	 * and what it does not for the C types that are no collected objects:
+	 * C code, no Python code runs. */
 	while (ps.nstack) {
 		PyObject *op = ps.stack[--ps.nstack];
 		PyTypeObject *tp = Py_TYPE(op);
@@ -1391,6 +1481,8 @@ int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures)
 			goto out;
 		}
 		if (PyType_IS_GC(tp) && tp->tp_traverse && tp->tp_traverse(op, reach_visit, &ps))
+			goto out;
+		if (ht_traverse(op, reach_visit, &ps))
 			goto out;
 	}
 	rc = 0;

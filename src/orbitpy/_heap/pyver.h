@@ -90,4 +90,59 @@ Py_ssize_t pyver_gc_unpark(void);
 /* Objects parked now (walks the list). */
 Py_ssize_t pyver_gc_parked(void);
 
+/* ---- C types of the standard library whose instances arenas may hold.
+ * Their structs are private to their modules; pyver_layout.c mirrors them
+ * and refuses a type whose size says the mirror is wrong (0: the layout is
+ * the mirrored one). */
+
+/* collections.deque: a doubly linked list of fixed-size blocks, each a
+ * PyMem allocation, plus a cache of spare blocks. */
+#define PYVER_DEQUE_BLOCKLEN 64
+struct pyver_deque_block {
+	struct pyver_deque_block *left;
+	PyObject *items[PYVER_DEQUE_BLOCKLEN];
+	struct pyver_deque_block *right;
+};
+struct pyver_deque {
+	struct pyver_deque_block **leftblock, **rightblock;	/* fields of the deque */
+	Py_ssize_t leftindex, rightindex;	/* first and last item (inclusive) */
+	Py_ssize_t len;
+	Py_ssize_t *nfree;			/* spare blocks */
+	struct pyver_deque_block **freeblocks;
+};
+int pyver_deque_layout_ok(PyTypeObject *tp);
+void pyver_deque(PyObject *op, struct pyver_deque *out);
+
+/* collections.defaultdict: a dict and its default_factory. */
+int pyver_defaultdict_layout_ok(PyTypeObject *tp);
+PyObject **pyver_defaultdict_factory(PyObject *op);
+
+/* datetime.timezone: an offset (timedelta) and an optional name (str). */
+int pyver_timezone_layout_ok(PyTypeObject *tp);
+PyObject **pyver_timezone_offset(PyObject *op);
+PyObject **pyver_timezone_name(PyObject *op);
+
+/* decimal.Decimal (_decimal): its digits are inline in the object or in a
+ * separate allocation (PyMem, as _decimal sets up libmpdec). */
+int pyver_decimal_layout_ok(PyTypeObject *tp);
+/* The digits and their size in bytes; *inline_ set when in the object. */
+void *pyver_decimal_digits(PyObject *op, size_t *nbytes, int *inline_);
+
+/* collections.OrderedDict (Objects/odictobject.c): a dict, a doubly linked
+ * list of nodes (PyMem blocks holding the keys, in order) and a table of node
+ * pointers that mirrors the dict's entries (a PyMem block). */
+struct pyver_odict_node {
+	PyObject *key;
+	Py_hash_t hash;
+	struct pyver_odict_node *next, *prev;
+};
+struct pyver_odict {
+	struct pyver_odict_node **first, **last;	/* fields of the object */
+	struct pyver_odict_node ***fast_nodes;
+	Py_ssize_t fast_nodes_size;
+	PyObject **inst_dict;
+};
+int pyver_odict_layout_ok(PyTypeObject *tp);
+void pyver_odict(PyObject *op, struct pyver_odict *out);
+
 #endif

@@ -175,3 +175,129 @@ PyObject *pyver_interned_dict(void)
 	return NULL;	/* 3.11 keeps it in a static of unicodeobject.c */
 #endif
 }
+
+/* ---------------------------------------- standard library C types
+ * Mirrors of structs private to Modules/_collectionsmodule.c,
+ * Modules/_datetimemodule.c and Modules/_decimal/_decimal.c, the same in
+ * 3.11, 3.12 and 3.13.  Each *_layout_ok compares the type's instance size
+ * with the mirror's, so a CPython that changed them is refused, not misread.
+ */
+
+struct deque_mirror {
+	PyObject_VAR_HEAD
+	struct pyver_deque_block *leftblock, *rightblock;
+	Py_ssize_t leftindex, rightindex;
+	size_t state;
+	Py_ssize_t maxlen;
+	Py_ssize_t numfreeblocks;
+	struct pyver_deque_block *freeblocks[16];
+	PyObject *weakreflist;
+};
+
+int pyver_deque_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct deque_mirror) && !tp->tp_itemsize;
+}
+
+void pyver_deque(PyObject *op, struct pyver_deque *out)
+{
+	struct deque_mirror *d = (struct deque_mirror *)op;
+
+	out->leftblock = &d->leftblock;
+	out->rightblock = &d->rightblock;
+	out->leftindex = d->leftindex;
+	out->rightindex = d->rightindex;
+	out->len = Py_SIZE(d);
+	out->nfree = &d->numfreeblocks;
+	out->freeblocks = d->freeblocks;
+}
+
+struct defaultdict_mirror {
+	PyDictObject dict;
+	PyObject *default_factory;
+};
+
+int pyver_defaultdict_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct defaultdict_mirror) &&
+	       !tp->tp_itemsize;
+}
+
+PyObject **pyver_defaultdict_factory(PyObject *op)
+{
+	return &((struct defaultdict_mirror *)op)->default_factory;
+}
+
+struct timezone_mirror {
+	PyObject_HEAD
+	PyObject *offset;
+	PyObject *name;
+};
+
+int pyver_timezone_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct timezone_mirror) && !tp->tp_itemsize;
+}
+
+PyObject **pyver_timezone_offset(PyObject *op)
+{
+	return &((struct timezone_mirror *)op)->offset;
+}
+
+PyObject **pyver_timezone_name(PyObject *op)
+{
+	return &((struct timezone_mirror *)op)->name;
+}
+
+/* libmpdec's mpd_t, then the object's inline digits. */
+struct decimal_mirror {
+	PyObject_HEAD
+	Py_hash_t hash;
+	struct {
+		uint8_t flags;
+		Py_ssize_t exp, digits, len, alloc;
+		uint64_t *data;
+	} dec;
+	uint64_t data[4];
+};
+
+int pyver_decimal_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct decimal_mirror) && !tp->tp_itemsize;
+}
+
+void *pyver_decimal_digits(PyObject *op, size_t *nbytes, int *inline_)
+{
+	struct decimal_mirror *d = (struct decimal_mirror *)op;
+
+	*inline_ = d->dec.data == d->data;
+	*nbytes = d->dec.alloc > 0 ? (size_t)d->dec.alloc * sizeof(uint64_t) : 0;
+	return d->dec.data;
+}
+
+struct odict_mirror {
+	PyDictObject od_dict;
+	struct pyver_odict_node *od_first, *od_last;
+	struct pyver_odict_node **od_fast_nodes;
+	Py_ssize_t od_fast_nodes_size;
+	void *od_resize_sentinel;	/* compared with the dict's keys, never read */
+	size_t od_state;
+	PyObject *od_inst_dict;
+	PyObject *od_weakreflist;
+};
+
+int pyver_odict_layout_ok(PyTypeObject *tp)
+{
+	return tp->tp_basicsize == (Py_ssize_t)sizeof(struct odict_mirror) && !tp->tp_itemsize;
+}
+
+void pyver_odict(PyObject *op, struct pyver_odict *out)
+{
+	struct odict_mirror *od = (struct odict_mirror *)op;
+
+	out->first = &od->od_first;
+	out->last = &od->od_last;
+	out->fast_nodes = &od->od_fast_nodes;
+	out->fast_nodes_size = od->od_fast_nodes_size;
+	out->inst_dict = &od->od_inst_dict;
+}
