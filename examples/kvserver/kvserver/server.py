@@ -17,6 +17,9 @@ from .keyspace import COMMANDS, CommandError, Keyspace, to_int
 from .resp import OK, Error, ProtocolError, Status, encode, parse_command
 from .tasks import Tasks
 
+# Commands that may need more memory: refused when the arena is nearly full
+# (Redis's "denyoom" flag; DEL, LPOP, FLUSHALL... still run then).
+DENYOOM = frozenset(b"set incr decr incrby decrby lpush rpush hset sadd expire pexpire".split())
 OOM = Error("OOM command not allowed when used memory > 'maxmemory'.")
 ServerCommand = Callable[["Server", list[bytes]], Any]
 SERVER_COMMANDS: dict[bytes, tuple[ServerCommand, int]] = {}
@@ -43,12 +46,15 @@ class Server:
     def __init__(self, arena: orbitpy.Arena, ks: Keyspace, tasks: Tasks, dump_path: str) -> None:
         self.arena, self.ks, self.tasks, self.dump_path = arena, ks, tasks, dump_path
         self.commands_processed = 0
+        size = arena.stats()["size"]
+        self.reserve = max(64 << 10, size // 64)
+        self.maxmemory = size - self.reserve
         self.connections = 0
         self.started = time.time()
         self.config: dict[str, str] = {
             "save": "3600 1 300 100 60 10000",  # what redis-benchmark asks for
             "appendonly": "no",
-            "maxmemory": str(arena.stats()["size"]),
+            "maxmemory": str(self.maxmemory),
             "maxmemory-policy": "noeviction",
             "databases": "1",
             "dir": os.path.dirname(os.path.abspath(dump_path)),
@@ -71,23 +77,47 @@ class Server:
                 return fn(self, argv)
             except CommandError as e:
                 return Error(str(e))
-        kfn, arity, _write = entry
+        kfn, arity, write = entry
         if (len(argv) != arity) if arity > 0 else (len(argv) < -arity):
             return arity_error(name)
         start_us = time.time_ns() // 1000
         t0 = time.perf_counter_ns()
+        if not write:  # reads store nothing: they run outside the arena
+            try:
+                reply = kfn(self.ks, argv)
+            except CommandError as e:
+                reply = Error(str(e))
+            self.tasks.record_in_arena(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
+            return reply
+        # As Redis with maxmemory: refuse a write once the arena is nearly full,
+        # before running it, so a command is not left half done.  The reserve
+        # also keeps the arena from filling to its last bytes, where CPython
+        # can hang (see _write_in_arena).
+        if name in DENYOOM and (self.arena.stats()["used"] + 2 * sum(map(len, argv))
+                                > self.maxmemory):
+            return OOM
         try:
-            # Every object a command stores is created in the arena.  The
-            # block never spans an await: commands are synchronous.
-            with self.arena:
-                try:
-                    reply = kfn(self.ks, argv)
-                except CommandError as e:
-                    reply = Error(str(e))
-                self.tasks.record(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
+            reply = _write_in_arena(self, kfn, argv)
         except MemoryError:  # the arena is full (orbitpy.ArenaFull, or MemoryError inside it)
             return OOM
+        self.tasks.record_in_arena(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
         return reply
+
+
+def _write_in_arena(srv: Server, kfn: Any, argv: list[bytes]) -> Any:
+    """Run a write command with its allocations in the arena.
+
+    Kept a small function on purpose: with a full arena CPython allocates, while
+    unwinding the MemoryError to this ``with`` block's exit, an int for the
+    raising instruction's offset when that is above 256 code units; inside the
+    arena that allocation fails too, and the unwinder loops forever (an orbitpy
+    defect: tests/test_arena_full_unwind.py).  The block never spans an await:
+    commands are synchronous."""
+    with srv.arena:
+        try:
+            return kfn(srv.ks, argv)
+        except CommandError as e:
+            return Error(str(e))
 
 
 class Connection(asyncio.Protocol):
@@ -175,7 +205,7 @@ def info(srv: Server, argv: list[bytes]) -> Any:
                    ("process_id", os.getpid()),
                    ("uptime_in_seconds", int(time.time() - srv.started))],
         "Clients": [("connected_clients", srv.connections)],
-        "Memory": [("used_memory", st["used"]), ("maxmemory", st["size"]),
+        "Memory": [("used_memory", st["used"]), ("maxmemory", srv.maxmemory),
                    ("maxmemory_policy", "noeviction")],
         "Persistence": [("rdb_changes_since_last_save", 0),
                         ("rdb_bgsave_in_progress", int(t.bgsave_in_progress)),

@@ -25,7 +25,7 @@ from typing import Any
 import orbitpy
 
 from .dumpfile import write_dump
-from .keyspace import Keyspace, now_ms
+from .keyspace import Keyspace, now_ms, own
 
 EXPIRE_SAMPLE = 20          # keys sampled per round (Redis: ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)
 EXPIRE_REPEAT_ABOVE = 0.25  # sample again while more than this share was expired
@@ -110,6 +110,8 @@ class Tasks:
         self.last_bgsave_ok = True
         self.saves = 0
         self._fork_pid = 0
+        self.failures = 0
+        self._last_failure: dict[str, str] = {}
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bg: list[asyncio.Task[None]] = []
@@ -126,10 +128,19 @@ class Tasks:
             if 0 <= self.slowlog_threshold_us <= dur_us:
                 self._log_slow([(start_us, dur_us, _trim(argv))])
             return
-        self.ring[self.seq % RING_SIZE] = (self.seq, start_us, dur_us, tuple(
-            a if len(a) <= SLOWLOG_MAX_ARG_LEN else a[:SLOWLOG_MAX_ARG_LEN]
-            for a in argv[:SLOWLOG_MAX_ARGS]))
+        try:  # argv copied in here, so that calls find nothing to copy into a full arena
+            self.ring[self.seq % RING_SIZE] = (self.seq, start_us, dur_us, tuple(
+                own(a[:SLOWLOG_MAX_ARG_LEN]) for a in argv[:SLOWLOG_MAX_ARGS]))
+        except MemoryError:  # the arena is full: this timing is lost, the command stands
+            self.ring[self.seq % RING_SIZE] = None
         self.seq += 1
+
+    def record_in_arena(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
+        try:
+            with self.arena:
+                self.record(argv, start_us, dur_us)
+        except MemoryError:
+            pass
 
     def _log_slow(self, entries: list[Any]) -> None:
         for start_us, dur_us, argv in entries:
@@ -170,7 +181,7 @@ class Tasks:
                 for keys in fut.updates():
                     self._apply_expired(keys)
             except Exception as e:  # crashed, timed out (it restarts), or a bug: log, go on
-                print(f"kvserver: expiry orbit: {e}", flush=True)
+                self._failed("expiry", e)
 
     async def _slowlog_loop(self) -> None:
         while True:
@@ -184,7 +195,7 @@ class Tasks:
                 for batch in fut.updates():
                     self._log_slow(batch)
             except Exception as e:
-                print(f"kvserver: slowlog orbit: {e}", flush=True)
+                self._failed("slowlog", e)
 
     def _expire_thread(self) -> None:
         loop = self._loop
@@ -252,13 +263,21 @@ class Tasks:
                 self._fork_pid = 0
                 ok = os.waitstatus_to_exitcode(result[1]) == 0
         except Exception as e:  # an orbit error: the orbit restarts, the next BGSAVE runs
-            print(f"kvserver: bgsave failed: {e!r}", flush=True)
+            self._failed("bgsave", e)
             ok = False
         self.bgsave_in_progress = False
         self.last_bgsave_ok = ok
         if ok:
             self.lastsave = int(time.time())
             self.saves += 1
+
+    def _failed(self, task: str, e: BaseException) -> None:
+        """Report a task's failure, once until it fails differently or succeeds."""
+        self.failures += 1
+        text = f"kvserver: {task} task failed: {type(e).__name__}: {e}"
+        if self._last_failure.get(task) != text:
+            self._last_failure[task] = text
+            print(text, flush=True)
 
     def shutdown(self) -> None:
         self._stop.set()
