@@ -165,6 +165,7 @@ def dataset(r: redis.Redis) -> dict[bytes, Any]:
     return out
 
 
+@pytest.mark.timeout(400)
 def test_bgsave_snapshot_is_the_dataset_when_accepted(tmp_path: Path) -> None:
     srv = KVServer(tmp_path)
     try:
@@ -212,6 +213,7 @@ def test_bgsave_snapshot_is_the_dataset_when_accepted(tmp_path: Path) -> None:
         assert loaded.stop() == 0, loaded.output
 
 
+@pytest.mark.timeout(300)
 def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
     srv = KVServer(tmp_path)
     r = srv.client

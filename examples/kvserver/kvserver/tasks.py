@@ -123,7 +123,7 @@ class Tasks:
 
     # -- the command path ---------------------------------------------------
     def record(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
-        """Called for every command, inside ``with arena:``."""
+        """Called for every command (inside ``with arena:`` but inline)."""
         if self.mode == "inline":  # Redis: the command path keeps the slow log itself
             if 0 <= self.slowlog_threshold_us <= dur_us:
                 self._log_slow([(start_us, dur_us, _trim(argv))])
@@ -136,6 +136,9 @@ class Tasks:
         self.seq += 1
 
     def record_in_arena(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
+        if self.mode == "inline":  # nothing of it goes to the arena
+            self.record(argv, start_us, dur_us)
+            return
         try:
             with self.arena:
                 self.record(argv, start_us, dur_us)
