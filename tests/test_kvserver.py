@@ -237,3 +237,49 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
 
     wait_for("the orbits to end", lambda: all(gone(p) for p in children), 30)
     assert not any(os.path.exists(p) for p in tmp_path.glob("*.tmp-*"))
+
+
+@pytest.mark.timeout(300)
+def test_a_fault_in_each_task_leaves_the_server_serving_and_the_task_resumes(
+        tmp_path: Path) -> None:
+    srv = KVServer(tmp_path)
+    try:
+        r = srv.client
+        r.set("f:data", "kept")
+
+        def failures() -> int:
+            return int(r.info("stats")["task_failures"])
+
+        # Active expiry: its orbit segfaults; the next cycles expire keys again.
+        assert r.execute_command("DEBUG", "TASKFAULT", "expiry", "segfault") == b"OK"
+        wait_for("the expiry orbit's crash", lambda: failures() >= 1)
+        before = r.info("stats")["active_expired_keys"]
+        with r.pipeline(transaction=False) as p:
+            for i in range(100):
+                p.set(f"f:e{i}", "v", px=20)
+            p.execute()
+        wait_for("expiry after the crash",
+                 lambda: r.info("stats")["active_expired_keys"] >= before + 80)
+
+        # Slow log: its orbit aborts; later slow commands are logged.
+        r.config_set("slowlog-log-slower-than", 0)
+        r.execute_command("DEBUG", "TASKFAULT", "slowlog", "abort")
+        wait_for("the slow-log orbit's crash",
+                 lambda: r.set("f:tick", "1") and failures() >= 2)
+        r.slowlog_reset()
+        r.set("f:after", "abort")
+        wait_for("slow log after the crash", lambda: any(
+            e["command"] == b"SET f:after abort" for e in r.slowlog_get(128)))
+
+        # BGSAVE: its orbit calls sys.exit(); that save fails, the next one works.
+        r.execute_command("DEBUG", "TASKFAULT", "bgsave", "exit")
+        assert r.bgsave()
+        wait_for("the failed BGSAVE", lambda: (lambda p: p["rdb_bgsave_in_progress"] == 0 and
+                 p["rdb_last_bgsave_status"] == "err")(r.info("persistence")), 120)
+        assert r.bgsave()
+        wait_for("the next BGSAVE", lambda: (lambda p: p["rdb_bgsave_in_progress"] == 0 and
+                 p["rdb_last_bgsave_status"] == "ok")(r.info("persistence")), 120)
+        assert (tmp_path / "dump.kvs").exists()
+        assert r.get("f:data") == b"kept" and r.ping()
+    finally:
+        assert srv.stop() == 0, srv.output

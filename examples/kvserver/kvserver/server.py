@@ -13,6 +13,7 @@ from typing import Any
 import orbitpy
 
 from .dumpfile import FILENAME, read_dump
+from .faults import KINDS, TASKS
 from .keyspace import COMMANDS, CommandError, Keyspace, to_int
 from .resp import OK, Error, ProtocolError, Status, encode, parse_command
 from .tasks import Tasks
@@ -214,7 +215,8 @@ def info(srv: Server, argv: list[bytes]) -> Any:
                         ("rdb_saves", t.saves)],
         "Stats": [("total_commands_processed", srv.commands_processed),
                   ("expired_keys", srv.ks.expired_keys),
-                  ("active_expired_keys", t.active_expired)],
+                  ("active_expired_keys", t.active_expired),
+                  ("task_failures", t.failures)],
         "Keyspace": [("db0", f"keys={len(srv.ks.data)},expires={len(srv.ks.expires)},"
                              "avg_ttl=0")],
     }
@@ -264,6 +266,18 @@ def slowlog(srv: Server, argv: list[bytes]) -> Any:
 @server_command("client", -2)
 def client(srv: Server, argv: list[bytes]) -> Any:
     return None if argv[1].lower() == b"getname" else OK
+
+
+@server_command("debug", -2)
+def debug(srv: Server, argv: list[bytes]) -> Any:
+    """DEBUG TASKFAULT <expiry|slowlog|bgsave> <segfault|abort|exception|exit|hang>"""
+    if argv[1].lower() == b"taskfault" and len(argv) == 4:
+        task, kind = argv[2].decode().lower(), argv[3].decode().lower()
+        if task in TASKS and kind in KINDS:
+            srv.tasks.faults[task] = kind
+            return OK
+    return Error("ERR DEBUG TASKFAULT <expiry|slowlog|bgsave> "
+                 "<segfault|abort|exception|exit|hang>")
 
 
 @server_command("command", -1)

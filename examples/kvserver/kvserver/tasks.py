@@ -25,6 +25,7 @@ from typing import Any
 import orbitpy
 
 from .dumpfile import write_dump
+from .faults import inject
 from .keyspace import Keyspace, now_ms, own
 
 EXPIRE_SAMPLE = 20          # keys sampled per round (Redis: ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)
@@ -37,10 +38,12 @@ SLOWLOG_MAX_ARG_LEN = 128   # ... and bytes per argument
 
 
 # -- the tasks' code (the same in an orbit, a thread, or inline) ---------------
-def expire_cycle(expires: dict[bytes, int], now: int, emit: Callable[[list[bytes]], None]) -> int:
+def expire_cycle(expires: dict[bytes, int], now: int, emit: Callable[[list[bytes]], None],
+                 fault: str | None = None) -> int:
     """Redis's adaptive active expiry: sample 20 keys with a TTL; emit those
     expired; repeat while more than 25% of a sample was expired (and within
     the cycle's time budget).  Returns how many keys were emitted."""
+    inject(fault)
     candidates = list(expires)
     deadline = time.monotonic() + EXPIRE_BUDGET_S
     found = 0
@@ -63,9 +66,10 @@ def expire_cycle(expires: dict[bytes, int], now: int, emit: Callable[[list[bytes
 
 
 def scan_slowlog(ring: list[Any], start: int, end: int, threshold_us: int,
-                 emit: Callable[[list[Any]], None]) -> int:
+                 emit: Callable[[list[Any]], None], fault: str | None = None) -> int:
     """Emit (in batches) the ring's entries start..end-1 slower than the
     threshold; entries the ring overwrote meanwhile are skipped."""
+    inject(fault)
     batch = []
     for seq in range(max(start, end - len(ring)), end):
         entry = ring[seq % len(ring)]
@@ -79,18 +83,21 @@ def scan_slowlog(ring: list[Any], start: int, end: int, threshold_us: int,
     return end
 
 
-def bgsave(data: dict[bytes, Any], expires: dict[bytes, int], path: str) -> int:
+def bgsave(data: dict[bytes, Any], expires: dict[bytes, int], path: str,
+           fault: str | None = None) -> int:
     """Write the dataset (lists back in Redis order) to path."""
+    inject(fault)
     logical = {k: (v[::-1] if type(v) is list else v) for k, v in data.items()}
     return write_dump(logical, expires, path)
 
 
-def expire_in_orbit(expires: dict[bytes, int], now: int) -> int:
-    return expire_cycle(expires, now, orbitpy.push)
+def expire_in_orbit(expires: dict[bytes, int], now: int, fault: str | None) -> int:
+    return expire_cycle(expires, now, orbitpy.push, fault)
 
 
-def slowlog_in_orbit(ring: list[Any], start: int, end: int, threshold_us: int) -> int:
-    return scan_slowlog(ring, start, end, threshold_us, orbitpy.push)
+def slowlog_in_orbit(ring: list[Any], start: int, end: int, threshold_us: int,
+                     fault: str | None) -> int:
+    return scan_slowlog(ring, start, end, threshold_us, orbitpy.push, fault)
 
 
 # -- running them ------------------------------------------------------------
@@ -111,6 +118,7 @@ class Tasks:
         self.saves = 0
         self._fork_pid = 0
         self.failures = 0
+        self.faults: dict[str, str] = {}  # task -> fault its next run gets
         self._last_failure: dict[str, str] = {}
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,10 +184,12 @@ class Tasks:
         while True:
             await asyncio.sleep(TASK_PERIOD_S)
             if self.mode == "inline":
-                expire_cycle(self.ks.expires, now_ms(), self._apply_expired)
+                expire_cycle(self.ks.expires, now_ms(), self._apply_expired,
+                             self.take_fault("expiry"))
                 continue
             try:
-                fut = self._expire_orbit.call_async(self.ks.expires, now_ms())
+                fut = self._expire_orbit.call_async(self.ks.expires, now_ms(),
+                                                    self.take_fault("expiry"))
                 await asyncio.wrap_future(fut)
                 for keys in fut.updates():
                     self._apply_expired(keys)
@@ -193,7 +203,8 @@ class Tasks:
                 continue
             try:
                 fut = self._slowlog_orbit.call_async(
-                    self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us)
+                    self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
+                    self.take_fault("slowlog"))
                 self.slowlog_seen = await asyncio.wrap_future(fut)
                 for batch in fut.updates():
                     self._log_slow(batch)
@@ -205,7 +216,8 @@ class Tasks:
         assert loop is not None
         while not self._stop.wait(TASK_PERIOD_S):
             expire_cycle(self.ks.expires, now_ms(),
-                         lambda keys: loop.call_soon_threadsafe(self._apply_expired, keys))
+                         lambda keys: loop.call_soon_threadsafe(self._apply_expired, keys),
+                         self.take_fault("expiry"))
 
     def _slowlog_thread(self) -> None:
         loop = self._loop
@@ -213,7 +225,8 @@ class Tasks:
         while not self._stop.wait(TASK_PERIOD_S):
             self.slowlog_seen = scan_slowlog(
                 self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
-                lambda batch: loop.call_soon_threadsafe(self._log_slow, batch))
+                lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
+                self.take_fault("slowlog"))
 
     # -- saving ------------------------------------------------------------------
     def save(self) -> None:
@@ -232,14 +245,16 @@ class Tasks:
         if self.mode == "orbit":
             # The snapshot is taken before call_async returns: the file will
             # hold the dataset as of this command.
-            fut = self._bgsave_orbit.call_async(self.ks.data, self.ks.expires, self.dump_path)
+            fut = self._bgsave_orbit.call_async(self.ks.data, self.ks.expires, self.dump_path,
+                                                self.take_fault("bgsave"))
             self._bg.append(loop.create_task(self._await_bgsave(asyncio.wrap_future(fut))))
             return None
+        fault = self.take_fault("bgsave")
         pid = os.fork()
         if pid == 0:  # the child: write and leave without running any of main's clean-up
             code = 1
             try:
-                bgsave(self.ks.data, self.ks.expires, self.dump_path)
+                bgsave(self.ks.data, self.ks.expires, self.dump_path, fault)
                 code = 0
             finally:
                 os._exit(code)
@@ -273,6 +288,9 @@ class Tasks:
         if ok:
             self.lastsave = int(time.time())
             self.saves += 1
+
+    def take_fault(self, task: str) -> str | None:
+        return self.faults.pop(task, None)
 
     def _failed(self, task: str, e: BaseException) -> None:
         """Report a task's failure, once until it fails differently or succeeds."""
