@@ -34,7 +34,8 @@ class KVServer:
             cwd=KVSERVER, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -71,6 +72,11 @@ class KVServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
+        if hasattr(self, "client"):
+            self.client.close()
+        self.reader.join(timeout=30)  # its output ends with the process
+        if not self.reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
 
