@@ -1,0 +1,319 @@
+"""The auxiliary tasks: BGSAVE, the slow log and active expiry.
+
+Each runs in one of three forms (``--tasks``):
+
+- ``orbit``: in an orbitpy orbit, on a snapshot of the arena taken when the
+  call is issued; results come back as pushed updates that main applies in
+  the event loop, between commands.
+- ``thread``: the same code in a thread of main, on the live data.
+- ``inline``: as Redis does it: BGSAVE forks (the child writes the file, the
+  parent reaps it), expiry runs in the event loop, the slow log is kept by the
+  command path itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orbitpy
+
+from .dumpfile import write_dump
+from .faults import inject
+from .keyspace import Keyspace, now_ms, own
+
+EXPIRE_SAMPLE = 20          # keys sampled per round (Redis: ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)
+EXPIRE_REPEAT_ABOVE = 0.25  # sample again while more than this share was expired
+EXPIRE_BUDGET_S = 0.025     # per cycle (Redis: 25% of a 100 ms cycle)
+TASK_PERIOD_S = 0.1         # expiry and slow-log cycles: 10 per second (Redis's hz)
+RING_SIZE = 4096            # command timings main keeps for the slow-log task
+SLOWLOG_MAX_ARGS = 32       # as Redis: argv kept per entry ...
+SLOWLOG_MAX_ARG_LEN = 128   # ... and bytes per argument
+
+
+# -- the tasks' code (the same in an orbit, a thread, or inline) ---------------
+def expire_cycle(expires: dict[bytes, int], now: int, emit: Callable[[list[bytes]], None],
+                 fault: str | None = None) -> int:
+    """Redis's adaptive active expiry: sample 20 keys with a TTL; emit those
+    expired; repeat while more than 25% of a sample was expired (and within
+    the cycle's time budget).  Returns how many keys were emitted."""
+    inject(fault)
+    candidates = list(expires)
+    deadline = time.monotonic() + EXPIRE_BUDGET_S
+    found = 0
+    while candidates:
+        expired = []
+        n = min(EXPIRE_SAMPLE, len(candidates))
+        for _ in range(n):
+            i = random.randrange(len(candidates))
+            key = candidates[i]
+            candidates[i] = candidates[-1]  # sample without replacement
+            candidates.pop()
+            if expires.get(key, now + 1) <= now:
+                expired.append(key)
+        if expired:
+            emit(expired)
+            found += len(expired)
+        if len(expired) <= n * EXPIRE_REPEAT_ABOVE or time.monotonic() > deadline:
+            break
+    return found
+
+
+def scan_slowlog(ring: list[Any], start: int, end: int, threshold_us: int,
+                 emit: Callable[[list[Any]], None], fault: str | None = None) -> int:
+    """Emit (in batches) the ring's entries start..end-1 slower than the
+    threshold; entries the ring overwrote meanwhile are skipped."""
+    inject(fault)
+    batch = []
+    for seq in range(max(start, end - len(ring)), end):
+        entry = ring[seq % len(ring)]
+        if entry is not None and entry[0] == seq and entry[2] >= threshold_us:
+            batch.append((entry[1], entry[2], list(entry[3])))
+            if len(batch) >= 256:
+                emit(batch)
+                batch = []
+    if batch:
+        emit(batch)
+    return end
+
+
+def bgsave(data: dict[bytes, Any], expires: dict[bytes, int], path: str,
+           fault: str | None = None) -> int:
+    """Write the dataset (lists back in Redis order) to path."""
+    inject(fault)
+    logical = {k: (v[::-1] if type(v) is list else v) for k, v in data.items()}
+    return write_dump(logical, expires, path)
+
+
+def expire_in_orbit(expires: dict[bytes, int], now: int, fault: str | None) -> int:
+    return expire_cycle(expires, now, orbitpy.push, fault)
+
+
+def slowlog_in_orbit(ring: list[Any], start: int, end: int, threshold_us: int,
+                     fault: str | None) -> int:
+    return scan_slowlog(ring, start, end, threshold_us, orbitpy.push, fault)
+
+
+# -- running them ------------------------------------------------------------
+class Tasks:
+    def __init__(self, mode: str, arena: orbitpy.Arena, ks: Keyspace, dump_path: str) -> None:
+        self.mode, self.arena, self.ks, self.dump_path = mode, arena, ks, dump_path
+        self.slowlog_threshold_us = 10_000
+        self.slowlog: collections.deque[list[Any]] = collections.deque(maxlen=128)
+        self.slowlog_next_id = 0
+        self.slowlog_seen = 0      # ring entries the slow-log task has looked at
+        self.seq = 0               # ring entries written
+        with arena:
+            self.ring: list[Any] = [None] * RING_SIZE
+        self.active_expired = 0
+        self.lastsave = int(time.time())
+        self.bgsave_in_progress = False
+        self.last_bgsave_ok = True
+        self.saves = 0
+        self._fork_pid = 0
+        self.failures = 0
+        self.faults: dict[str, str] = {}  # task -> fault its next run gets
+        self._last_failure: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bg: list[asyncio.Task[None]] = []
+        self._threads: list[threading.Thread] = []
+        if mode == "orbit":
+            self._expire_orbit = orbitpy.orbit(name="kv-expiry", timeout=5)(expire_in_orbit)
+            self._slowlog_orbit = orbitpy.orbit(name="kv-slowlog", timeout=5)(slowlog_in_orbit)
+            self._bgsave_orbit = orbitpy.orbit(name="kv-bgsave", timeout=600)(bgsave)
+
+    # -- the command path ---------------------------------------------------
+    def record(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
+        """Called for every command (inside ``with arena:`` but inline)."""
+        if self.mode == "inline":  # Redis: the command path keeps the slow log itself
+            if 0 <= self.slowlog_threshold_us <= dur_us:
+                self._log_slow([(start_us, dur_us, _trim(argv))])
+            return
+        try:  # argv copied in here, so that calls find nothing to copy into a full arena
+            self.ring[self.seq % RING_SIZE] = (self.seq, start_us, dur_us, tuple(
+                own(a[:SLOWLOG_MAX_ARG_LEN]) for a in argv[:SLOWLOG_MAX_ARGS]))
+        except MemoryError:  # the arena is full: this timing is lost, the command stands
+            self.ring[self.seq % RING_SIZE] = None
+        self.seq += 1
+
+    def record_in_arena(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
+        if self.mode == "inline":  # nothing of it goes to the arena
+            self.record(argv, start_us, dur_us)
+            return
+        try:
+            with self.arena:
+                self.record(argv, start_us, dur_us)
+        except MemoryError:
+            pass
+
+    def _log_slow(self, entries: list[Any]) -> None:
+        for start_us, dur_us, argv in entries:
+            self.slowlog.appendleft([self.slowlog_next_id, start_us // 1_000_000, dur_us,
+                                     argv, b"", b""])
+            self.slowlog_next_id += 1
+
+    def _apply_expired(self, keys: list[bytes]) -> None:
+        """Main applies deletions an expiry task proposed, if still due."""
+        now = now_ms()
+        with self.arena:
+            for key in keys:
+                if self.ks.expire_if_due(key, now):
+                    self.active_expired += 1
+
+    # -- periodic cycles ------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if self.mode == "thread":
+            for target in (self._expire_thread, self._slowlog_thread):
+                t = threading.Thread(target=target, name=target.__name__, daemon=True)
+                t.start()
+                self._threads.append(t)
+        else:
+            self._bg.append(loop.create_task(self._expire_loop()))
+            if self.mode == "orbit":
+                self._bg.append(loop.create_task(self._slowlog_loop()))
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TASK_PERIOD_S)
+            if self.mode == "inline":
+                expire_cycle(self.ks.expires, now_ms(), self._apply_expired,
+                             self.take_fault("expiry"))
+                continue
+            try:
+                fut = self._expire_orbit.call_async(self.ks.expires, now_ms(),
+                                                    self.take_fault("expiry"))
+                await asyncio.wrap_future(fut)
+                for keys in fut.updates():
+                    self._apply_expired(keys)
+            except Exception as e:  # crashed, timed out (it restarts), or a bug: log, go on
+                self._failed("expiry", e)
+
+    async def _slowlog_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TASK_PERIOD_S)
+            if self.seq == self.slowlog_seen:
+                continue
+            try:
+                fut = self._slowlog_orbit.call_async(
+                    self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
+                    self.take_fault("slowlog"))
+                self.slowlog_seen = await asyncio.wrap_future(fut)
+                for batch in fut.updates():
+                    self._log_slow(batch)
+            except Exception as e:
+                self._failed("slowlog", e)
+
+    def _expire_thread(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while not self._stop.wait(TASK_PERIOD_S):
+            expire_cycle(self.ks.expires, now_ms(),
+                         lambda keys: loop.call_soon_threadsafe(self._apply_expired, keys),
+                         self.take_fault("expiry"))
+
+    def _slowlog_thread(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while not self._stop.wait(TASK_PERIOD_S):
+            self.slowlog_seen = scan_slowlog(
+                self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
+                lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
+                self.take_fault("slowlog"))
+
+    # -- saving ------------------------------------------------------------------
+    def save(self) -> None:
+        """SAVE: write the file from main, blocking every client (as Redis)."""
+        bgsave(self.ks.data, self.ks.expires, self.dump_path)
+        self.lastsave = int(time.time())
+        self.saves += 1
+
+    def start_bgsave(self) -> str | None:
+        """Start a BGSAVE; an error message if one is already running."""
+        if self.bgsave_in_progress:
+            return "ERR Background save already in progress"
+        loop = self._loop
+        assert loop is not None
+        self.bgsave_in_progress = True
+        if self.mode == "orbit":
+            # The snapshot is taken before call_async returns: the file will
+            # hold the dataset as of this command.
+            fut = self._bgsave_orbit.call_async(self.ks.data, self.ks.expires, self.dump_path,
+                                                self.take_fault("bgsave"))
+            self._bg.append(loop.create_task(self._await_bgsave(asyncio.wrap_future(fut))))
+            return None
+        fault = self.take_fault("bgsave")
+        pid = os.fork()
+        if pid == 0:  # the child: write and leave without running any of main's clean-up
+            code = 1
+            try:
+                bgsave(self.ks.data, self.ks.expires, self.dump_path, fault)
+                code = 0
+            finally:
+                os._exit(code)
+        self._fork_pid = pid
+        if self.mode == "thread":
+            waiter = loop.run_in_executor(None, os.waitpid, pid, 0)
+        else:
+            waiter = loop.create_task(self._poll_child(pid))
+        self._bg.append(loop.create_task(self._await_bgsave(waiter)))
+        return None
+
+    async def _poll_child(self, pid: int) -> tuple[int, int]:
+        while True:  # Redis checks its child in serverCron, 10 times a second
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                return got, status
+            await asyncio.sleep(TASK_PERIOD_S)
+
+    async def _await_bgsave(self, waiter: Any) -> None:
+        try:
+            result = await waiter
+            ok = True
+            if self.mode != "orbit":
+                self._fork_pid = 0
+                ok = os.waitstatus_to_exitcode(result[1]) == 0
+        except Exception as e:  # an orbit error: the orbit restarts, the next BGSAVE runs
+            self._failed("bgsave", e)
+            ok = False
+        self.bgsave_in_progress = False
+        self.last_bgsave_ok = ok
+        if ok:
+            self.lastsave = int(time.time())
+            self.saves += 1
+
+    def take_fault(self, task: str) -> str | None:
+        return self.faults.pop(task, None)
+
+    def _failed(self, task: str, e: BaseException) -> None:
+        """Report a task's failure, once until it fails differently or succeeds."""
+        self.failures += 1
+        text = f"kvserver: {task} task failed: {type(e).__name__}: {e}"
+        if self._last_failure.get(task) != text:
+            self._last_failure[task] = text
+            print(text, flush=True)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for task in self._bg:
+            task.cancel()
+        if self._fork_pid:
+            try:
+                os.kill(self._fork_pid, 9)
+                os.waitpid(self._fork_pid, 0)
+            except ChildProcessError:
+                pass
+        for t in self._threads:
+            t.join(timeout=5)
+        orbitpy.shutdown(wait=False, cancel_futures=True)
+
+
+def _trim(argv: list[bytes]) -> list[bytes]:
+    return [a[:SLOWLOG_MAX_ARG_LEN] for a in argv[:SLOWLOG_MAX_ARGS]]
