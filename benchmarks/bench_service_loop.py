@@ -32,12 +32,19 @@ pytest runs a short loop (10 s, ``ORBITPY_BENCH_SERVICE_S`` to change it):
 
 Standalone, for the long run (prints a JSON summary):
 
-    python -m benchmarks.bench_service_loop --seconds 120 [--reads]
+    python -m benchmarks.bench_service_loop --seconds 120 [--reads] [--asyncio]
+
+``--asyncio`` runs the same loop on an asyncio event loop instead: the
+request batches are a task ticking every 10 ms, the orbit calls a task
+awaiting ``fn.acall(...)`` every 100 ms, and the largest *loop stall* (how
+late a tick ran: the time the loop was held by something else) is reported
+alongside the call times.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import gc
 import json
@@ -214,6 +221,116 @@ def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
     return out
 
 
+async def run_loop_asyncio(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
+                           fn: Any) -> dict[str, Any]:
+    """run_loop's service on an asyncio loop, the calls made with acall;
+    adds the largest loop stall (a tick's lateness) to its measurements."""
+    requests_per_tick = max(1, int(ALLOCS_PER_S * TICK_S / ALLOCS_PER_REQUEST))
+    cache: collections.deque[Any] = collections.deque(
+        maxlen=int(CACHE_SECONDS / TICK_S) * requests_per_tick)
+    changed: set[int] = set()
+    call_ms: list[float] = []
+    issue_ms: list[float] = []  # how long acall() itself held the loop
+    pages: list[int] = []
+    late_ms: list[float] = []
+    late_gc: list[bool] = []  # a full collection ran since the previous tick
+    counts = {"allocations": 0}
+    full = FullCollections()
+    start = time.perf_counter()
+    end = start + seconds
+
+    async def requests() -> None:
+        rid = victim = 0
+        next_tick = start
+        seen_full = 0
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                return
+            late_ms.append(max(0.0, (now - next_tick) * 1e3))
+            late_gc.append(full.count != seen_full)
+            seen_full = full.count
+            for _ in range(requests_per_tick):
+                rid += 1
+                req: dict[str, Any] = {"id": rid, "path": "/api/item", "user": rid % N_SESSIONS}
+                payload: list[Any] = [rid, rid + 1, rid + 2]
+                req["payload"] = payload
+                payload.append(req)
+                cache.append((rid, req))
+            counts["allocations"] += requests_per_tick * ALLOCS_PER_REQUEST
+            with arena:
+                for k in range(ARENA_UPDATES_PER_TICK):
+                    i = (rid * 7919 + k * 104729) % N_SESSIONS
+                    s = sessions[i]
+                    s.version += 1
+                    s.last = (rid, now)
+                    changed.add(i)
+                victim = (victim + 15485863) % N_SESSIONS
+                old = sessions[victim]
+                new = Session(old.sid, old.user)
+                new.version = old.version + 1
+                new.last = (rid, now)
+                old.last = (rid, old)  # type: ignore[assignment]  # cyclic garbage
+                sessions[victim] = new
+                changed.add(victim)
+                counts["allocations"] += ARENA_UPDATES_PER_TICK + 3
+            del old, new
+            next_tick += TICK_S
+            await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+
+    async def calls() -> None:
+        pages_before = fn.orbit.stats()["pages_copied"]
+        next_call = start
+        while time.perf_counter() < end:
+            ids = sorted(changed)
+            changed.clear()
+            expect = read_changed(sessions, ids)
+            t0 = time.perf_counter()
+            fut = fn.acall(sessions, ids)
+            issue_ms.append((time.perf_counter() - t0) * 1e3)
+            got = await fut
+            call_ms.append((time.perf_counter() - t0) * 1e3)
+            if got != expect:
+                raise AssertionError(f"orbit read {got}, main has {expect}")
+            p = fn.orbit.stats()["pages_copied"]
+            pages.append(p - pages_before)
+            pages_before = p
+            next_call += CALL_EVERY_S
+            await asyncio.sleep(max(0.0, next_call - time.perf_counter()))
+
+    with full:
+        await asyncio.gather(requests(), calls())
+    elapsed = time.perf_counter() - start
+    st = arena.stats()
+    out: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "mode": "asyncio, acall",
+        "seconds": round(elapsed, 1),
+        "calls": len(call_ms),
+        "allocations_per_s": round(counts["allocations"] / elapsed),
+        "full_collections": full.count,
+        "full_collection_ms_max": round(max(full.ms, default=0.0), 1),
+        "call_ms_p50": round(statistics.median(call_ms), 3) if call_ms else 0.0,
+        "call_ms_p99": round(_pct(call_ms, 0.99), 3),
+        "call_ms_max": round(max(call_ms, default=0.0), 3),
+        "acall_issue_ms_p50": round(statistics.median(issue_ms), 3) if issue_ms else 0.0,
+        "acall_issue_ms_max": round(max(issue_ms, default=0.0), 3),
+        "loop_stall_ms_p50": round(statistics.median(late_ms), 3) if late_ms else 0.0,
+        "loop_stall_ms_p99": round(_pct(late_ms, 0.99), 3),
+        "loop_stall_ms_max": round(max(late_ms, default=0.0), 3),
+        # the stalls CPython's own full collections do not explain
+        "loop_stall_ms_max_no_full_collection": round(max(
+            (ms for ms, g in zip(late_ms, late_gc, strict=True) if not g), default=0.0), 3),
+        "pages_copied_p50": int(statistics.median(pages)) if pages else 0,
+        "pages_copied_max": max(pages, default=0),
+        "arena_pages_in_use": st["used"] // PAGE,
+    }
+    out["max_call_copied_pct_of_arena"] = round(
+        100.0 * out["pages_copied_max"] / max(1, out["arena_pages_in_use"]), 1)
+    out["_call_ms"] = call_ms
+    return out
+
+
 def reads_effect(arena: orbitpy.Arena, sessions: list[Session], fn: Any,
                  rounds: int = 5) -> dict[str, Any]:
     """Issue 9 item 6: main reads every session (no writes), then calls.
@@ -247,7 +364,7 @@ def reads_effect(arena: orbitpy.Arena, sessions: list[Session], fn: Any,
             "arena_pages_in_use": arena.stats()["used"] // PAGE}
 
 
-def run(seconds: float, reads: bool = False) -> dict[str, Any]:
+def run(seconds: float, reads: bool = False, use_asyncio: bool = False) -> dict[str, Any]:
     arena = orbitpy.arena(ARENA_BYTES)
     fn = orbitpy.orbit(name="bench-service-loop", timeout=60)(read_changed)
     sessions: list[Session] = []
@@ -261,7 +378,10 @@ def run(seconds: float, reads: bool = False) -> dict[str, Any]:
             # that the growth schedule counts from here.
             collect_arenas()
         fn(sessions, [0])
-        out = run_loop(seconds, arena, sessions, fn)
+        if use_asyncio:
+            out = asyncio.run(run_loop_asyncio(seconds, arena, sessions, fn))
+        else:
+            out = run_loop(seconds, arena, sessions, fn)
         if reads:
             out["reads"] = reads_effect(arena, sessions, fn)
         return out
@@ -290,13 +410,25 @@ def test_service_loop(benchmark: Any) -> None:
     replay(benchmark, samples, "orbit call in a service loop")
 
 
+def test_service_loop_asyncio(benchmark: Any) -> None:
+    from ._benchutil import replay
+
+    seconds = float(os.environ.get("ORBITPY_BENCH_SERVICE_S", "") or 10)
+    out = run(seconds, use_asyncio=True)
+    samples = [ms / 1e3 for ms in out.pop("_call_ms")]
+    benchmark.extra_info.update(out)
+    replay(benchmark, samples, "acall in an asyncio service loop")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--reads", action="store_true",
                     help="also measure a call after main reads every session")
+    ap.add_argument("--asyncio", action="store_true",
+                    help="run the loop on asyncio, the calls with acall; report loop stalls")
     args = ap.parse_args(argv)
-    out = run(args.seconds, args.reads)
+    out = run(args.seconds, args.reads, args.asyncio)
     out.pop("_call_ms")
     print(json.dumps(out, indent=2))
     return 0
