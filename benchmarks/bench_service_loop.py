@@ -24,7 +24,8 @@ snapshot per call (``handle.stats()`` deltas), the arena's pages in use, and
 how many full (generation 2) collections main ran (``gc.callbacks``).
 
 ``reads_effect()`` measures issue 9 item 6: what main merely *reading* every
-session (a sweep, no writes) costs the next call.
+session (a sweep, no writes) costs the next call: its time, the pages it
+copied (pages_copied) and the pages its check looked at again.
 
 pytest runs a short loop (10 s, ``ORBITPY_BENCH_SERVICE_S`` to change it):
 
@@ -336,6 +337,7 @@ def reads_effect(arena: orbitpy.Arena, sessions: list[Session], fn: Any,
     """Issue 9 item 6: main reads every session (no writes), then calls.
     Against a call after nothing happened at all."""
     quiet_ms, quiet_pages, read_ms, read_pages = [], [], [], []
+    checked, check_ms = [], []
     gc_was = gc.isenabled()
     gc.disable()  # only the reads, not a collection, may dirty pages here
     try:
@@ -350,10 +352,14 @@ def reads_effect(arena: orbitpy.Arena, sessions: list[Session], fn: Any,
             total = 0
             for s in sessions:  # a sweep: reads only
                 total += s.version
+            c0 = arena.stats()["checks"]
             t0 = time.perf_counter()
             fn(sessions, [0])
             read_ms.append((time.perf_counter() - t0) * 1e3)
             read_pages.append(fn.orbit.stats()["pages_copied"] - p1)
+            c1 = arena.stats()["checks"]
+            checked.append(c1["pages"] - c0["pages"])
+            check_ms.append((c1["ns"] - c0["ns"]) / 1e6)
     finally:
         if gc_was:
             gc.enable()
@@ -361,6 +367,8 @@ def reads_effect(arena: orbitpy.Arena, sessions: list[Session], fn: Any,
             "quiet_call_pages": int(statistics.median(quiet_pages)),
             "after_read_sweep_call_ms": round(statistics.median(read_ms), 3),
             "after_read_sweep_pages": int(statistics.median(read_pages)),
+            "after_read_sweep_pages_checked": int(statistics.median(checked)),
+            "after_read_sweep_check_ms": round(statistics.median(check_ms), 3),
             "arena_pages_in_use": arena.stats()["used"] // PAGE}
 
 

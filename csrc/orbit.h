@@ -120,6 +120,12 @@ int orbit_area_changed(struct orbit_area *area, orbit_page_run_fn fn, void *ctx)
  * call, after the prepare hook, under the area's lock: it must not call back
  * into the area.  Backends that do not copy pages (a kernel sharing them
  * copy-on-write) never call it, so the orbit must be correct without it.
+ * A backend may run it on a scratch copy of a page and, when the result
+ * equals what the orbit's copy holds already (main only wrote what the
+ * filter rewrites: reference counts, for a runtime), leave the orbit's copy
+ * alone: such a page is not counted in pages_copied (so a runtime may set
+ * a filter that rewrites nothing to have pages compared).  The filter must give
+ * the same output for the same page, marks and input whenever it runs.
  * NULL removes the filter.  Returns 0, or -EPERM inside an orbit.
  */
 typedef void (*orbit_copy_filter_fn)(void *ctx, size_t first_page, size_t npages, void *dst);

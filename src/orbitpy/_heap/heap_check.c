@@ -302,7 +302,8 @@ void chk_get_stats(struct chk_stats *st)
  * has nothing to drop before its next call.  Objects the checker has not
  * marked keep their counts there: reading them costs a fault, as before.
  * Runs in main right after the call's check (GIL held), so the marks are
- * those the call was checked with.
+ * those the call was checked with.  Before 3.12 it rewrites nothing: it is
+ * there for the comparison the snapshot makes (orbit_area_set_copy_filter).
  */
 void chk_copy_filter(void *ctx, size_t first, size_t npages, void *dst)
 {
@@ -312,7 +313,7 @@ void chk_copy_filter(void *ctx, size_t first, size_t npages, void *dst)
 	size_t w0 = (first << PAGE_SHIFT) >> GRAN_SHIFT >> 6;
 	size_t w1 = ((first + npages) << PAGE_SHIFT) >> GRAN_SHIFT >> 6;
 
-	if (!ca || first + npages > ca->npages)
+	if (!PYVER_HAS_IMMORTAL || !ca || first + npages > ca->npages)
 		return;
 	for (size_t w = w0; w < w1; w++) {
 		for (uint64_t x = ca->obj[w]; x; x &= x - 1) {

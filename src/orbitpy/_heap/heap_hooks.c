@@ -73,8 +73,10 @@ struct heap_area *heap_register(struct orbit_area *area)
 		return NULL;
 	}
 	ha->area = area;
-	if (PYVER_HAS_IMMORTAL)
-		orbit_area_set_copy_filter(area, chk_copy_filter, ha);
+	/* Also where counts cannot be made immortal (3.11): with a filter the
+	 * snapshot compares pages main wrote with the orbit's copy, and a read
+	 * sweep (counts up, then back down) copies nothing. */
+	orbit_area_set_copy_filter(area, chk_copy_filter, ha);
 	recompute_span();
 	return ha;
 }
