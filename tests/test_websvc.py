@@ -262,3 +262,73 @@ def test_service_with_thread_tasks_reports_a_stall(run_service: Callable[..., Se
     server.proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM), server.output()[-3000:]
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, comm) of the live children of `pid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            out.append((int(d), comm))
+    return out
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_gunicorn_workers_each_run_their_own_orbits(preload: bool, tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = dict(os.environ, WEBSVC_BIND=f"127.0.0.1:{port}", WEBSVC_WORKERS="2",
+               WEBSVC_TASKS="orbit")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "websvc/gunicorn_conf.py",
+             *(["--preload"] if preload else []), "websvc.app:app"],
+            cwd=WEBSVC, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        def each_worker_has_its_orbits() -> list[int]:
+            workers = [p for p, comm in children(proc.pid)]
+            if len(workers) != 2:
+                return []
+            for w in workers:
+                names = sorted(comm for _, comm in children(w))
+                if names != ["orbit:websvc-ex", "orbit:websvc-me", "orbit:websvc-wa"]:
+                    return []
+            return workers
+
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while not workers and time.monotonic() < deadline:
+            workers = each_worker_has_its_orbits()
+            time.sleep(0.2)
+        assert workers, f"workers and their orbits:\n{log.read_text()}"
+        # the master itself runs no orbit
+        assert all(not comm.startswith("orbit:") for _, comm in children(proc.pid))
+        orbit_pids = {p for w in workers for p, _ in children(w)}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as c:
+            for i in range(20):
+                r = c.post("/sessions", json={"user": f"g{i}"})
+                assert r.status_code == 201
+                assert c.get(f"/sessions/{r.json()['sid']}").status_code == 200
+            assert c.get("/health").json()["worker"] in workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        deadline = time.monotonic() + 10
+        while any(alive_as_orbit(p) for p in orbit_pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive_as_orbit(p) for p in orbit_pids)
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
