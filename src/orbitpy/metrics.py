@@ -81,7 +81,10 @@ class OrbitCollector:
             LATENCY, "Orbit call durations, from issue to main taking the answer",
             labels=["orbit"])
         for label, h in _live_orbits():
-            st = h.stats()
+            try:
+                st = h.stats()
+            except Exception:
+                continue  # closed by another thread while we looked
             for name, key, _ in COUNTERS:
                 counters[name].add_metric([label], st[key])
             up.add_metric([label], 1 if st["pid"] else 0)
