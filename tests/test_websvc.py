@@ -115,6 +115,17 @@ def sample(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def terminate(server: Server) -> None:
+    """SIGTERM; the service must end within 30 s.  uvicorn shuts down
+    gracefully, then re-raises the signal it caught: status 0 or -SIGTERM."""
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no exit 30 s after SIGTERM:\n{server.output()[-3000:]}") from None
+    assert rc in (0, -signal.SIGTERM), server.output()[-3000:]
+
+
 def orbit_pids(server: Server) -> set[int]:
     tasks = server.client.get("/debug/tasks").json()["tasks"]
     return {t["pid"] for t in tasks.values() if t.get("pid")}
@@ -234,9 +245,7 @@ def test_service_in_orbits_answers_reports_and_survives_crashes(
     # SIGTERM: the server ends, and with it every orbit process it had.
     pids = before | orbit_pids(server)
     assert pids and all(p not in (0, server.proc.pid) for p in pids)
-    server.proc.send_signal(signal.SIGTERM)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught
-    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM), server.output()[-3000:]
+    terminate(server)
     until(lambda: not any(alive_as_orbit(p) for p in pids), "orbits gone", server, 10)
     assert "Application shutdown complete" in server.output()
 
@@ -259,9 +268,7 @@ def test_service_with_thread_tasks_reports_a_stall(run_service: Callable[..., Se
     assert sample(m, "websvc_task_runs_total", task="watchdog", mode="thread") > 0
     assert not any(name.startswith("orbitpy_calls_total") and dict(labels).get("orbit", "")
                    .startswith("websvc-") for name, labels in m)
-    server.proc.send_signal(signal.SIGTERM)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught
-    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM), server.output()[-3000:]
+    terminate(server)
 
 
 def children(pid: int) -> list[tuple[int, str]]:

@@ -48,6 +48,7 @@ class Service:
         self.registry.register(_ServiceCollector(self))
         orbitpy.metrics.register(self.registry)
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # -- the loops
 
@@ -62,7 +63,9 @@ class Service:
     async def _loop(self, name: str, every: float,
                     step: Callable[[], Awaitable[None]]) -> None:
         status = self.runner.status[name]
-        while True:
+        # Not only cancel(): on Python 3.11 asyncio.wait_for (ThreadRunner)
+        # swallows a cancellation that arrives as the awaited run completes.
+        while not self._stopping:
             started = time.monotonic()
             try:
                 await step()
@@ -111,6 +114,7 @@ class Service:
             self.expired += self.state.expire_sessions(batch)
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
