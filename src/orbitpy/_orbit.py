@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 
 from . import _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
+from ._latency import CallLatency
 from ._stale import GlobalsWatch
 from .errors import (
     EXIT_OUT_OF_MEMORY,
@@ -247,6 +248,7 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
         self._timeout = timeout
         self._on_interrupt = on_interrupt
         self._resolve_lock = threading.Lock()
+        self._issued = time.perf_counter()  # for handle.latency; see call_async
         self._dispatched = False
 
     # Waiters of concurrent.futures.wait()/as_completed() are appended to
@@ -303,6 +305,7 @@ class OrbitFuture(concurrent.futures.Future, Generic[R]):
                 self._finish(value, None)
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:
+        self._handle.latency.observe(time.perf_counter() - self._issued)
         try:
             if exc is not None:
                 self.set_exception(exc)
@@ -418,6 +421,8 @@ class OrbitHandle:
         self._dispatcher: threading.Thread | None = None
         # The globals fn reads, as each orbit process was forked with them.
         self._globals_watch = GlobalsWatch.of(fn)
+        # Durations of the calls, from issue to main taking the answer.
+        self.latency = CallLatency()
         limit = 5 if restart is True else (int(restart) if restart else 0)
         cpu_mask = 0
         for c in cpus or ():
@@ -446,6 +451,7 @@ class OrbitHandle:
                 self._fault_fd = -1
             self._queue = queue.SimpleQueue()
             self._dispatcher = None
+            self.latency = CallLatency()  # the parent's lock may be held
         if core is None:
             with self._lock:
                 if self._closed:
@@ -710,12 +716,14 @@ class OrbitHandle:
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any],
              timeout: float | None = None, on_interrupt: OnInterrupt | None = None) -> Any:
+        issued = time.perf_counter()
         core_future = self._submit(args, kwargs)
         if timeout is not None:
             core_future.set_timeout(timeout)
         try:
             ret, data = core_future.wait()
         except _core.CoreError as e:
+            self.latency.observe(time.perf_counter() - issued)
             raise self._error(e, timeout) from None
         except BaseException:
             # Interrupted while waiting (KeyboardInterrupt, or an exception
@@ -724,6 +732,7 @@ class OrbitHandle:
             if (on_interrupt or self._on_interrupt) == "kill":
                 core_future.cancel(True)
             raise
+        self.latency.observe(time.perf_counter() - issued)
         return self._decode(ret, data)
 
     def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -732,10 +741,14 @@ class OrbitHandle:
                    on_interrupt: OnInterrupt | None = None) -> OrbitFuture:
         flags = ((_core.CALL_SKIP_IF_BUSY if skip_if_busy else 0)
                  | (_core.CALL_CANCEL_QUEUED if cancel_queued else 0))
+        issued = time.perf_counter()
         core_future = self._submit(args, kwargs, flags)
         if timeout is not None:
             core_future.set_timeout(timeout)
-        return OrbitFuture(core_future, self, timeout, on_interrupt or self._on_interrupt)
+        fut: OrbitFuture = OrbitFuture(core_future, self, timeout,
+                                       on_interrupt or self._on_interrupt)
+        fut._issued = issued  # the latency includes sending the call
+        return fut
 
     def _dispatch(self, fut: OrbitFuture | _aio.AsyncOrbitFuture[Any]) -> None:
         """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
