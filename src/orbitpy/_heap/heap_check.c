@@ -734,6 +734,7 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 	PyObject *t = *slot, *c;
 	struct heap_area *ha;
 	struct heap_area *prev;
+	int was_strict;
 
 	if (!t || chk_is_static(t))
 		return 0;
@@ -755,7 +756,9 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 			    "arena.copy(value), a deep copy into the arena", Py_TYPE(t)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
+	was_strict = heap_strict(1);	/* the copy is arena state: in the arena or not at all */
 	c = copy_value(ps, t);
+	heap_strict(was_strict);
 	heap_set_current(prev);
 	if (!c)
 		return -1;
@@ -989,7 +992,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 	static PyObject *name;
 	struct heap_area *prev;
 	PyObject *descr, *d, *nd = NULL;
-	int rc = -1;
+	int rc = -1, was_strict;
 
 	if (!name && !(name = PyUnicode_InternFromString("__dict__")))
 		return -1;
@@ -999,6 +1002,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 			    Py_TYPE(op)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
+	was_strict = heap_strict(1);	/* the new dict is arena state */
 	d = PyObject_GenericGetDict(op, NULL);
 	if (d) {
 		nd = PyDict_New();
@@ -1006,6 +1010,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 		    Py_TYPE(descr)->tp_descr_set(descr, op, nd) == 0)
 			rc = 0;
 	}
+	heap_strict(was_strict);
 	heap_set_current(prev);
 	if (d)
 		drop(ps, d);	/* the old dict */
