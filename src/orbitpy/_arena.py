@@ -265,19 +265,23 @@ class Arena:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        blocks = _blocks()
-        i = self._open_block()
-        watch = blocks[i][1] if i >= 0 else None
-        # With a loop running, tasks may have interleaved their blocks.
-        refused = _objects.leave(self._heap, out_of_order=watch is not None)
-        if i >= 0:
-            del blocks[i]
+        # Out of the arena's scope before anything here allocates: a full
+        # arena would refuse it, and the thread would stay in the block.
+        _core.heap_set(None)
+        watch = None
+        try:
+            blocks = _blocks()
+            i = self._open_block()
+            watch = blocks[i][1] if i >= 0 else None
+            if i >= 0:
+                del blocks[i]
+        finally:
+            # With a loop running, tasks may have interleaved their blocks.
+            refused = _objects.leave(self._heap, out_of_order=watch is not None)
         if watch is not None and watch.spanned_await():
             watch.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
-            st = self.stats()
-            raise ArenaFull(f"arena of {st['size']} bytes has no room for {refused} more "
-                            f"bytes ({st['used']} in use)") from exc
+            raise _objects.arena_full(self, refused) from exc
 
     def _open_block(self) -> int:
         """Index in _blocks() of this thread's innermost open block of this
@@ -301,7 +305,7 @@ class Arena:
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def in_arena_async(*args: Any, **kwargs: Any) -> Any:
-                return await _scope.ScopedSteps(self._heap_for_scope(), fn(*args, **kwargs))
+                return await _scope.ScopedSteps(self, self._heap_for_scope(), fn(*args, **kwargs))
 
             return in_arena_async  # type: ignore[return-value]
         if inspect.isasyncgenfunction(fn):
@@ -311,7 +315,7 @@ class Arena:
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def in_arena_gen(*args: Any, **kwargs: Any) -> Any:
-                return _scope.ScopedSteps(self._heap_for_scope(), fn(*args, **kwargs))
+                return _scope.ScopedSteps(self, self._heap_for_scope(), fn(*args, **kwargs))
 
             return in_arena_gen  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ cdef extern from "heap.h":
     heap_area *heap_current()
     void heap_set_current(heap_area *ha)
     size_t c_heap_take_refused "heap_take_refused"(heap_area **ha)
+    void heap_put_refused(heap_area *ha, size_t n)
     void heap_after_fork_orbit() nogil
     int heap_in_orbit()
     void heap_after_collection()
@@ -232,8 +233,15 @@ def heap_set(HeapArea h):
 
 
 def heap_take_refused():
-    """Size of the last allocation an arena refused in this thread (0: none)."""
+    """Size of the last allocation an arena refused in this thread (0: none),
+    reset (which also ends the thread's falling back to the usual heap)."""
     return c_heap_take_refused(NULL)
+
+
+def heap_restore_refused(HeapArea h, size_t n):
+    """Set the thread's refusal back to n bytes refused by h (an outer
+    block's, kept aside while an inner block ran)."""
+    heap_put_refused(h.ha if h is not None else NULL, n)
 
 
 def register_classes(list types):

@@ -36,13 +36,27 @@ def _stack() -> list[Any]:
     return st
 
 
+def _outer_refusals() -> list[int]:
+    """Per open block: the refusal its enclosing block had when it was
+    entered (the thread has one refusal at a time, see heap_hooks.c)."""
+    rs: list[int] | None = getattr(_tls, "outer_refusals", None)
+    if rs is None:
+        rs = _tls.outer_refusals = []
+    return rs
+
+
 def enter(heap: Any) -> None:
     if _core.in_orbit():
         raise OrbitError("an orbit cannot allocate in an arena: its view of the arena is "
                          "a snapshot, and what it writes there is thrown away")
+    # The bookkeeping is no arena state (and an enclosing arena may be full).
+    _core.heap_set(None)
     st = _stack()
+    rs = _outer_refusals()
     st.append(heap)
-    _core.heap_take_refused()
+    # The block starts with no refusal (so allocating in its arena); the
+    # enclosing block's is set back when this one ends.
+    rs.append(int(_core.heap_take_refused()))
     _core.heap_set(heap)
 
 
@@ -50,20 +64,54 @@ def leave(heap: Any, out_of_order: bool = False) -> int:
     """Leave the innermost ``with`` of this thread; returns the size of an
     allocation the arena refused inside it (0: none).  `out_of_order`: leave
     the innermost block of `heap` even if others were entered after it (tasks
-    of an event loop that interleaved their blocks)."""
+    of an event loop that interleaved their blocks).
+
+    Once an arena refused an allocation in a block, the thread's allocations
+    fall back to the usual heap until the block ends (so that CPython can
+    unwind the MemoryError, see heap_hooks.c); leaving takes the refusal,
+    which ends that."""
+    # Out of the arena's scope first: what follows allocates, and a full
+    # arena would refuse it and leave the thread inside the block for good.
+    _core.heap_set(None)
     st = _stack()
+    rs = _outer_refusals()
     if st and st[-1] is heap:
-        st.pop()
+        i = len(st) - 1
     elif out_of_order and heap in st:
-        del st[len(st) - 1 - st[::-1].index(heap)]
+        i = len(st) - 1 - st[::-1].index(heap)
     else:
-        raise RuntimeError("arena blocks must be left in the order they were entered")
+        err = RuntimeError("arena blocks must be left in the order they were entered")
+        _core.heap_set(st[-1] if st else None)
+        raise err
+    del st[i]
+    outer = rs.pop(i)
+    if i == len(st):
+        refused = int(_core.heap_take_refused())
+        if outer:
+            _core.heap_restore_refused(st[-1] if st else None, outer)
+    else:
+        # A block entered after this one still runs (another task's): its
+        # outer refusal was this block's, and becomes this block's outer one.
+        refused = rs[i]
+        rs[i] = outer
     _core.heap_set(st[-1] if st else None)
-    refused = int(_core.heap_take_refused())
     if not st:
         _core.after_collection()  # empties the key-table free list (3.11/3.12)
         _core.rescue_tables()
     return refused
+
+
+def arena_full(arena: Any, refused: int) -> ArenaFull:
+    """The ArenaFull a block ends with after its arena refused `refused`
+    bytes; made outside any arena (an enclosing block's may be full too)."""
+    st = _stack()
+    _core.heap_set(None)
+    try:
+        stats = arena.stats()
+        return ArenaFull(f"arena of {stats['size']} bytes has no room for {refused} more "
+                         f"bytes ({stats['used']} in use)")
+    finally:
+        _core.heap_set(st[-1] if st else None)
 
 
 # ------------------------------------------------------------------ classes

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import _objects
-from .errors import OrbitError
+from .errors import ArenaFull, OrbitError
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,11 +85,14 @@ def watch_block() -> BlockWatch | None:
 class ScopedSteps(Generator[Any, Any, Any]):
     """Drives a coroutine or generator one step at a time, each step inside
     the arena's allocation scope (left again before the step's value is
-    handed on, so nothing else runs in the scope)."""
+    handed on, so nothing else runs in the scope).  A step ending with the
+    MemoryError of an allocation the arena refused raises ArenaFull, as the
+    end of a ``with arena:`` block does."""
 
-    __slots__ = ("_heap", "_inner")
+    __slots__ = ("_arena", "_heap", "_inner")
 
-    def __init__(self, heap: Any, inner: Any) -> None:
+    def __init__(self, arena: Any, heap: Any, inner: Any) -> None:
+        self._arena = arena
         self._heap = heap
         self._inner = inner
 
@@ -102,23 +105,26 @@ class ScopedSteps(Generator[Any, Any, Any]):
     def __next__(self) -> Any:
         return self.send(None)
 
-    def send(self, value: Any) -> Any:
+    def _step(self, step: Callable[..., Any], *args: Any) -> Any:
         _objects.enter(self._heap)
+        left = False
         try:
-            return self._inner.send(value)
+            return step(*args)
+        except MemoryError as e:
+            left = True
+            refused = _objects.leave(self._heap)
+            if refused and not isinstance(e, ArenaFull):
+                raise _objects.arena_full(self._arena, refused) from e
+            raise
         finally:
-            _objects.leave(self._heap)
+            if not left:
+                _objects.leave(self._heap)
+
+    def send(self, value: Any) -> Any:
+        return self._step(self._inner.send, value)
 
     def throw(self, *exc: Any) -> Any:  # type: ignore[override]
-        _objects.enter(self._heap)
-        try:
-            return self._inner.throw(*exc)
-        finally:
-            _objects.leave(self._heap)
+        return self._step(self._inner.throw, *exc)
 
     def close(self) -> None:
-        _objects.enter(self._heap)
-        try:
-            self._inner.close()
-        finally:
-            _objects.leave(self._heap)
+        self._step(self._inner.close)

@@ -33,6 +33,11 @@ struct heap_area *heap_current(void);
 void heap_set_current(struct heap_area *ha);
 /* Size of the last allocation an area refused in this thread (0: none), reset. */
 size_t heap_take_refused(struct heap_area **ha);
+/* Set it back (an outer block's refusal, kept while an inner block ran). */
+void heap_put_refused(struct heap_area *ha, size_t n);
+/* While on, allocations in the current area never fall back to the usual
+ * heap after a refusal (see heap_hooks.c); returns the previous setting. */
+int heap_strict(int on);
 /* Raw allocation in an area, outside any Python domain (for moved tables). */
 void *heap_alloc_in(struct heap_area *ha, size_t n);
 /* In a new orbit process: no current area, arena blocks are never freed. */

@@ -735,6 +735,7 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 	PyObject *t = *slot, *c;
 	struct heap_area *ha;
 	struct heap_area *prev;
+	int was_strict;
 
 	if (!t || chk_is_static(t))
 		return 0;
@@ -756,7 +757,9 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 			    "arena.copy(value), a deep copy into the arena", Py_TYPE(t)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
+	was_strict = heap_strict(1);	/* the copy is arena state: in the arena or not at all */
 	c = copy_value(ps, t);
+	heap_strict(was_strict);
 	heap_set_current(prev);
 	if (!c)
 		return -1;
@@ -990,7 +993,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 	static PyObject *name;
 	struct heap_area *prev;
 	PyObject *descr, *d, *nd = NULL;
-	int rc = -1;
+	int rc = -1, was_strict;
 
 	if (!name && !(name = PyUnicode_InternFromString("__dict__")))
 		return -1;
@@ -1000,6 +1003,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 			    Py_TYPE(op)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
+	was_strict = heap_strict(1);	/* the new dict is arena state */
 	d = PyObject_GenericGetDict(op, NULL);
 	if (d) {
 		nd = PyDict_New();
@@ -1007,6 +1011,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 		    Py_TYPE(descr)->tp_descr_set(descr, op, nd) == 0)
 			rc = 0;
 	}
+	heap_strict(was_strict);
 	heap_set_current(prev);
 	if (d)
 		drop(ps, d);	/* the old dict */

@@ -24,6 +24,7 @@ static char *span_lo, *span_hi;	/* covers every registered area */
 static _Thread_local struct heap_area *current;
 static _Thread_local struct heap_area *refused_area;
 static _Thread_local size_t refused_size;
+static _Thread_local int strict;	/* no falling back (see falls_back) */
 
 struct heap_area *heap_area_of(const void *p)
 {
@@ -121,6 +122,20 @@ void heap_set_current(struct heap_area *ha)
 	current = ha;
 }
 
+void heap_put_refused(struct heap_area *ha, size_t n)
+{
+	refused_area = n ? ha : NULL;
+	refused_size = n;
+}
+
+int heap_strict(int on)
+{
+	int was = strict;
+
+	strict = on;
+	return was;
+}
+
 size_t heap_take_refused(struct heap_area **ha)
 {
 	size_t n = refused_size;
@@ -160,11 +175,26 @@ void heap_after_collection(void)
 		pyver_freelists_off();
 }
 
+/*
+ * Once the current area refused an allocation, this thread's new blocks come
+ * from the usual heap until the refusal is taken (the `with arena:` block
+ * ends, see _objects.leave): CPython allocates while it unwinds the
+ * MemoryError (the int of a handler's instruction offset), and had that
+ * failed too, the unwinder would go back to the same handler forever.  The
+ * block still ends with ArenaFull; what it made after the refusal lives
+ * outside the arena, and the pre-call check refuses it in arena state.
+ * Strict (the check's own copies into an area): never, a copy must be in it.
+ */
+static int falls_back(void)
+{
+	return current == refused_area && !strict;
+}
+
 static void *hook_malloc(void *ctx, size_t n)
 {
 	PyMemAllocatorEx *o = ctx;
 
-	if (current)
+	if (current && !falls_back())
 		return heap_alloc_in(current, n);
 	return o->malloc(o->ctx, n);
 }
@@ -174,7 +204,7 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
 	PyMemAllocatorEx *o = ctx;
 	void *p;
 
-	if (!current)
+	if (!current || falls_back())
 		return o->calloc(o->ctx, nelem, elsize);
 	if (elsize && nelem > SIZE_MAX / elsize)
 		return NULL;
