@@ -91,9 +91,7 @@ class Server:
             self.tasks.record_in_arena(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
             return reply
         # As Redis with maxmemory: refuse a write once the arena is nearly full,
-        # before running it, so a command is not left half done.  The reserve
-        # also keeps the arena from filling to its last bytes, where CPython
-        # can hang (see _write_in_arena).
+        # before running it, so a command is not left half done.
         if name in DENYOOM and (self.arena.stats()["used"] + 2 * sum(map(len, argv))
                                 > self.maxmemory):
             return OOM
@@ -106,14 +104,9 @@ class Server:
 
 
 def _write_in_arena(srv: Server, kfn: Any, argv: list[bytes]) -> Any:
-    """Run a write command with its allocations in the arena.
-
-    Kept a small function on purpose: with a full arena CPython allocates, while
-    unwinding the MemoryError to this ``with`` block's exit, an int for the
-    raising instruction's offset when that is above 256 code units; inside the
-    arena that allocation fails too, and the unwinder loops forever (an orbitpy
-    defect: tests/test_arena_full_unwind.py).  The block never spans an await:
-    commands are synchronous."""
+    """Run a write command with its allocations in the arena (a full arena
+    ends the block with orbitpy.ArenaFull, a MemoryError).  The block never
+    spans an await: commands are synchronous."""
     with srv.arena:
         try:
             return kfn(srv.ks, argv)
