@@ -336,3 +336,42 @@ def test_threads_allocating_while_collecting(new_arena: Any, weakrefs: None) -> 
     gc.collect()
     orbitpy.collect_arenas()
     assert arena.stats()["allocations"] < 100
+
+
+_FINALIZER_SCRIPT = r"""
+import gc, subprocess, warnings
+import orbitpy
+warnings.simplefilter("always")
+arena = orbitpy.arena(16 << 20)
+class Cyclic:
+    def __init__(self):
+        self.me = self
+        self.p = subprocess.Popen(["sleep", "5"])
+objs = [Cyclic() for _ in range(20)]
+del objs
+with arena:
+    gc.collect()  # the garbage's finalizers run inside the block
+assert not arena.contains(subprocess._active)
+assert not arena.contains(getattr(subprocess, "__warningregistry__", None))
+@orbitpy.orbit(timeout=30)
+def f():
+    p = subprocess.Popen(["true"])
+    del p  # its __del__ warns and may append to subprocess._active
+    return 1
+assert f() == 1
+f.orbit.close()
+print("ok")
+"""
+
+
+def test_collection_inside_a_block_runs_finalizers_outside_the_arena() -> None:
+    """Finalizers a collection runs while a thread is inside `with arena:`
+    allocate in the heap: interpreter-wide state (subprocess._active, a
+    module's __warningregistry__) must not point into the arena, where an
+    orbit whose call maps no arena would fault."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", _FINALIZER_SCRIPT],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

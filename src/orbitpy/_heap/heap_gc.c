@@ -86,8 +86,36 @@ static void after_full_collection(void)
 	}
 }
 
+/*
+ * A collection runs finalizers (__del__, weakref callbacks) of unrelated
+ * garbage; run inside a `with arena:` block they would allocate in the arena
+ * (a dropped subprocess.Popen appends itself to subprocess._active, a warning
+ * creates a module's __warningregistry__), leaving interpreter-wide state
+ * pointing into the arena, where an orbit whose call maps no arena faults.
+ * So the thread's arena scope is off from a collection's start to its stop.
+ * Collections do not nest; the scope is per thread, as this is.
+ */
+static __thread struct heap_area *scope_during_collection;
+static __thread int scope_saved;
+
+static void arena_scope_off_for_collection(int start)
+{
+	if (start) {
+		scope_during_collection = heap_current();
+		scope_saved = 1;
+		if (scope_during_collection)
+			heap_set_current(NULL);
+	} else if (scope_saved) {
+		scope_saved = 0;
+		if (scope_during_collection)
+			heap_set_current(scope_during_collection);
+		scope_during_collection = NULL;
+	}
+}
+
 void heap_gc_event(int start, int generation)
 {
+	arena_scope_off_for_collection(start);
 	if (heap_in_orbit() || !heap_any_area())
 		return;
 	if (!start) {
