@@ -144,8 +144,8 @@ def test_processes_of_an_orbit_end_when_main_kills_or_closes_it(make_orbit: Make
     def start(hang: bool = False) -> int:
         # Kept, not dropped: a dropped running Popen warns from __del__, and
         # a warning in an orbit can fault on interpreter state that earlier
-        # code left in an arena (a known defect with its own test:
-        # test_arena_gc.py::test_finalizer_inside_a_block_leaves_no_global_state_in_the_arena, xfail).
+        # code left in an arena (a known defect with its own xfail test:
+        # test_finalizer_inside_a_block_leaves_no_global_state_in_the_arena).
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)
         children.append(child)
         pid = child.pid
