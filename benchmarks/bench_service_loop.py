@@ -121,6 +121,38 @@ def build(arena: orbitpy.Arena) -> list[Session]:
         return [Session(i, f"user{i:07d}") for i in range(N_SESSIONS)]
 
 
+def serve_tick(arena: orbitpy.Arena, sessions: list[Session], cache: collections.deque[Any],
+               changed: set[int], requests_per_tick: int, rid: int, victim: int,
+               now: float) -> tuple[int, int]:
+    """One tick of the service: requests_per_tick requests on main's heap
+    (each a cycle, so only the collector frees it, kept a while in `cache`),
+    ARENA_UPDATES_PER_TICK session updates in the arena and one session
+    replaced (the old one left as cyclic garbage).  Returns (rid, victim)."""
+    for _ in range(requests_per_tick):
+        rid += 1
+        req: dict[str, Any] = {"id": rid, "path": "/api/item", "user": rid % N_SESSIONS}
+        payload: list[Any] = [rid, rid + 1, rid + 2]
+        req["payload"] = payload
+        payload.append(req)
+        cache.append((rid, req))
+    with arena:
+        for k in range(ARENA_UPDATES_PER_TICK):
+            i = (rid * 7919 + k * 104729) % N_SESSIONS
+            s = sessions[i]
+            s.version += 1
+            s.last = (rid, now)
+            changed.add(i)
+        victim = (victim + 15485863) % N_SESSIONS
+        old = sessions[victim]
+        new = Session(old.sid, old.user)
+        new.version = old.version + 1
+        new.last = (rid, now)
+        old.last = (rid, old)  # type: ignore[assignment]  # cyclic garbage
+        sessions[victim] = new
+        changed.add(victim)
+    return rid, victim
+
+
 def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
              fn: Any) -> dict[str, Any]:
     """The service loop for `seconds` of wall time; its measurements."""
@@ -164,31 +196,9 @@ def run_loop(seconds: float, arena: orbitpy.Arena, sessions: list[Session],
                 pages_before = p
                 next_call += CALL_EVERY_S
             if now >= next_tick:
-                for _ in range(requests_per_tick):
-                    rid += 1
-                    req: dict[str, Any] = {"id": rid, "path": "/api/item", "user": rid % N_SESSIONS}
-                    payload: list[Any] = [rid, rid + 1, rid + 2]
-                    req["payload"] = payload
-                    payload.append(req)  # a cycle: only the collector frees it
-                    cache.append((rid, req))
-                allocations += requests_per_tick * ALLOCS_PER_REQUEST
-                with arena:
-                    for k in range(ARENA_UPDATES_PER_TICK):
-                        i = (rid * 7919 + k * 104729) % N_SESSIONS
-                        s = sessions[i]
-                        s.version += 1
-                        s.last = (rid, now)
-                        changed.add(i)
-                    victim = (victim + 15485863) % N_SESSIONS
-                    old = sessions[victim]
-                    new = Session(old.sid, old.user)
-                    new.version = old.version + 1
-                    new.last = (rid, now)
-                    old.last = (rid, old)  # type: ignore[assignment]  # cyclic garbage
-                    sessions[victim] = new
-                    changed.add(victim)
-                    allocations += ARENA_UPDATES_PER_TICK + 3
-                del old, new
+                rid, victim = serve_tick(arena, sessions, cache, changed, requests_per_tick,
+                                         rid, victim, now)
+                allocations += requests_per_tick * ALLOCS_PER_REQUEST + ARENA_UPDATES_PER_TICK + 3
                 next_tick += TICK_S
             wait = min(next_tick, next_call) - time.perf_counter()
             if wait > 0:
@@ -251,31 +261,10 @@ async def run_loop_asyncio(seconds: float, arena: orbitpy.Arena, sessions: list[
             late_ms.append(max(0.0, (now - next_tick) * 1e3))
             late_gc.append(full.count != seen_full)
             seen_full = full.count
-            for _ in range(requests_per_tick):
-                rid += 1
-                req: dict[str, Any] = {"id": rid, "path": "/api/item", "user": rid % N_SESSIONS}
-                payload: list[Any] = [rid, rid + 1, rid + 2]
-                req["payload"] = payload
-                payload.append(req)
-                cache.append((rid, req))
-            counts["allocations"] += requests_per_tick * ALLOCS_PER_REQUEST
-            with arena:
-                for k in range(ARENA_UPDATES_PER_TICK):
-                    i = (rid * 7919 + k * 104729) % N_SESSIONS
-                    s = sessions[i]
-                    s.version += 1
-                    s.last = (rid, now)
-                    changed.add(i)
-                victim = (victim + 15485863) % N_SESSIONS
-                old = sessions[victim]
-                new = Session(old.sid, old.user)
-                new.version = old.version + 1
-                new.last = (rid, now)
-                old.last = (rid, old)  # type: ignore[assignment]  # cyclic garbage
-                sessions[victim] = new
-                changed.add(victim)
-                counts["allocations"] += ARENA_UPDATES_PER_TICK + 3
-            del old, new
+            rid, victim = serve_tick(arena, sessions, cache, changed, requests_per_tick,
+                                     rid, victim, now)
+            counts["allocations"] += (requests_per_tick * ALLOCS_PER_REQUEST
+                                      + ARENA_UPDATES_PER_TICK + 3)
             next_tick += TICK_S
             await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
 

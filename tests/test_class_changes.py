@@ -238,8 +238,11 @@ def test_rate_limit(make_orbit: Any, new_arena: Any, refresh_limit: None) -> Non
     assert f.orbit.stats()["class_refreshes"] == 4
 
 
-def test_queued_calls_finish_before_the_refresh(make_orbit: Any, new_arena: Any) -> None:
-    Job = fresh("Job", tag="old")
+def _slow_job_reader(make_orbit: Any, new_arena: Any, tag: Any) -> tuple[Any, Any, Any]:
+    """A fresh class Job (class attribute `tag`), an arena table holding one
+    instance, and an orbit function that sleeps `delay` and then returns the
+    instance's class's tag: (Job, table, f)."""
+    Job = fresh("Job", tag=tag)
     arena = new_arena(1 << 20)
     with arena:
         table = {"j": Job("j")}
@@ -248,7 +251,11 @@ def test_queued_calls_finish_before_the_refresh(make_orbit: Any, new_arena: Any)
         time.sleep(delay)
         return type(t["j"]).tag
 
-    f = make_orbit(slow, timeout=30)
+    return Job, table, make_orbit(slow, timeout=30)
+
+
+def test_queued_calls_finish_before_the_refresh(make_orbit: Any, new_arena: Any) -> None:
+    Job, table, f = _slow_job_reader(make_orbit, new_arena, "old")
     assert f(table, 0) == "old"
     queued = [f.call_async(table, 0.15) for _ in range(3)]
     Job.tag = "new"
@@ -260,16 +267,7 @@ def test_queued_calls_finish_before_the_refresh(make_orbit: Any, new_arena: Any)
 
 def test_skip_if_busy_call_needing_a_refresh_is_skipped(make_orbit: Any,
                                                         new_arena: Any) -> None:
-    Job = fresh("Job", tag=1)
-    arena = new_arena(1 << 20)
-    with arena:
-        table = {"j": Job("j")}
-
-    def slow(t: dict[str, Any], delay: float) -> Any:
-        time.sleep(delay)
-        return type(t["j"]).tag
-
-    f = make_orbit(slow, timeout=30)
+    Job, table, f = _slow_job_reader(make_orbit, new_arena, 1)
     busy = f.call_async(table, 0.5)
     Job.tag = 2
     with pytest.raises(orbitpy.OrbitBusy):
