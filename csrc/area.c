@@ -4,7 +4,9 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "area_alloc.h"
 #include "orbit_internal.h"
@@ -27,15 +29,28 @@ struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a)
 	return a->sys;
 }
 
-struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
+size_t orbit_page_size(void)
 {
+	return orbit_sys->page_size;
+}
+
+const char *orbit_backend_name(void)
+{
+	return orbit_sys->name;
+}
+
+struct orbit_area *orbit_area_create(size_t size, const char *mode)
+{
+	size_t page = orbit_sys->page_size;
 	struct orbit_area *a;
 	int rc;
 
-	if (!size || (int)mode < ORBIT_SNAPSHOT_AUTO || mode > ORBIT_SNAPSHOT_FULL) {
+	if (!size || size > SIZE_MAX - page) {
 		errno = EINVAL;
 		return NULL;
 	}
+	if (mode && (!*mode || !strcmp(mode, "auto")))
+		mode = NULL;	/* the backend's choice */
 	if (orbit_in_orbit()) {
 		errno = EPERM;
 		return NULL;
@@ -49,7 +64,7 @@ struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode)
 		errno = rc == -E2BIG ? ENOMEM : -rc;
 		return NULL;
 	}
-	a->size = (size + 4095) & ~(size_t)4095;
+	a->size = (size + page - 1) & ~(page - 1);
 	a->owner = orbit_self_pid();
 	pthread_mutex_init(&a->lock, NULL);
 	area_alloc_init(a->base, a->size);
@@ -80,21 +95,12 @@ size_t orbit_area_size(const struct orbit_area *a)
 	return a->size;
 }
 
-enum orbit_snapshot_mode orbit_area_mode(const struct orbit_area *a)
+const char *orbit_area_mode(const struct orbit_area *a)
 {
 	return orbit_sys->area_mode(a->sys);
 }
 
-const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode)
-{
-	switch (mode) {
-	case ORBIT_SNAPSHOT_UFFD: return "uffd";
-	case ORBIT_SNAPSHOT_MPROTECT: return "mprotect";
-	case ORBIT_SNAPSHOT_FULL: return "full";
-	default: return "auto";
-	}
-}
-
+/* Backend extras (see orbit.h): "none" where the backend has none. */
 int orbit_rearm_fault_handler(void)
 {
 	return orbit_sys->rearm_fault_handler ? orbit_sys->rearm_fault_handler() : 0;
@@ -102,7 +108,7 @@ int orbit_rearm_fault_handler(void)
 
 size_t orbit_reservation_size(void)
 {
-	return orbit_sys->reservation_size();
+	return orbit_sys->reservation_size ? orbit_sys->reservation_size() : SIZE_MAX;
 }
 
 void *orbit_alloc(struct orbit_area *a, size_t size)

@@ -939,8 +939,9 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 					     &sync);
 		if (rc == -EAGAIN) {
 			/* No room to stage the snapshot: wait until the orbit has
-			 * caught up, then write it straight into its view.  (Not a
-			 * sender meanwhile: the wait may lose the process itself.) */
+			 * caught up, then write it straight into its view (the
+			 * contract of `call` in orbit_sys.h).  (Not a sender
+			 * meanwhile: the wait may lose the process itself.) */
 			pthread_mutex_lock(&ob->lock);
 			send_end(ob);
 			while (ob->pending && ob->sys == sys)
@@ -959,7 +960,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		send_end(ob);	/* (already, if the wait above lost the process) */
 		ob->stats.pages_copied += sync.pages_copied;
 		ob->stats.full_syncs += sync.full_syncs;
-		ob->stats.bytes_synced += (sync.pages_copied << 12) + argsize;
+		ob->stats.bytes_synced += sync.pages_copied * orbit_page_size() + argsize;
 		if (!rc && ob->sys != sys)
 			rc = -EPIPE;	/* lost while we sent: not among the calls it owed */
 		if (!rc) {

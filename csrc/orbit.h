@@ -46,42 +46,43 @@ const char *orbit_strerror(int code);
 
 /* ---------------------------------------------------------------- areas */
 
-/* How main finds the pages it wrote since the previous snapshot. */
-enum orbit_snapshot_mode {
-	ORBIT_SNAPSHOT_AUTO = 0,	/* best available: uffd, then mprotect, then full */
-	ORBIT_SNAPSHOT_UFFD,		/* userfaultfd async write-protect + PAGEMAP_SCAN */
-	ORBIT_SNAPSHOT_MPROTECT,	/* mprotect + SIGSEGV handler */
-	ORBIT_SNAPSHOT_FULL,		/* no tracking: copy every populated page each call */
-};
+/*
+ * The size of a page, in bytes: the unit of areas (their sizes are rounded up
+ * to it), of the page indexes orbit_area_changed() and copy filters report,
+ * and of pages_copied.  The backend's (see orbit_sys.h); constant for the
+ * life of the process.
+ */
+size_t orbit_page_size(void);
+/* The name of the backend this library was built with ("userspace", ...). */
+const char *orbit_backend_name(void);
 
 struct orbit_area;
 
 /*
  * Create an area of `size` bytes (rounded up to pages) inside the address
  * space reserved for areas.  The area has the same address in main and in
- * every orbit, including orbits started before it.  `mode` AUTO takes the
- * environment variable ORBITPY_SNAPSHOT (auto|uffd|mprotect|full) into account.
- * Returns NULL and sets errno on failure (EINVAL for size 0, ENOMEM when the
- * reservation is exhausted, ENOTSUP when a forced mode is unavailable).
+ * every orbit, including orbits started before it.
+ *
+ * `mode` is a hint for how main finds the pages it wrote since the previous
+ * snapshot: NULL, "" or "auto" lets the backend choose; other names are the
+ * backend's own (the userspace backend's are listed under "Backend extras"
+ * below).  A backend with one mechanism may ignore the hint.
+ * orbit_area_mode() tells what the backend actually does.
+ *
+ * Returns NULL and sets errno on failure (EINVAL for size 0 or a mode the
+ * backend does not know, ENOMEM when the reservation is exhausted, ENOTSUP
+ * when a mode it knows is unavailable here).
  */
-struct orbit_area *orbit_area_create(size_t size, enum orbit_snapshot_mode mode);
+struct orbit_area *orbit_area_create(size_t size, const char *mode);
 /* Unmap an area and release every orbit's copy of it: main's at once, an
  * orbit's (its memory, and the mapping at the area's address) when its next
  * call starts. */
 void orbit_area_destroy(struct orbit_area *area);
 void *orbit_area_base(const struct orbit_area *area);
 size_t orbit_area_size(const struct orbit_area *area);
-enum orbit_snapshot_mode orbit_area_mode(const struct orbit_area *area);
-const char *orbit_snapshot_mode_name(enum orbit_snapshot_mode mode);
-/*
- * In ORBIT_SNAPSHOT_MPROTECT mode the library's SIGSEGV handler must run
- * first (it chains to the one it found).  Call this after installing a
- * SIGSEGV handler of your own once mprotect areas exist.  No-op otherwise.
- */
-int orbit_rearm_fault_handler(void);
-/* Size of the address-space reservation that all areas share; 0 if it could
- * not be made (an invalid ORBITPY_RESERVE, or an address-space limit below it). */
-size_t orbit_reservation_size(void);
+/* The backend's name for how it tracks the area's pages (never "auto"); a
+ * static string. */
+const char *orbit_area_mode(const struct orbit_area *area);
 
 /*
  * Allocate from / free to an area.  The allocator keeps its metadata inside
@@ -143,7 +144,13 @@ typedef long (*orbit_entry)(void *arg, size_t argsize, void *store);
 typedef void *(*orbit_init)(void);
 
 struct orbit_hooks {
-	/* Around the fork that starts an orbit process (language runtimes). */
+	/*
+	 * Around the fork that starts an orbit process (language runtimes).
+	 * after_fork_child runs first thing in the new process, while it still
+	 * has the fork's copy of main's memory, areas included; the areas are
+	 * then replaced by the orbit's (empty until its first call).  See
+	 * "Orbit processes" in orbit_sys.h.
+	 */
 	void (*before_fork)(void *ctx);
 	void (*after_fork_parent)(void *ctx);
 	void (*after_fork_child)(void *ctx);
@@ -207,12 +214,16 @@ pid_t orbit_pid(struct orbit *ob);
 
 struct orbit_stats {
 	uint64_t calls;		/* calls completed with a result */
+	/* The next three count what a copying backend does (see struct
+	 * orbit_sync_stats in orbit_sys.h); a backend that shares pages
+	 * copy-on-write may leave them 0. */
 	uint64_t pages_copied;	/* main pages copied into the orbit's snapshot */
 	uint64_t pages_reset;	/* pages the orbit wrote, discarded before a later call */
-	uint64_t bytes_synced;	/* pages_copied * page size + argument bytes */
+	uint64_t bytes_synced;	/* pages_copied * orbit_page_size() + argument bytes */
 	uint64_t restarts;	/* processes started after the first one */
 	uint64_t crashes;	/* processes that died without being asked to */
-	uint64_t full_syncs;	/* area snapshots sent in full (first call, restarts) */
+	uint64_t full_syncs;	/* area snapshots sent in full (first call, restarts; copying
+				 * backends) */
 	uint64_t crashes_in_row;	/* crashes since the last successful call */
 	uint64_t failed;	/* calls that ended with an error instead of a result */
 	uint64_t timeouts;	/* ...of which overran their timeout */
@@ -297,6 +308,41 @@ int orbit_in_orbit(void);
 int orbit_return_data(const void *data, size_t len);
 /* Hand an update to main for the current call (copied). */
 int orbit_push(const void *data, size_t len);
+
+/* ------------------------------------------------------ backend extras */
+
+/*
+ * What one backend needs from its users and another may not have.  Every
+ * function here works with every backend, doing nothing (or reporting
+ * "none") where the backend has no such thing; code that names a backend's
+ * modes or environment variables knows which backend it runs on
+ * (orbit_backend_name()).
+ *
+ * The userspace backend ("userspace", csrc/us/):
+ *  - modes: "uffd" (userfaultfd async write-protect + PAGEMAP_SCAN, Linux
+ *    >= 6.7), "mprotect" (read-only pages + a SIGSEGV handler, any Linux),
+ *    "full" (no tracking: every populated page is copied on every call).
+ *    "auto" takes the environment variable ORBITPY_SNAPSHOT
+ *    (auto|uffd|mprotect|full) into account, then picks the first available
+ *    in that order.
+ *  - all areas share one address-space reservation, ORBITPY_RESERVE bytes
+ *    (default 64 GiB), made on first use.
+ *  - "mprotect" areas need the library's SIGSEGV handler to run first.
+ */
+
+/*
+ * Put the backend's fault handler back on top.  Call it after installing a
+ * SIGSEGV handler of your own once areas exist whose mode tracks writes with
+ * one (the userspace backend's "mprotect": its handler chains to the one it
+ * found).  0, or -errno; 0 and nothing done when the backend has none.
+ */
+int orbit_rearm_fault_handler(void);
+/*
+ * Size of the address-space reservation that all areas share; 0 if it could
+ * not be made (the userspace backend: an invalid ORBITPY_RESERVE, or an
+ * address-space limit below it); SIZE_MAX when the backend has no such limit.
+ */
+size_t orbit_reservation_size(void);
 
 #ifdef __cplusplus
 }

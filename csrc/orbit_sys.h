@@ -6,11 +6,40 @@
  * backend (us/) implements them on stock Linux with fork, shared memory and
  * dirty-page tracking; a kernel backend implements the same table with real
  * system calls.  Nothing outside a backend knows which one runs: orbit.c,
- * future.c and the Python layer speak only through this table.
+ * area.c, future.c and the Python layer speak only through this table (and
+ * the "backend extras" of orbit.h, which every backend answers).  The build
+ * picks one backend: ORBITPY_BACKEND (csrc/Makefile, setup.py).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller
  * (orbit.c) brackets them.
+ *
+ * The contract beyond the signatures, as the layers above rely on it:
+ *
+ * Orbit processes are forks of main.  `create` starts a process whose memory
+ * is a copy of main's as it is at that moment, at the same addresses (code,
+ * heap, the interpreter's objects), as fork() makes; only the areas then
+ * follow main, call by call.  The object layer relies on this: an object in
+ * an area points at its type and at other objects outside the areas, which
+ * the orbit must find where main had them when the process was made.  A
+ * kernel backend creates the orbit's address space as a copy-on-write copy
+ * of main's, not as an empty one holding only the areas.
+ *
+ * Fork order.  In main, `create` calls spawn->hooks->before_fork, makes the
+ * process, then after_fork_parent (also when making it failed).  In the new
+ * process, after_fork_child runs first, before the backend does anything
+ * there: the process still holds the fork's private copy of the areas as
+ * they were at fork time (a runtime walks its objects in them, see
+ * _after_fork_child in src/orbitpy/_core.pyx).  Only after the hook does the
+ * backend replace that copy with the orbit's own view of the areas, which
+ * holds nothing until the first call maps it; then child_main runs.
+ *
+ * Copy-based statistics.  The counters a backend reports (orbit_sync_stats,
+ * orbit_msg.pages_reset) describe a backend that copies pages; they feed
+ * orbit_stats() and nothing decides on them.  A backend that shares pages
+ * copy-on-write reports the pages it made visible to the orbit anew as
+ * pages_copied if it knows them, else 0, and 0 for full_syncs and
+ * pages_reset.
  */
 #ifndef ORBIT_SYS_H
 #define ORBIT_SYS_H
@@ -34,10 +63,11 @@ struct orbit_spawn {
 	void *child_arg;
 };
 
-/* Counters one call adds to the orbit's statistics. */
+/* Counters one call adds to the orbit's statistics (see "Copy-based
+ * statistics" above). */
 struct orbit_sync_stats {
-	uint64_t pages_copied;
-	uint64_t full_syncs;
+	uint64_t pages_copied;	/* pages of main written into the orbit's copy */
+	uint64_t full_syncs;	/* areas sent whole (a new orbit process) */
 };
 
 /* A message from the orbit to main. */
@@ -48,7 +78,8 @@ struct orbit_msg {
 	long retval;
 	void *data;		/* malloc'ed, owned by the receiver; NULL when len is 0 */
 	size_t len;
-	uint64_t pages_reset;	/* RESULT: orbit pages discarded before this call */
+	uint64_t pages_reset;	/* RESULT: orbit pages discarded before this call
+				 * (copying backends; else 0) */
 	int skipped;		/* RESULT: the call was cancelled before it ran */
 };
 
@@ -58,38 +89,70 @@ struct orbit_request {
 	orbit_entry entry;
 	void *arg;
 	size_t argsize;
-	uint64_t pages_reset;
+	uint64_t pages_reset;	/* handed back in the RESULT (the backend's own count) */
 	int cancelled;		/* main cancelled it: sync the areas, skip the entry */
 };
 
 struct orbit_sys_ops {
 	const char *name;
+	/* The page size of areas, a power of two: orbit_page_size(). */
+	size_t page_size;
 
 	/* main: areas */
-	int (*area_create)(size_t size, enum orbit_snapshot_mode mode,
+	/*
+	 * Map a new area of `size` bytes (a multiple of page_size) at an
+	 * address valid in main and in every orbit.  `mode`: NULL (the
+	 * backend's choice: area.c passes NULL for "" and "auto" too) or a hint
+	 * (see orbit_area_create).  -EINVAL for a mode the backend does not know,
+	 * -ENOTSUP for one it cannot provide here, -E2BIG when size exceeds what
+	 * areas may ever have, -ENOMEM when there is no room now.
+	 */
+	int (*area_create)(size_t size, const char *mode,
 			   struct orbit_sys_area **out, void **base);
 	void (*area_destroy)(struct orbit_sys_area *a);
-	enum orbit_snapshot_mode (*area_mode)(const struct orbit_sys_area *a);
-	/* Pages main wrote since the previous area_changed (see
-	 * orbit_area_changed in orbit.h), as runs, then forgotten.  `scan`: the
-	 * prepare hook running (0: none); a `call` passing the same value may
-	 * take this scan as its own (backends may ignore both). */
+	/* What the area does, as a static name (orbit_area_mode). */
+	const char *(*area_mode)(const struct orbit_sys_area *a);
+	/*
+	 * Pages main wrote since the previous area_changed (see
+	 * orbit_area_changed in orbit.h), as runs, then forgotten.
+	 *
+	 * `scan` is the token of the prepare hook running in this thread (0:
+	 * none, see orbit_prepare_scan); `call` gets the token of the hook that
+	 * ran right before it.  When they match, the two run back to back for
+	 * one call, with no other thread of the runtime running in between, so a
+	 * backend may let the call take this scan of the page tables as its own
+	 * instead of scanning again (the userspace backend does).  A backend
+	 * may ignore both tokens.
+	 */
 	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx,
 			    uint64_t scan);
 	/* Filter for the pages `call` copies (see orbit_area_set_copy_filter);
 	 * NULL in backends that copy nothing. */
 	void (*area_set_copy_filter)(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
-	size_t (*reservation_size)(void);
-	int (*rearm_fault_handler)(void);	/* may be NULL */
+
+	/* Backend extras (see orbit.h): each may be NULL, meaning "none". */
+	size_t (*reservation_size)(void);	/* NULL: no limit (SIZE_MAX) */
+	int (*rearm_fault_handler)(void);	/* NULL: no handler to keep on top */
 
 	/* main: orbit processes */
 	int (*create)(const struct orbit_spawn *sp, struct orbit_sys **out);
 	pid_t (*pid)(const struct orbit_sys *s);
 	/*
-	 * Snapshot `areas` for call `seq` and queue it (-EPIPE: the process is gone).  `idle` promises that the
-	 * orbit has finished every earlier call, so the snapshot may be written
-	 * straight into the orbit's view; otherwise it is staged and -EAGAIN means
-	 * the staging space is full (retry once idle).
+	 * Snapshot `areas` for call `seq` and queue it (-EPIPE: the process is
+	 * gone).  Runs right after the prepare hook whose token is `scan` (see
+	 * area_changed), with the hooks' lock held: it must not wait long.
+	 * Adds what it copied to *st.
+	 *
+	 * `idle` promises that the orbit has finished every earlier call.  A
+	 * backend that cannot queue a snapshot behind running calls right now
+	 * (the userspace backend stages it in a ring of shared memory, which
+	 * may be full) returns -EAGAIN, having sent nothing; only when idle is
+	 * 0.  The caller then waits until the orbit has finished every earlier
+	 * call, runs the prepare hook again and calls again with idle set,
+	 * which must not fail with -EAGAIN (the userspace backend then writes
+	 * the snapshot straight into the orbit's view).  A backend that always
+	 * has room (a kernel marking pages copy-on-write) ignores idle and
+	 * never returns -EAGAIN.
 	 */
 	int (*call)(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		    struct orbit_sys_area *const *areas, orbit_entry entry,

@@ -5,7 +5,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 
 static int aligned16(const void *p)
 {
@@ -36,26 +36,26 @@ static void test_area_create_args(void)
 	struct orbit_area *a;
 
 	errno = 0;
-	CHECK(orbit_area_create(0, ORBIT_SNAPSHOT_AUTO) == NULL);
+	CHECK(orbit_area_create(0, "auto") == NULL);
 	CHECK_EQ(errno, EINVAL);
 	errno = 0;
-	CHECK(orbit_area_create(PG, (enum orbit_snapshot_mode)42) == NULL);
+	CHECK(orbit_area_create(PG, "bogus") == NULL);
 	CHECK_EQ(errno, EINVAL);
 	errno = 0;
-	CHECK(orbit_area_create(orbit_reservation_size() + PG, ORBIT_SNAPSHOT_FULL) == NULL);
+	CHECK(orbit_area_create(orbit_reservation_size() + PG, "full") == NULL);
 	CHECK_EQ(errno, ENOMEM);
 
-	a = orbit_area_create(1, ORBIT_SNAPSHOT_AUTO);
+	a = orbit_area_create(1, "auto");
 	REQUIRE(a != NULL);
 	CHECK_EQ(orbit_area_size(a), PG);
 	CHECK(((uintptr_t)orbit_area_base(a) & (PG - 1)) == 0);
-	CHECK(orbit_area_mode(a) != ORBIT_SNAPSHOT_AUTO);
+	CHECK(!check_mode_is(orbit_area_mode(a), "auto"));
 	orbit_area_destroy(a);
 
-	a = orbit_area_create(3 * PG + 1, ORBIT_SNAPSHOT_FULL);
+	a = orbit_area_create(3 * PG + 1, "full");
 	REQUIRE(a != NULL);
 	CHECK_EQ(orbit_area_size(a), 4 * PG);
-	CHECK_EQ(orbit_area_mode(a), ORBIT_SNAPSHOT_FULL);
+	CHECK_STREQ(orbit_area_mode(a), "full");
 	orbit_area_destroy(a);
 	orbit_area_destroy(NULL);	/* no-op */
 }
@@ -65,7 +65,7 @@ static void test_area_addresses_distinct(void)
 	struct orbit_area *a[8];
 
 	for (int i = 0; i < 8; i++) {
-		a[i] = orbit_area_create((size_t)(i + 1) * PG, ORBIT_SNAPSHOT_FULL);
+		a[i] = orbit_area_create((size_t)(i + 1) * PG, "full");
 		REQUIRE(a[i] != NULL);
 	}
 	for (int i = 0; i < 8; i++)
@@ -84,7 +84,7 @@ static void test_area_addresses_distinct(void)
 
 static void test_alloc_baseline(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	size_t used, count;
 
 	REQUIRE(a != NULL);
@@ -96,7 +96,7 @@ static void test_alloc_baseline(void)
 
 static void test_alloc_alignment(void)
 {
-	struct orbit_area *a = orbit_area_create(64 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(64 * PG, "auto");
 	void *p[256];
 
 	REQUIRE(a != NULL);
@@ -124,7 +124,7 @@ static void test_alloc_alignment(void)
 
 static void test_alloc_reuse_top(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	void *p, *q;
 
 	REQUIRE(a != NULL);
@@ -139,7 +139,7 @@ static void test_alloc_reuse_top(void)
 
 static void test_alloc_reuse_middle(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	void *x, *y, *z, *w;
 
 	REQUIRE(a != NULL);
@@ -164,7 +164,7 @@ static void test_alloc_reuse_middle(void)
 /* Free neighbours merge: a request as big as both fits where they were. */
 static void coalesce_case(int order)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	void *p[5], *big;
 
 	REQUIRE(a != NULL);
@@ -212,7 +212,7 @@ static void test_alloc_coalesce_both(void) { coalesce_case(2); }
 
 static void test_alloc_full_enomem(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	void *p[256];
 	int n = 0, n2 = 0;
 	size_t used, count;
@@ -260,7 +260,7 @@ static void test_alloc_full_enomem(void)
 
 static void test_alloc_accounting(void)
 {
-	struct orbit_area *a = orbit_area_create(64 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(64 * PG, "auto");
 	static const size_t sizes[] = { 1, 15, 16, 17, 31, 32, 33, 100, 1000, 4096, 5000 };
 	const int ns = (int)(sizeof(sizes) / sizeof(sizes[0]));
 	void *p[11];
@@ -293,8 +293,8 @@ static void test_alloc_accounting(void)
 
 static void test_alloc_free_ignored(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
-	struct orbit_area *b = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
+	struct orbit_area *b = orbit_area_create(16 * PG, "auto");
 	size_t used, count;
 	int local;
 	void *p, *q;
@@ -344,7 +344,7 @@ static int intact(const struct live *l)
 	return 1;
 }
 
-static void stress(enum orbit_snapshot_mode mode)
+static void stress(const char *mode)
 {
 	enum { MAXLIVE = 512, OPS = 20000 };
 	static struct live live[MAXLIVE];
@@ -428,7 +428,7 @@ static long sum_list(void *arg, size_t argsize, void *store)
 
 static void test_alloc_visible_in_orbit(void)
 {
-	struct orbit_area *a = orbit_area_create(64 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(64 * PG, "auto");
 	struct orbit *ob = orbit_create("alloc", sum_list, NULL, NULL);
 	struct node *head = NULL;
 	long ret = -1, expect = 0;

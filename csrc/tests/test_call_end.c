@@ -202,7 +202,7 @@ static struct orbit_future *submit_area(struct orbit *ob, struct orbit_area *a, 
  * process) fails ABORTED, saying why. */
 static void test_cancel_running_call_kills(void)
 {
-	struct orbit_area *a = check_area(4096, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = check_area(orbit_page_size(), "auto");
 	struct orbit *ob = orbit_create("ck", entry, NULL, NULL);
 	struct orbit_future *f1, *f2, *f3, *f4;
 	struct orbit_stats st;
@@ -312,7 +312,7 @@ static void test_cancel_while_another_thread_waits(void)
  * limited. */
 static void test_per_call_timeout(void)
 {
-	struct orbit_area *a = check_area(4096, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = check_area(orbit_page_size(), "auto");
 	struct orbit *ob = orbit_create("pt", entry, NULL, NULL);
 	struct orbit_future *f0, *f1, *f2, *f3;
 	struct orbit_stats st;

@@ -12,7 +12,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 
 struct runs {
 	size_t pages[64];
@@ -48,7 +48,7 @@ static long read_first(void *arg, size_t argsize, void *store)
 	return **(long **)arg;
 }
 
-static void changed_pages(enum orbit_snapshot_mode mode)
+static void changed_pages(const char *mode)
 {
 	struct orbit_area *a = check_area(64 * PG, mode);
 	char *b;
@@ -61,7 +61,7 @@ static void changed_pages(enum orbit_snapshot_mode mode)
 	b[10 * PG + 5] = 2;
 	b[11 * PG] = 3;
 	r = changed(a);
-	if (mode == ORBIT_SNAPSHOT_FULL) {	/* every populated page, every time */
+	if (check_mode_is(mode, "full")) {	/* every populated page, every time */
 		CHECK(r.n >= 3);
 	} else {
 		CHECK_EQ(r.n, 3);
@@ -77,7 +77,7 @@ static void changed_pages(enum orbit_snapshot_mode mode)
 
 /* A call's snapshot does not consume what the checks have not seen yet, and
  * the checks do not take pages away from the orbit's next snapshot. */
-static void changed_independent_of_calls(enum orbit_snapshot_mode mode)
+static void changed_independent_of_calls(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit *ob;
@@ -99,7 +99,7 @@ static void changed_independent_of_calls(enum orbit_snapshot_mode mode)
 	CHECK_EQ(ret, 9);
 	r = changed(a);	/* both writes since the last check, reported once */
 	CHECK(r.n >= 1);
-	if (mode != ORBIT_SNAPSHOT_FULL) {
+	if (!check_mode_is(mode, "full")) {
 		CHECK_EQ(r.n, 1);
 		CHECK_EQ(r.pages[0], 5);
 	}
@@ -109,7 +109,7 @@ static void changed_independent_of_calls(enum orbit_snapshot_mode mode)
 
 static void usable_size(void)
 {
-	struct orbit_area *a = check_area(64 * PG, ORBIT_SNAPSHOT_FULL);
+	struct orbit_area *a = check_area(64 * PG, "full");
 	char *p, *q;
 
 	REQUIRE(a != NULL);
@@ -196,7 +196,7 @@ static long read_slowly(void *arg, size_t argsize, void *store)
 
 /* The orbit reads the filtered copy, for calls written straight into its
  * view and for staged ones; main's area keeps what main wrote. */
-static void copy_filter(enum orbit_snapshot_mode mode)
+static void copy_filter(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit_future *busy, *staged;
@@ -278,7 +278,7 @@ static uint64_t copied_by(struct orbit *ob)
  * every page staged for a busy orbit.  Without a filter every page written
  * is copied, even one written with the bytes it had.
  */
-static void filtered_equal_pages_not_copied(enum orbit_snapshot_mode mode)
+static void filtered_equal_pages_not_copied(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit_future *busy, *staged;
@@ -369,7 +369,7 @@ static int scanning_prepare(void *ctx)
 
 /* The snapshot after a prepare hook may use the hook's scan of an area; no
  * write is lost for it, and a scan outside a hook is never taken for one. */
-static void prepare_scan_serves_the_snapshot(enum orbit_snapshot_mode mode)
+static void prepare_scan_serves_the_snapshot(const char *mode)
 {
 	struct orbit_hooks h = { .prepare = scanning_prepare };
 	struct orbit_options o;

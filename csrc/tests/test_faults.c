@@ -12,7 +12,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 
 enum { OK = 0, SEGV_RAISE, SEGV_REAL, ABORT, EXIT3, LOOP, SLEEP, MALLOC };
 
@@ -142,7 +142,7 @@ static void test_crash_exit(void) { crash_case(EXIT3, 0, 3); }
  * must still die of a SIGSEGV of its own (it restores the old handler). */
 static void test_crash_segv_with_mprotect_area(void)
 {
-	struct orbit_area *a = orbit_area_create(4 * PG, ORBIT_SNAPSHOT_MPROTECT);
+	struct orbit_area *a = orbit_area_create(4 * PG, "mprotect");
 	struct orbit *ob = mk("crash-mp", NULL);
 	struct what w = { SEGV_REAL, 0 };
 	struct orbit_future *f;
@@ -392,7 +392,7 @@ static void test_timeout_per_call(void)
  * process) they fail, saying so; without, they run on the next process. */
 static void test_timeout_fails_queued(void)
 {
-	struct orbit_area *a = check_area(PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = check_area(PG, "auto");
 	struct orbit_options o;
 	struct orbit *ob;
 	struct what loop = { LOOP, 0 }, ok = { OK, 3 };
@@ -433,7 +433,7 @@ static long entry_peek(void *arg, size_t argsize, void *store)
 
 static void test_restart_idle(void)
 {
-	struct orbit_area *a = check_area(4 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = check_area(4 * PG, "auto");
 	struct orbit *ob = orbit_create("restart", entry_peek, NULL, NULL);
 	struct orbit_stats st;
 	unsigned char *p;
@@ -557,7 +557,7 @@ static long entry_touch_area(void *arg, size_t argsize, void *store)
 static void test_memory_limit_excludes_areas(void)
 {
 	struct orbit_options o;
-	struct orbit_area *a = orbit_area_create(128 << 20, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(128 << 20, "auto");
 	struct orbit *ob;
 	unsigned char *p;
 	void *arg[2];

@@ -9,7 +9,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 
 /* ------------------------------------------------------------ entries */
 
@@ -600,7 +600,7 @@ static long entry_area_sum(void *arg, size_t argsize, void *store)
 
 /* Cancelled calls skip their entry but still bring the area up to date:
  * the call that cancelled them carries only its own new pages. */
-static void cancelled_calls_still_sync(enum orbit_snapshot_mode mode)
+static void cancelled_calls_still_sync(const char *mode)
 {
 	struct orbit_area *a = check_area(8 * PG, mode);
 	struct orbit *ob = mk("cancel3", entry_area_sum, NULL);

@@ -15,7 +15,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 
 static long entry_echo(void *arg, size_t argsize, void *store)
 {
@@ -251,7 +251,7 @@ static long entry_misuse(void *arg, size_t argsize, void *store)
 	if (!orbit_call_async(g_self, 0, 0, NULL, NULL, NULL, 0) && errno == EPERM)
 		bits |= 2;
 	errno = 0;
-	if (!orbit_area_create(PG, ORBIT_SNAPSHOT_AUTO) && errno == EPERM)
+	if (!orbit_area_create(PG, "auto") && errno == EPERM)
 		bits |= 4;
 	errno = 0;
 	if (!orbit_alloc(g_area, 16) && errno == EPERM)
@@ -267,7 +267,7 @@ static void test_api_inside_orbit(void)
 {
 	long ret = 0;
 
-	g_area = orbit_area_create(4 * PG, ORBIT_SNAPSHOT_AUTO);
+	g_area = orbit_area_create(4 * PG, "auto");
 	g_self = orbit_create("misuse", entry_misuse, NULL, NULL);
 	REQUIRE(g_area && g_self);
 	CHECK_EQ(orbit_call(g_self, 0, NULL, NULL, NULL, 0, &ret), 0);
@@ -315,7 +315,7 @@ static void test_destroy_busy_and_idle(void)
 
 static void test_cycles_no_fd_growth(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	int fds0, fds1, bad = 0;
 	unsigned char *p;
 	uint64_t t0 = check_now_ms();
@@ -373,7 +373,7 @@ static void test_crash_cycles_no_fd_growth(void)
 	ob = orbit_create("crashy", entry_crashy, NULL, &o);
 	REQUIRE(ob != NULL);
 	for (long i = 1; i <= 150; i++) {
-		struct orbit_area *a = orbit_area_create(4 * PG, ORBIT_SNAPSHOT_AUTO);
+		struct orbit_area *a = orbit_area_create(4 * PG, "auto");
 		long ret = -1;
 		int rc;
 
@@ -437,7 +437,7 @@ static long entry_scan(void *arg, size_t argsize, void *store)
  */
 static void test_orbit_inherits_no_other_orbit(void)
 {
-	struct orbit_area *a = orbit_area_create(16 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
 	struct orbit *y = orbit_create("victim", entry_peek, NULL, NULL);
 	struct orbit *x = orbit_create("stray", entry_scan, NULL, NULL);
 	unsigned char *p;
@@ -579,7 +579,7 @@ static void test_no_zombies(void)
 static void test_forked_child_leaves_inherited_orbits(void)
 {
 	struct orbit *ob = orbit_create("fk", entry_echo, NULL, NULL);
-	struct orbit_area *a = orbit_area_create(1 << 16, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(1 << 16, "auto");
 	long v = 5, ret = 0;
 	pid_t main_orbit, child;
 	int st = 0;

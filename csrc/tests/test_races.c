@@ -26,7 +26,7 @@
 #include "orbit.h"
 #include "orbit_internal.h"	/* only for &ob->submit_lock below */
 
-#define PG 4096
+#define PG orbit_page_size()
 
 /* ------------------------------------------------- mutex instrumentation */
 

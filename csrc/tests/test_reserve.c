@@ -15,7 +15,7 @@ static void expect_refused(const char *value)
 
 	setenv("ORBITPY_RESERVE", value, 1);
 	CHECK_EQ(orbit_reservation_size(), 0);
-	a = orbit_area_create(1 << 16, ORBIT_SNAPSHOT_FULL);
+	a = orbit_area_create(1 << 16, "full");
 	CHECK(a == NULL);	/* no reservation, so no room (ENOMEM) */
 	if (a)
 		orbit_area_destroy(a);
@@ -38,7 +38,7 @@ static void test_valid_value_is_used_once(void)
 
 	setenv("ORBITPY_RESERVE", "1g", 1);
 	CHECK_EQ(orbit_reservation_size(), 1UL << 30);
-	a = orbit_area_create(1 << 16, ORBIT_SNAPSHOT_FULL);
+	a = orbit_area_create(1 << 16, "full");
 	CHECK(a != NULL);
 	/* made: a later change of the variable has no effect */
 	setenv("ORBITPY_RESERVE", "2G", 1);

@@ -16,7 +16,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 #define STAGING_PAGES 16
 
 /* What an entry looks at: pages [first, first+n) of the area at base. */
@@ -130,13 +130,13 @@ static void stats(struct orbit *ob, struct orbit_stats *st)
 
 /* ---------------------------------------------------- exact counts */
 
-static void counts(enum orbit_snapshot_mode mode)
+static void counts(const char *mode)
 {
 	struct orbit_area *a = check_area(64 * PG, mode);
 	struct orbit *ob;
 	struct orbit_stats st, st0;
 	unsigned char *p;
-	int full = mode == ORBIT_SNAPSHOT_FULL;
+	int full = check_mode_is(mode, "full");
 	uint64_t args = 0;
 	long populated;
 
@@ -233,7 +233,7 @@ static void counts(enum orbit_snapshot_mode mode)
 }
 
 /* A call that names no area copies nothing and does not reset the views. */
-static void no_area_calls(enum orbit_snapshot_mode mode)
+static void no_area_calls(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit *ob = orbit_create("noarea", entry_sum, NULL, NULL);
@@ -258,7 +258,7 @@ static void no_area_calls(enum orbit_snapshot_mode mode)
 
 /* ------------------------------------------------- areas and orbits */
 
-static void area_after_start(enum orbit_snapshot_mode mode)
+static void area_after_start(const char *mode)
 {
 	struct orbit *ob = orbit_create("late", entry_sum, NULL, NULL);
 	struct orbit_area *b;
@@ -289,7 +289,7 @@ static void area_after_start(enum orbit_snapshot_mode mode)
 	CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
 	stats(ob, &st);
 	CHECK_EQ(st.pages_copied - st0.pages_copied,
-		 mode == ORBIT_SNAPSHOT_FULL ? 4 : 1);
+		 check_mode_is(mode, "full") ? 4 : 1);
 
 	/* An area created (and written) while the orbit holds another one. */
 	{
@@ -317,13 +317,13 @@ static void area_after_start(enum orbit_snapshot_mode mode)
 	orbit_area_destroy(b);
 }
 
-static void two_orbits_one_area(enum orbit_snapshot_mode mode)
+static void two_orbits_one_area(const char *mode)
 {
 	struct orbit_area *a = check_area(32 * PG, mode);
 	struct orbit *o1 = orbit_create("one", entry_sum, NULL, NULL);
 	struct orbit *o2 = orbit_create("two", entry_sum, NULL, NULL);
 	struct orbit_stats s1, s2, s1b, s2b;
-	int full = mode == ORBIT_SNAPSHOT_FULL;
+	int full = check_mode_is(mode, "full");
 	unsigned char *p;
 
 	REQUIRE(a && o1 && o2);
@@ -370,7 +370,7 @@ static void two_orbits_one_area(enum orbit_snapshot_mode mode)
 }
 
 /* The same area twice in one call is one area. */
-static void duplicate_area_in_call(enum orbit_snapshot_mode mode)
+static void duplicate_area_in_call(const char *mode)
 {
 	struct orbit_area *a = check_area(8 * PG, mode);
 	struct orbit *ob = orbit_create("dup", entry_sum, NULL, NULL);
@@ -394,7 +394,7 @@ static void duplicate_area_in_call(enum orbit_snapshot_mode mode)
 
 /* Destroying an area releases every orbit's copy: main's at once, the
  * orbit's when its next call starts.  Reading it there faults, as in main. */
-static void destroyed_area_released(enum orbit_snapshot_mode mode)
+static void destroyed_area_released(const char *mode)
 {
 	struct orbit_area *a = check_area(8 * PG, mode);
 	struct orbit *ob = orbit_create("released", entry_sum, NULL, NULL);
@@ -419,7 +419,7 @@ static void destroyed_area_released(enum orbit_snapshot_mode mode)
 /* -------------------------------------------------- queued snapshots */
 
 /* Each queued call sees the area as it was when call_async returned. */
-static void async_snapshot_fixed(enum orbit_snapshot_mode mode)
+static void async_snapshot_fixed(const char *mode)
 {
 	enum { N = 12 };
 	struct orbit_area *a = check_area(16 * PG, mode);
@@ -466,7 +466,7 @@ static void async_snapshot_fixed(enum orbit_snapshot_mode mode)
 }
 
 /* A running call's view does not move while main writes and queues more. */
-static void running_call_isolated(enum orbit_snapshot_mode mode)
+static void running_call_isolated(const char *mode)
 {
 	struct orbit_area *a = check_area(8 * PG, mode);
 	struct orbit *ob = orbit_create("iso", entry_sum, NULL, NULL);
@@ -510,7 +510,7 @@ static void running_call_isolated(enum orbit_snapshot_mode mode)
  * at once; one that does not fit waits until the orbit caught up, then
  * writes straight into the orbit's copy.  Either way it sees its snapshot.
  */
-static void staging_overflow(enum orbit_snapshot_mode mode)
+static void staging_overflow(const char *mode)
 {
 	struct orbit_area *a = check_area(64 * PG, mode);
 	struct orbit *ob = orbit_create("stage", entry_sum, NULL, NULL);
@@ -575,7 +575,7 @@ static void staging_overflow(enum orbit_snapshot_mode mode)
 }
 
 /* Two queued calls that together overflow the ring: the second waits. */
-static void staging_second_waits(enum orbit_snapshot_mode mode)
+static void staging_second_waits(const char *mode)
 {
 	struct orbit_area *a = check_area(64 * PG, mode);
 	struct orbit *ob = orbit_create("stage2", entry_sum, NULL, NULL);
@@ -634,7 +634,7 @@ static uint64_t rnd(void)
 
 /* Many queued calls of varying size through the small ring (it wraps,
  * pads and overflows); every result matches its snapshot. */
-static void staging_ring_stress(enum orbit_snapshot_mode mode)
+static void staging_ring_stress(const char *mode)
 {
 	enum { N = 150, DEPTH = 4, PAGES = 12 };
 	struct orbit_area *a = check_area(32 * PG, mode);
@@ -722,7 +722,7 @@ static long pf_call_sum(struct orbit *ob, struct orbit_area *a, long first, long
  * the block hooks bracket that work.  Writes made meanwhile are in the
  * call's snapshot.
  */
-static void prefault_first_call(enum orbit_snapshot_mode mode)
+static void prefault_first_call(const char *mode)
 {
 	struct orbit_hooks h = { .block_begin = pf_block_begin };
 	struct orbit_options o;

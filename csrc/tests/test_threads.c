@@ -10,7 +10,7 @@
 #include "check.h"
 #include "orbit.h"
 
-#define PG 4096
+#define PG orbit_page_size()
 #define NT 8
 
 static long entry_mix(void *arg, size_t argsize, void *store)
@@ -132,7 +132,7 @@ static void *own_page_worker(void *arg)
 	return NULL;
 }
 
-static void own_pages(enum orbit_snapshot_mode mode)
+static void own_pages(const char *mode)
 {
 	struct orbit_area *a = check_area((NT + 2) * PG, mode);
 	struct orbit *ob = orbit_create("mt-pages", entry_peek64, NULL, NULL);
@@ -177,7 +177,7 @@ static void *own_orbit_worker(void *arg)
 	return NULL;
 }
 
-static void own_orbits_one_area(enum orbit_snapshot_mode mode)
+static void own_orbits_one_area(const char *mode)
 {
 	struct orbit_area *a = check_area((NT + 2) * PG, mode);
 	struct worker w[NT];
@@ -251,7 +251,7 @@ static void test_create_while_threads_run(void)
 		long ret = -1;
 
 		if (!ar) {	/* uffd may be missing: fall back */
-			ar = orbit_area_create(4 * PG, ORBIT_SNAPSHOT_FULL);
+			ar = orbit_area_create(4 * PG, "full");
 		}
 		if (!ar || !b) {
 			bad++;
@@ -318,7 +318,7 @@ static void *alloc_worker(void *arg)
 
 static void test_alloc_from_threads(void)
 {
-	struct orbit_area *a = orbit_area_create(1024 * PG, ORBIT_SNAPSHOT_AUTO);
+	struct orbit_area *a = orbit_area_create(1024 * PG, "auto");
 	struct orbit_area_stats st;
 	struct worker w[NT];
 	pthread_barrier_t bar;

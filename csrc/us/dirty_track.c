@@ -18,7 +18,7 @@ static const struct dirty_track_ops *const all_trackers[] = {
 	&dirty_track_uffd, &dirty_track_mprotect, &dirty_track_full,
 };
 
-const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode)
+const struct dirty_track_ops *dirty_track_for_mode(enum dirty_track_mode mode)
 {
 	for (size_t i = 0; i < sizeof(all_trackers) / sizeof(all_trackers[0]); i++)
 		if (all_trackers[i]->mode == mode)
@@ -26,33 +26,18 @@ const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode
 	return NULL;
 }
 
-static enum orbit_snapshot_mode mode_from_env(void)
+const struct dirty_track_ops *dirty_track_select(const char *mode)
 {
-	const char *v = getenv("ORBITPY_SNAPSHOT");
+	const struct dirty_track_ops *t = NULL;
 
-	if (!v || !*v || !strcmp(v, "auto"))
-		return ORBIT_SNAPSHOT_AUTO;
-	if (!strcmp(v, "uffd"))
-		return ORBIT_SNAPSHOT_UFFD;
-	if (!strcmp(v, "mprotect"))
-		return ORBIT_SNAPSHOT_MPROTECT;
-	if (!strcmp(v, "full"))
-		return ORBIT_SNAPSHOT_FULL;
-	return (enum orbit_snapshot_mode)-1;
-}
-
-const struct dirty_track_ops *dirty_track_select(enum orbit_snapshot_mode mode)
-{
-	const struct dirty_track_ops *t;
-
-	if (mode == ORBIT_SNAPSHOT_AUTO)
-		mode = mode_from_env();
-	if ((int)mode < 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (mode != ORBIT_SNAPSHOT_AUTO) {
-		t = dirty_track_for_mode(mode);
+	if (!mode)
+		mode = getenv("ORBITPY_SNAPSHOT");
+	if (mode && (!*mode || !strcmp(mode, "auto")))
+		mode = NULL;
+	if (mode) {
+		for (size_t i = 0; i < sizeof(all_trackers) / sizeof(all_trackers[0]); i++)
+			if (!strcmp(all_trackers[i]->name, mode))
+				t = all_trackers[i];
 		if (!t) {
 			errno = EINVAL;
 			return NULL;

@@ -13,9 +13,17 @@
 #include "../orbit.h"
 #include "pagemap.h"
 
+/* Which tracker an area uses, as its views in the orbits learn it (the
+ * wire format's us_area_rec.mode). */
+enum dirty_track_mode {
+	DIRTY_TRACK_UFFD = 1,
+	DIRTY_TRACK_MPROTECT,
+	DIRTY_TRACK_FULL,
+};
+
 struct dirty_track_ops {
-	enum orbit_snapshot_mode mode;
-	const char *name;
+	enum dirty_track_mode mode;
+	const char *name;	/* the mode's name: orbit_area_mode() */
 	/* Can this mechanism work in this process? */
 	int (*available)(void);
 	/* Start tracking [addr, addr+len): from now on every page is clean. */
@@ -42,11 +50,12 @@ extern const struct dirty_track_ops dirty_track_uffd;
 extern const struct dirty_track_ops dirty_track_mprotect;
 extern const struct dirty_track_ops dirty_track_full;
 
-/* The tracker for `mode`; AUTO picks the best available, honouring the
- * ORBITPY_SNAPSHOT environment variable.  NULL (errno set) if unavailable. */
-const struct dirty_track_ops *dirty_track_select(enum orbit_snapshot_mode mode);
+/* The tracker named `mode` (a tracker's name); NULL picks the best
+ * available, honouring the ORBITPY_SNAPSHOT environment variable.  NULL and
+ * errno EINVAL for an unknown name, ENOTSUP if unavailable. */
+const struct dirty_track_ops *dirty_track_select(const char *mode);
 /* The tracker for a known mode, available or not (orbit side). */
-const struct dirty_track_ops *dirty_track_for_mode(enum orbit_snapshot_mode mode);
+const struct dirty_track_ops *dirty_track_for_mode(enum dirty_track_mode mode);
 void dirty_track_child_reset(void);
 /* mprotect tracker: put our SIGSEGV handler back on top if it is in use. */
 int dirty_track_mprotect_rearm(void);

@@ -33,7 +33,7 @@ static int full_collect(void *state, void *addr, size_t len, page_run_cb cb, voi
 }
 
 const struct dirty_track_ops dirty_track_full = {
-	.mode = ORBIT_SNAPSHOT_FULL,
+	.mode = DIRTY_TRACK_FULL,
 	.name = "full",
 	.available = full_available,
 	.attach = full_attach,

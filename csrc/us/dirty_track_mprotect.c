@@ -273,7 +273,7 @@ static void mp_child_reset(void)
 }
 
 const struct dirty_track_ops dirty_track_mprotect = {
-	.mode = ORBIT_SNAPSHOT_MPROTECT,
+	.mode = DIRTY_TRACK_MPROTECT,
 	.name = "mprotect",
 	.available = mp_available,
 	.attach = mp_attach,

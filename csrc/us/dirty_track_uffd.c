@@ -172,7 +172,7 @@ static void uffd_child_reset(void)
 }
 
 const struct dirty_track_ops dirty_track_uffd = {
-	.mode = ORBIT_SNAPSHOT_UFFD,
+	.mode = DIRTY_TRACK_UFFD,
 	.name = "uffd",
 	.available = uffd_available,
 	.attach = uffd_attach,

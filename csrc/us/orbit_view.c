@@ -33,7 +33,7 @@
 struct us_view {
 	struct us_view *next;
 	uint32_t id;
-	enum orbit_snapshot_mode mode;
+	enum dirty_track_mode mode;
 	char *addr;
 	size_t size;
 	char *base;		/* MAP_SHARED view of the base, for staged copies */
@@ -120,7 +120,7 @@ static int view_map(struct orbit_sys *s, const struct us_area_rec *rec, int fd)
 		munmap(v->base, v->size);	/* a new base replaces the old one */
 	}
 	v->id = rec->id;
-	v->mode = (enum orbit_snapshot_mode)rec->mode;
+	v->mode = (enum dirty_track_mode)rec->mode;
 	v->addr = (char *)(uintptr_t)rec->addr;
 	v->size = rec->size;
 	v->base = mmap(NULL, v->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -12,6 +12,9 @@
 /* Called once per run of consecutive matching pages; pages count from addr. */
 typedef void (*page_run_cb)(void *ctx, size_t first_page, size_t npages);
 
+/* The userspace backend's page size, which it reports through the seam
+ * (orbit_sys->page_size): it assumes 4 KiB pages, as /proc/self/pagemap
+ * counts them on x86-64 and on arm64 kernels built with 4 KiB pages. */
 #define PM_PAGE_SIZE 4096UL
 #define PM_PAGE_SHIFT 12
 

@@ -377,7 +377,7 @@ int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const 
 			 * write-protects and reports each page atomically); what
 			 * this misses is faulted in by the copy. */
 			if (!err && !l->fd_sent && !l->prefaulted &&
-			    a->trk->mode == ORBIT_SNAPSHOT_UFFD)
+			    a->trk->mode == DIRTY_TRACK_UFFD)
 				err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
 			if (!err && !l->fd_sent && !l->prefaulted) {
 				base_allocate(l, a);

@@ -26,7 +26,7 @@ static size_t staging_size(void)
 	return (sz + PM_PAGE_SIZE - 1) & ~(PM_PAGE_SIZE - 1);
 }
 
-static int us_area_create(size_t size, enum orbit_snapshot_mode mode,
+static int us_area_create(size_t size, const char *mode,
 			  struct orbit_sys_area **out, void **base)
 {
 	const struct dirty_track_ops *t = dirty_track_select(mode);
@@ -100,9 +100,9 @@ static void us_area_destroy(struct orbit_sys_area *a)
 	us_area_put(a);
 }
 
-static enum orbit_snapshot_mode us_area_mode(const struct orbit_sys_area *a)
+static const char *us_area_mode(const struct orbit_sys_area *a)
 {
-	return a->trk->mode;
+	return a->trk->name;
 }
 
 static int us_create(const struct orbit_spawn *sp, struct orbit_sys **out)
@@ -221,6 +221,7 @@ static int us_push(struct orbit_sys *s, uint64_t seq, const void *data, size_t l
 
 static const struct orbit_sys_ops us_ops = {
 	.name = "userspace",
+	.page_size = PM_PAGE_SIZE,
 	.area_create = us_area_create,
 	.area_destroy = us_area_destroy,
 	.area_mode = us_area_mode,

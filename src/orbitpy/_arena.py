@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _collector, _core, _objects, _scope
+from . import _backend_user, _collector, _core, _objects, _scope
 from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
 
@@ -24,7 +24,15 @@ _live_lock = threading.Lock()
 # buffer) need no lock.  Core areas, not Arena objects: a buffer keeps its
 # area alive after the Arena object is gone, and must still cross by address.
 _table: tuple[list[int], list[tuple[int, int, Any]]] = ([], [])
-_SNAPSHOT_MODES = ("auto", "uffd", "mprotect", "full")
+
+# What Python knows of the backend the C core was built with (its mode names,
+# its environment, what its modes need from the process): one module per
+# backend, with the same names.
+_BACKENDS = {_backend_user.NAME: _backend_user}
+if _core.BACKEND not in _BACKENDS:
+    raise ImportError(f"orbitpy's C core was built with the {_core.BACKEND!r} backend, which "
+                      f"the Python layer does not know (known: {', '.join(_BACKENDS)})")
+_backend = _BACKENDS[_core.BACKEND]
 
 # Per thread: the open `with arena:` blocks, as (arena, watch): the watch
 # (None without a running event loop) tells whether the block spanned an await.
@@ -95,86 +103,6 @@ def _unregister(area: Any) -> None:
         _table = ([r[0] for r in rs], rs)
 
 
-_guards_installed = False
-
-
-def _keep_fault_handler_on_top() -> None:
-    """mprotect mode tracks writes with a SIGSEGV handler that must run first.
-    faulthandler.enable() or signal.signal(SIGSEGV, ...) called later would
-    put theirs on top and take tracking faults for crashes; re-arm ours after
-    them (it chains to theirs for real faults)."""
-    global _guards_installed
-    if _guards_installed:
-        return
-    import faulthandler
-    import signal
-
-    enable, disable, set_signal = faulthandler.enable, faulthandler.disable, signal.signal
-
-    @functools.wraps(enable)
-    def faulthandler_enable(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return enable(*args, **kwargs)
-        finally:
-            _core.rearm_fault_handler()
-
-    @functools.wraps(disable)
-    def faulthandler_disable(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return disable(*args, **kwargs)
-        finally:
-            _core.rearm_fault_handler()
-
-    @functools.wraps(set_signal)
-    def signal_signal(signalnum: Any, handler: Any) -> Any:
-        try:
-            return set_signal(signalnum, handler)
-        finally:
-            if signalnum == signal.SIGSEGV:
-                _core.rearm_fault_handler()
-
-    faulthandler.enable = faulthandler_enable
-    faulthandler.disable = faulthandler_disable
-    signal.signal = signal_signal
-    _guards_installed = True
-
-
-_SIZE_SUFFIX = {"k": 10, "m": 20, "g": 30, "t": 40}
-
-
-def _reserve_request() -> int:
-    """Bytes ORBITPY_RESERVE asks for (64 GiB if unset), as the C core reads
-    it; ValueError if it is not a size."""
-    text = os.environ.get("ORBITPY_RESERVE", "")
-    if not text:
-        return 64 << 30
-    digits, shift = text, 0
-    if text[-1].lower() in _SIZE_SUFFIX:
-        digits, shift = text[:-1], _SIZE_SUFFIX[text[-1].lower()]
-    try:
-        n = int(digits, 0) << shift if digits.strip() == digits else 0
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise ValueError(f"ORBITPY_RESERVE={text!r} is not a size: give a positive number "
-                         f"of bytes, optionally with a suffix K, M, G or T (e.g. 16G)")
-    return n
-
-
-def _reservation_failed() -> Exception:
-    """Why the C core has no reservation: a bad ORBITPY_RESERVE, or too
-    little address space for it."""
-    want = _reserve_request()  # raises ValueError for a bad value
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    limit = (f"the address-space limit (ulimit -v) is {soft} bytes"
-             if soft != resource.RLIM_INFINITY else "the address space is too small")
-    return MemoryError(f"could not reserve {want} bytes of address space for arenas: {limit}; "
-                       f"set ORBITPY_RESERVE to reserve less (e.g. ORBITPY_RESERVE=1G, enough "
-                       f"for the arenas you need) before the first arena is made")
-
-
 class Arena:
     """A memory area at the same address in main and in every orbit.
 
@@ -188,34 +116,20 @@ class Arena:
             raise TypeError(f"arena size must be an int, got {type(size).__name__}")
         if size <= 0:
             raise ValueError(f"arena size must be > 0 bytes, got {size}")
-        reserve = _core.reservation_size()
-        if reserve == 0:
-            raise _reservation_failed()
-        if size > reserve:
-            raise ValueError(
-                f"arena size {size} exceeds the {reserve}-byte address range reserved for "
-                f"arenas (raise it with ORBITPY_RESERVE before importing orbitpy)")
-        mode = snapshot or os.environ.get("ORBITPY_SNAPSHOT", "auto") or "auto"
-        if mode not in _SNAPSHOT_MODES:
-            raise ValueError(f"snapshot mode must be one of {', '.join(_SNAPSHOT_MODES)}, "
-                             f"got {mode!r}")
+        reserve = _backend.check_size(size)
+        mode = _backend.snapshot_mode(snapshot)
         try:
             self._area = _core.Area(size, mode)
         except OSError as e:
-            if e.errno == 95:  # ENOTSUP
-                raise OSError(e.errno, f"snapshot mode {mode!r} is not available on this "
-                                       f"kernel") from None
-            if e.errno == 12:  # ENOMEM
-                raise MemoryError(
-                    f"no room for a {size}-byte arena in the {reserve}-byte reservation "
-                    f"(set ORBITPY_RESERVE to reserve more)") from None
+            err = _backend.area_error(e, size, mode, reserve)
+            if err is not None:
+                raise err from None
             raise
         _owners[self._area] = os.getpid()
         self._size = self._area.size
         self._heap: Any = None  # registered with the allocator hooks on first `with`
         _register(self._area)
-        if self._area.mode == "mprotect":
-            _keep_fault_handler_on_top()
+        _backend.arena_created(self._area)
 
     @property
     def address(self) -> int:
@@ -228,7 +142,8 @@ class Arena:
 
     @property
     def snapshot_mode(self) -> str:
-        """How dirty pages are found: 'uffd', 'mprotect' or 'full'."""
+        """The backend's name for how it finds the pages written since a
+        snapshot (the userspace backend: 'uffd', 'mprotect' or 'full')."""
         return str(self._area.mode)
 
     def buffer(self, nbytes: int) -> memoryview:
@@ -409,8 +324,8 @@ class Arena:
 def arena(size: int, snapshot: str | None = None) -> Arena:
     """Create an :class:`Arena` of `size` bytes.
 
-    `snapshot` forces the dirty-page tracking mode ('uffd', 'mprotect' or
-    'full'); by default the environment variable ORBITPY_SNAPSHOT decides,
-    else the best available.
+    `snapshot` forces the dirty-page tracking mode, one of the backend's (the
+    userspace backend: 'uffd', 'mprotect' or 'full'); by default the
+    environment variable ORBITPY_SNAPSHOT decides, else the best available.
     """
     return Arena(size, snapshot)

@@ -12,8 +12,8 @@ E_CANCELLED: int
 E_ABORTED: int
 CALL_SKIP_IF_BUSY: int
 CALL_CANCEL_QUEUED: int
-MODES: dict[str, int]
 PAGE_SIZE: int
+BACKEND: str
 
 class CoreError(Exception):
     code: int

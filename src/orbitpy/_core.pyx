@@ -41,11 +41,6 @@ cdef extern from "orbit.h":
         ORBIT_CALL_SKIP_IF_BUSY
         ORBIT_CALL_CANCEL_QUEUED
         ORBIT_CANCEL_KILL
-    enum orbit_snapshot_mode:
-        ORBIT_SNAPSHOT_AUTO
-        ORBIT_SNAPSHOT_UFFD
-        ORBIT_SNAPSHOT_MPROTECT
-        ORBIT_SNAPSHOT_FULL
     struct orbit_area
     struct orbit
     struct orbit_future
@@ -91,12 +86,13 @@ cdef extern from "orbit.h":
         const orbit_hooks *hooks
 
     const char *orbit_strerror(int code)
-    orbit_area *orbit_area_create(size_t size, orbit_snapshot_mode mode)
+    size_t orbit_page_size()
+    const char *orbit_backend_name()
+    orbit_area *orbit_area_create(size_t size, const char *mode)
     void orbit_area_destroy(orbit_area *area)
     void *orbit_area_base(const orbit_area *area)
     size_t orbit_area_size(const orbit_area *area)
-    orbit_snapshot_mode orbit_area_mode(const orbit_area *area)
-    const char *orbit_snapshot_mode_name(orbit_snapshot_mode mode)
+    const char *orbit_area_mode(const orbit_area *area)
     size_t orbit_reservation_size()
     int orbit_rearm_fault_handler()
     void *orbit_alloc(orbit_area *area, size_t size)
@@ -137,9 +133,8 @@ E_REFUSED = ORBIT_E_REFUSED
 E_ABORTED = ORBIT_E_ABORTED
 CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
 CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
-MODES = {"auto": ORBIT_SNAPSHOT_AUTO, "uffd": ORBIT_SNAPSHOT_UFFD,
-         "mprotect": ORBIT_SNAPSHOT_MPROTECT, "full": ORBIT_SNAPSHOT_FULL}
-PAGE_SIZE = 4096
+PAGE_SIZE = orbit_page_size()
+BACKEND = (<bytes>orbit_backend_name()).decode()
 
 
 class CoreError(Exception):
@@ -267,7 +262,9 @@ cdef class Area:
     cdef object __weakref__
 
     def __cinit__(self, size_t size, str mode="auto"):
-        self.a = orbit_area_create(size, MODES[mode])
+        # The mode is a hint the backend interprets (see orbit_area_create).
+        cdef bytes hint = mode.encode()
+        self.a = orbit_area_create(size, hint)
         if self.a is NULL:
             raise OSError(errno, strerror(errno).decode())
 
@@ -284,7 +281,7 @@ cdef class Area:
     @property
     def mode(self):
         self._check()
-        return (<bytes>orbit_snapshot_mode_name(orbit_area_mode(self.a))).decode()
+        return (<bytes>orbit_area_mode(self.a)).decode()
 
     @property
     def alive(self):
@@ -341,7 +338,8 @@ cdef class Block:
 
 
 def rearm_fault_handler():
-    """Put orbitpy's SIGSEGV handler (mprotect mode) back on top."""
+    """Put the backend's fault handler back on top (a backend extra: the
+    userspace backend's mprotect mode; nothing for other backends)."""
     orbit_rearm_fault_handler()
 
 

@@ -1092,11 +1092,12 @@ def _descriptors(objs: Iterable[Any]) -> tuple[int, ...]:
 
 
 def default_snapshot_mode() -> str:
-    """The snapshot mode a new arena gets: ORBITPY_SNAPSHOT, else the best
-    available ('uffd', then 'mprotect', then 'full')."""
+    """The snapshot mode a new arena gets: the backend's name for its
+    choice (the userspace backend: ORBITPY_SNAPSHOT, else the best available
+    of 'uffd', 'mprotect' and 'full')."""
     global _default_mode
     if _default_mode is None:
-        probe = Arena(4096)
+        probe = Arena(_core.PAGE_SIZE)
         _default_mode = probe.snapshot_mode
         probe.close()
     return _default_mode
