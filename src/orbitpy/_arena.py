@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import functools
 import inspect
 import logging
@@ -202,10 +203,10 @@ class Arena:
         try:
             self._area = _core.Area(size, mode)
         except OSError as e:
-            if e.errno == 95:  # ENOTSUP
+            if e.errno == errno.ENOTSUP:
                 raise OSError(e.errno, f"snapshot mode {mode!r} is not available on this "
                                        f"kernel") from None
-            if e.errno == 12:  # ENOMEM
+            if e.errno == errno.ENOMEM:
                 raise MemoryError(
                     f"no room for a {size}-byte arena in the {reserve}-byte reservation "
                     f"(set ORBITPY_RESERVE to reserve more)") from None

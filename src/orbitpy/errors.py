@@ -115,6 +115,11 @@ class RemoteTraceback(Exception):
         return "\n\n" + self.tb.rstrip("\n")
 
 
+# Exit statuses orbitpy's processes end with (all of them here).
+EXIT_OK = 0
+# python -m orbitpy with a command it does not know (as argparse's errors).
+EXIT_USAGE = 2
+# An orbit past its memory_limit: main reports it as such (describe_status).
 EXIT_OUT_OF_MEMORY = 77
 
 
