@@ -34,6 +34,17 @@ def open_fds() -> set[int]:
     return {int(x) for x in os.listdir("/proc/self/fd")}
 
 
+def orbit_fds(pid: int) -> list[str]:
+    """What the orbit process `pid` holds open, as /proc shows it."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
 @pytest.fixture
 def make_orbit() -> Iterator[Callable[..., Any]]:
     """Like orbitpy.orbit (bare or with options); closes every orbit it made."""

@@ -27,24 +27,13 @@ from typing import Any
 import pytest
 
 import orbitpy
+from objects_util import fill_free_lists
 
 BIG = 1 << 40  # ints far beyond CPython's small-int cache: each one is a new object
 TRACKED_MODES = ["uffd", "mprotect"]
 
 
 # ------------------------------------------------------------------ helpers
-
-def fill_free_lists() -> None:
-    """Allocate and drop, outside any arena, enough floats, tuples (sizes
-    1..20) and small str-keyed dicts to fill CPython's free lists for them
-    (when they are open)."""
-    junk: list[Any] = []
-    for size in range(1, 21):
-        junk.extend(tuple(range(size)) for _ in range(2100))
-    junk.extend(float(i) + 0.5 for i in range(300))
-    junk.extend({"k" + str(i): i} for i in range(200))
-    del junk
-
 
 @pytest.fixture(autouse=True)
 def settled_free_lists() -> None:
@@ -671,37 +660,6 @@ def test_orbit_refcount_changes_never_reach_main(make_orbit: Any, new_arena: Any
     assert counts() == before
     assert arena.stats()["used"] == used
     assert all(x is shared for x in table["many"])
-
-
-@pytest.mark.parametrize("snapshot", TRACKED_MODES)
-def test_reading_arena_objects_writes_nothing_in_the_orbit_where_python_allows(
-        snapshot: str, make_orbit: Any, new_arena: Any) -> None:
-    """3.12+: the orbit's copies of checked objects are immortal there, so
-    reading them (which increments and decrements their reference counts)
-    writes no page the orbit must drop before its next call.  3.11 has no
-    immortal objects: every page read is written, and dropped."""
-    arena = new_arena(16 << 20, snapshot=snapshot)
-    with arena:
-        table = {i: WithSlots(BIG + i, str(i) * 3) for i in range(20_000)}
-
-    def read(table: dict[int, WithSlots], keys: list[int]) -> int:
-        return sum(len(table[k].b) for k in keys)
-
-    f = make_orbit(read, timeout=20)
-    keys = list(range(0, 20_000, 7))
-    want = sum(len(str(k) * 3) for k in keys)
-    assert f(table, keys) == want
-    for _ in range(3):
-        with arena:
-            for k in keys[::5]:
-                table[k].a = BIG - k  # some pages change between calls
-        before = f.orbit.stats()["pages_reset"]
-        assert f(table, keys) == want
-        reset = f.orbit.stats()["pages_reset"] - before
-        if sys.version_info >= (3, 12):
-            assert reset <= 2, reset  # the call's own frame and argument pages at most
-        else:
-            assert reset >= 50, reset  # ~one per 20 records read
 
 
 @pytest.mark.parametrize("registered", ["after instances", "before instances"])

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._arena import Arena, arena
 from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
+from ._future import OrbitFuture
+from ._in_orbit import in_orbit, push
 from ._orbit import (
     OrbitFunction,
-    OrbitFuture,
     OrbitHandle,
     default_snapshot_mode,
-    in_orbit,
     orbit,
-    push,
     shutdown,
 )
 from .errors import (

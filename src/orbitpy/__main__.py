@@ -19,6 +19,7 @@ import sys
 import time
 
 import orbitpy
+from orbitpy.errors import EXIT_OK, EXIT_USAGE
 
 SLOTS = 20_000
 ENTRY = struct.Struct("qq")  # key (0 = empty), expiry (ms)
@@ -88,7 +89,7 @@ def demo(rounds: int = 6, crash_round: int = 3) -> int:
         expire.orbit.close()
     print("demo done: the orbit crashed once (on purpose), main never stopped, and the "
           "orbit came back.")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         return demo(args.rounds, args.crash_round)
-    return 2
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ area_error, arena_created); a module for another backend provides the same.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from typing import Any
@@ -88,9 +89,9 @@ def snapshot_mode(requested: str | None) -> str:
 def area_error(e: OSError, size: int, mode: str, reserve: int) -> Exception | None:
     """The error to raise for creating an arena failing with `e`, or None to
     raise `e` itself."""
-    if e.errno == 95:  # ENOTSUP
+    if e.errno == errno.ENOTSUP:
         return OSError(e.errno, f"snapshot mode {mode!r} is not available on this kernel")
-    if e.errno == 12:  # ENOMEM
+    if e.errno == errno.ENOMEM:
         return MemoryError(f"no room for a {size}-byte arena in the {reserve}-byte reservation "
                            f"(set ORBITPY_RESERVE to reserve more)")
     return None

@@ -1,42 +1,37 @@
-"""Orbit functions: the decorator, the handle, futures and the dispatcher."""
+"""Orbit functions: the decorator (`orbit`, `OrbitFunction`) and the orbit
+behind one (`OrbitHandle`).
+
+The future of a call and its dispatcher are in _future.py, what runs in the
+orbit process in _in_orbit.py, the error table in errors.py."""
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import errno
-import faulthandler
 import functools
-import gc
 import inspect
 import logging
 import os
-import queue
-import sys
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _core, _objects, _pickle
 from ._arena import Arena, foreign_arena_error
+from ._future import Dispatcher, OnInterrupt, OrbitFuture
+from ._in_orbit import FATAL_MARK, LATE_MARK, STATUS_OK, _name_of, _run_in_orbit, read_fault_dump
 from ._latency import CallLatency
 from ._stale import GlobalsWatch
 from .errors import (
-    EXIT_OUT_OF_MEMORY,
     ArenaEscapeError,
-    OrbitAborted,
     OrbitBusy,
     OrbitClosed,
-    OrbitCrashed,
     OrbitError,
-    OrbitExit,
-    OrbitTimeout,
-    RemoteTraceback,
-    describe_status,
+    core_error,
+    remote_exception,
 )
 
 if TYPE_CHECKING:  # asyncio is imported on the first acall(), not with orbitpy
@@ -44,9 +39,7 @@ if TYPE_CHECKING:  # asyncio is imported on the first acall(), not with orbitpy
 
 P = ParamSpec("P")
 R = TypeVar("R")
-OnInterrupt = Literal["kill", "finish"]
 
-_STATUS_OK, _STATUS_RAISED = 0, 1
 log = logging.getLogger("orbitpy")
 _live_handles: weakref.WeakSet[OrbitHandle] = weakref.WeakSet()
 
@@ -69,324 +62,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-# ------------------------------------------------------------ in the orbit
-
-def in_orbit() -> bool:
-    """True when running inside an orbit process."""
-    return _core.in_orbit()
-
-
-def push(obj: Any) -> None:
-    """Inside an orbit: hand `obj` to main as an update of the current call
-    (read with ``OrbitFuture.updates()``)."""
-    if not _core.in_orbit():
-        raise OrbitError("orbitpy.push() can only be called inside an orbit")
-    _core.push(_pickle.dumps(obj))
-
-
-# In an orbit: the file its faulthandler writes to (-1 until its first call),
-# and when the running call started (0: none).
-_fault_fd = -1
-_call_started = 0.0
-_FAULT_MARK = "orbitpy: faulthandler of orbit pid "
-_FATAL_MARK = "Fatal Python error"
-_LATE_MARK = "orbitpy: the call is about to overrun its timeout; where it is:"
-
-
-def _arm_faulthandler(fd: int, timeout: float) -> None:
-    """In a new orbit process: send faulthandler's dumps (a fatal signal's
-    traceback) to `fd`, a file main reads when the orbit dies, after a line
-    naming this process.  With a timeout, a watcher thread also writes there
-    where a call is shortly before its timeout kills the orbit."""
-    global _fault_fd
-    _fault_fd = fd
-    try:
-        os.lseek(fd, 0, os.SEEK_END)
-        os.write(fd, f"\n{_FAULT_MARK}{os.getpid()}\n".encode())
-        faulthandler.enable(file=fd, all_threads=True)
-    except (OSError, ValueError, RuntimeError):
-        return  # no traceback on crashes; calls work all the same
-    if timeout > 0:
-        margin = min(0.2 * timeout, 1.0)
-        try:
-            threading.Thread(target=_watch_for_timeout,
-                             args=(fd, timeout - margin, margin / 3),
-                             name="orbitpy-timeout-watch", daemon=True).start()
-        except RuntimeError:
-            pass  # e.g. no memory for a thread under memory_limit: no dump
-
-
-def _watch_for_timeout(fd: int, dump_after: float, period: float) -> None:
-    """In an orbit with a timeout: dump the call's traceback once it has run
-    `dump_after` seconds (the kill itself, SIGKILL, leaves no trace).  Needs
-    the GIL: a call stuck in C code that holds it is not dumped."""
-    dumped = 0.0
-    while True:
-        time.sleep(max(period, 0.005))
-        started = _call_started
-        if started and started != dumped and time.monotonic() - started >= dump_after:
-            dumped = started
-            try:
-                os.write(fd, f"\n{_LATE_MARK}\n".encode())
-                faulthandler.dump_traceback(file=fd, all_threads=True)
-            except (OSError, ValueError):
-                return
-
-
-def _without_fork_frames(dump: str) -> str:
-    """A faulthandler dump without the frames below _run_in_orbit (those are
-    main's, as they were when it forked the orbit, not the task's) and
-    without orbitpy's timeout watcher thread."""
-    parts = []
-    for part in dump.split("\n\n"):  # a thread each, or a message
-        if part.rstrip().endswith(" in _bootstrap") and " in _watch_for_timeout" in part:
-            continue
-        lines = part.split("\n")
-        for i, line in enumerate(lines):
-            if line.startswith("  File ") and line.endswith(" in _run_in_orbit"):
-                del lines[i + 1:]
-                break
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
-
-
-def _run_in_orbit(fn: Callable[..., Any], fault_fd: int, timeout: float,
-                  arg: bytes) -> tuple[int, bytes]:
-    """The orbit side of a call: runs in the orbit process."""
-    global _call_started
-    if _fault_fd != fault_fd:
-        _arm_faulthandler(fault_fd, timeout)
-    _call_started = time.monotonic()
-    try:
-        if arg:
-            args, kwargs = _pickle.loads_call(arg)
-        else:
-            args, kwargs = (), {}
-        result = fn(*args, **kwargs)
-        del args, kwargs
-        try:
-            return _STATUS_OK, (b"" if result is None else _pickle.dumps(result))
-        except Exception as e:
-            raise OrbitError(f"the result of {_name_of(fn)} could not be sent back: "
-                             f"{type(e).__name__}: {e}") from None
-    except BaseException as e:  # noqa: BLE001 - everything goes back to main
-        if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM):
-            # Past its memory limit (mmap.mmap fails with ENOMEM) the orbit
-            # cannot be trusted to go on; die with a status main recognises,
-            # and let it restart.
-            try:
-                sys.stderr.write(f"orbitpy: orbit {_name_of(fn)} ran out of memory\n")
-            finally:
-                os._exit(EXIT_OUT_OF_MEMORY)
-        return _STATUS_RAISED, _describe_exception(e)
-    finally:
-        # What the call leaves behind may point into this call's view of the
-        # arenas (e.g. a __dict__ made for an arena object), which the next
-        # call replaces: the collector must never walk it again.
-        _call_started = 0.0
-        gc.freeze()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-
-
-def _describe_exception(e: BaseException) -> bytes:
-    """What main gets of an exception raised in the orbit: the exception
-    pickled on its own (main may fail to rebuild it), and, always, its type's
-    name, its str() and the formatted traceback."""
-    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    cls = type(e)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else \
-        f"{cls.__module__}.{cls.__qualname__}"
-    try:
-        text = str(e)
-    except Exception as se:
-        text = f"<str() failed: {type(se).__name__}>"
-    try:
-        exc, why = _pickle.dumps(e), ""
-    except Exception as pe:
-        exc, why = b"", f"it cannot be pickled: {type(pe).__name__}: {pe}"
-    return _pickle.dumps((exc, tb, name, text, why))
-
-
-def _name_of(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
-
-
-# ------------------------------------------------------------ in main
-
-class OrbitFuture(concurrent.futures.Future, Generic[R]):
-    """The pending result of ``fn.call_async(...)``.
-
-    A :class:`concurrent.futures.Future` (so ``asyncio.wrap_future``,
-    ``concurrent.futures.wait`` and callbacks work).  ``cancel()`` cancels a
-    call still queued behind another (the orbit skips it); the call the orbit
-    may be running is ended by killing the orbit process unless the call was
-    made with ``on_interrupt="finish"`` (then ``cancel()`` returns False, as
-    for a running ``concurrent.futures`` call).  Cancelling an
-    ``asyncio.wrap_future()`` of it does the same.  ``result(timeout=...)``
-    expiring raises :class:`TimeoutError` and leaves the call running.
-
-    Resolution is lazy: ``result()``, ``exception()`` and ``done()`` read the
-    orbit's answer in the calling thread (no hand-off between threads).  Only
-    when something must be told without asking -- a done callback, or a
-    ``concurrent.futures.wait``/``as_completed`` waiter -- does the orbit's
-    dispatcher thread take the future over.
-    """
-
-    def __init__(self, core: Any, handle: OrbitHandle, timeout: float | None = None,
-                 on_interrupt: OnInterrupt = "kill") -> None:
-        self._dispatched = True  # no hand-off while Future.__init__ runs
-        super().__init__()
-        self.set_running_or_notify_cancel()
-        self._core = core
-        self._handle = handle
-        self._timeout = timeout
-        self._on_interrupt = on_interrupt
-        self._resolve_lock = threading.Lock()
-        self._issued = time.perf_counter()  # for handle.latency; see call_async
-        self._dispatched = False
-
-    # Waiters of concurrent.futures.wait()/as_completed() are appended to
-    # _waiters directly: a future with waiters must resolve by itself.
-    @property
-    def _waiters(self) -> list[Any]:
-        if not self._dispatched and self._state == "RUNNING":
-            self._dispatch()
-        return self.__dict__["_waiters_list"]
-
-    @_waiters.setter
-    def _waiters(self, value: list[Any]) -> None:
-        self.__dict__["_waiters_list"] = value
-
-    def _dispatch(self) -> None:
-        self._dispatched = True
-        self._handle._dispatch(self)
-
-    def _resolve(self, timeout: float | None) -> None:
-        """Wait (up to timeout) for the orbit's answer and settle the future."""
-        if self._state != "RUNNING":
-            return
-        if timeout is None:
-            got = self._resolve_lock.acquire()
-        elif timeout <= 0:
-            got = self._resolve_lock.acquire(blocking=False)
-        else:
-            got = self._resolve_lock.acquire(timeout=timeout)
-        if not got:
-            # Another thread is waiting for the answer: it will settle it.
-            if not super().done():
-                raise TimeoutError("the orbit call is still running")
-            return
-        try:
-            self._settle(timeout)
-        finally:
-            self._resolve_lock.release()
-
-    def _settle(self, timeout: float | None) -> None:
-        if self._state == "RUNNING":
-            try:
-                ret, data = self._core.wait(timeout)
-            except _core.CoreError as e:
-                if e.code == _core.E_CANCELLED:  # cancel(), or cancel_queued
-                    self._mark_cancelled()
-                else:
-                    self._finish(None, self._handle._error(e, self._timeout))
-                return
-            try:
-                value = self._handle._decode(ret, data)
-            except BaseException as e:  # noqa: BLE001 - the orbit's exception
-                self._finish(None, e)
-            else:
-                self._finish(value, None)
-
-    def _finish(self, value: Any, exc: BaseException | None) -> None:
-        self._handle.latency.observe(time.perf_counter() - self._issued)
-        try:
-            if exc is not None:
-                self.set_exception(exc)
-            else:
-                self.set_result(value)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancel() from another thread got there first
-
-    def _mark_cancelled(self) -> bool:
-        """Settle the future as cancelled (the core has cancelled the call)."""
-        with self._condition:
-            if self._state == "FINISHED":
-                return False
-            if self._state == "RUNNING":
-                self._state = "CANCELLED_AND_NOTIFIED"
-                for waiter in self.__dict__.get("_waiters_list", ()):
-                    waiter.add_cancelled(self)
-                self._condition.notify_all()
-            else:
-                return True
-        self._invoke_callbacks()  # type: ignore[attr-defined]
-        return True
-
-    def cancel(self) -> bool:
-        """Cancel the call; True if it is cancelled (``cancelled()`` then
-        holds and ``result()`` raises CancelledError).  A queued call is
-        skipped by the orbit.  The call the orbit may be running is ended by
-        killing (and restarting) the orbit, unless it was made with
-        ``on_interrupt="finish"``: then it is left to finish and this returns
-        False.  False too once the call has finished."""
-        if self._state != "RUNNING":
-            return self._state != "FINISHED"
-        if self._handle._generation != _fork_generation:
-            return False  # an inherited future: its orbit is not ours
-        if not self._core.cancel(self._on_interrupt == "kill"):
-            return super().cancelled()
-        return self._mark_cancelled()
-
-    def cancelled(self) -> bool:
-        if self._state == "RUNNING":
-            self.done()  # a cancel_queued from a later call may have ended it
-        return super().cancelled()
-
-    def done(self) -> bool:
-        if self._state == "RUNNING":
-            try:
-                self._resolve(0)  # take what the orbit has sent, never wait
-            except TimeoutError:
-                return False
-        return super().done()
-
-    def running(self) -> bool:
-        return not self.done()
-
-    def result(self, timeout: float | None = None) -> R:
-        self._resolve(timeout)
-        return super().result(0)  # type: ignore[no-any-return]
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._resolve(timeout)
-        return super().exception(0)
-
-    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
-        super().add_done_callback(fn)
-        if not self._dispatched and self._state == "RUNNING":
-            self._dispatch()
-
-    def updates(self, timeout: float | None = None) -> Iterator[Any]:
-        """Yield the updates the orbit pushed for this call, in order, as they
-        arrive; stops when the call has ended and all were yielded.
-        `timeout` bounds the wait for each update (TimeoutError)."""
-        while True:
-            try:
-                more, data = self._core.pull(timeout)
-            except _core.CoreError as e:
-                if e.code == errno.ECHILD:
-                    raise self._handle._error(e) from None
-                return  # the call failed; result() tells why
-            if not more:
-                return
-            yield _pickle.loads(data)
 
 
 class OrbitHandle:
@@ -417,8 +92,7 @@ class OrbitHandle:
         self._fault_fd = -1     # where the orbit's faulthandler writes (a memfd)
         self._logged_pid = 0    # the last dead orbit process logged
         self._generation = _fork_generation
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._dispatcher: threading.Thread | None = None
+        self._dispatcher = Dispatcher(name)
         # The globals fn reads, as each orbit process was forked with them.
         self._globals_watch = GlobalsWatch.of(fn)
         # Durations of the calls, from issue to main taking the answer.
@@ -449,8 +123,7 @@ class OrbitHandle:
             if self._fault_fd >= 0:
                 os.close(self._fault_fd)  # our copy of the parent's file
                 self._fault_fd = -1
-            self._queue = queue.SimpleQueue()
-            self._dispatcher = None
+            self._dispatcher = Dispatcher(self.name)
             self.latency = CallLatency()  # the parent's lock may be held
         if core is None:
             with self._lock:
@@ -513,8 +186,7 @@ class OrbitHandle:
             core.close()
         if fault_fd >= 0:
             os.close(fault_fd)
-        if self._dispatcher is not None:
-            self._queue.put(None)
+        self._dispatcher.stop()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more calls, then close the orbit, like
@@ -548,25 +220,14 @@ class OrbitHandle:
             pass
         return False
 
-    def _fault_dump(self, pid: int, kind: str) -> str | None:
-        """The last traceback of `kind` (_FATAL_MARK: a fatal signal;
-        _LATE_MARK: a call near its timeout) orbit process `pid` wrote."""
-        fd = self._fault_fd
-        if fd < 0 or not pid:
-            return None
-        try:
-            text = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
-        except OSError:
-            return None
-        head = f"{_FAULT_MARK}{pid}\n"
-        at = text.rfind(head)
-        if at < 0:
-            return None
-        section = text[at + len(head):].split(f"\n{_FAULT_MARK}", 1)[0]
-        at = section.rfind(kind)
-        if at < 0:
-            return None
-        return _without_fork_frames(section[at:].strip("\n")) or None
+    def _fault_dump(self, pid: int, kind: Literal["fatal", "late"]) -> str | None:
+        """The last traceback of `kind` ("fatal": a fatal signal; "late": a
+        call near its timeout) orbit process `pid` wrote."""
+        return read_fault_dump(self._fault_fd, pid, FATAL_MARK if kind == "fatal" else LATE_MARK)
+
+    def _inherited(self) -> bool:
+        """True in a process forked from the one that started the orbit."""
+        return self._generation != _fork_generation
 
     def _closed_error(self) -> OrbitClosed:
         why = f" ({self._closed_why})" if self._closed_why else ""
@@ -752,19 +413,7 @@ class OrbitHandle:
 
     def _dispatch(self, fut: OrbitFuture | _aio.AsyncOrbitFuture[Any]) -> None:
         """Have the dispatcher thread settle `fut` as soon as the orbit answers."""
-        self._ensure_dispatcher()
-        self._queue.put(fut)
-
-    def _ensure_dispatcher(self) -> None:
-        if self._dispatcher is not None and self._dispatcher.is_alive():
-            return
-        with self._lock:
-            if self._dispatcher is None or not self._dispatcher.is_alive():
-                ref = weakref.ref(self)
-                self._dispatcher = threading.Thread(
-                    target=_dispatch, args=(self._queue, ref),
-                    name=f"orbitpy-dispatch-{self.name}", daemon=True)
-                self._dispatcher.start()
+        self._dispatcher.put(fut)
 
     def _after_crash(self) -> str:
         """What happens to the orbit now, for crash messages."""
@@ -778,67 +427,14 @@ class OrbitHandle:
         return "the orbit restarts on the next call"
 
     def _decode(self, ret: int, data: bytes) -> Any:
-        if ret == _STATUS_OK:
+        """The call's result, from the orbit's answer; raises what it raised."""
+        if ret == STATUS_OK:
             return _pickle.loads(data) if data else None
-        packed, tb, type_name, text, why = _pickle.loads(data)
-        raised = f"{type_name}: {text}" if text else type_name
-        exc: BaseException
-        try:
-            if not packed:
-                raise OrbitError(why)
-            exc = _pickle.loads(packed)
-        except Exception as e:
-            # Keep what the orbit said: its type, message and traceback.
-            why = why or f"{type(e).__name__}: {e}"
-            exc = OrbitError(f"orbit {self.name!r} raised {raised} (the exception cannot be "
-                             f"rebuilt in main: {why}; the orbit's traceback is attached)")
-            exc.remote_type = type_name  # type: ignore[attr-defined]
-        if not isinstance(exc, Exception):
-            # SystemExit, KeyboardInterrupt, GeneratorExit: they end the call
-            # in the orbit, never main.
-            code = exc.code if isinstance(exc, SystemExit) else None
-            exc = OrbitExit(f"orbit {self.name!r} raised {raised} (it ended the call, "
-                            f"not main)", code=code, exc_type=type_name)
-        exc.__cause__ = RemoteTraceback(tb)
-        try:
-            exc.orbit_traceback = tb  # type: ignore[attr-defined]
-        except Exception:
-            pass
-        raise exc
+        raise remote_exception(self.name, _pickle.loads(data), _pickle.loads)
 
     def _error(self, e: Any, timeout: float | None = None) -> OrbitError:
         """The orbitpy error for a core error; `timeout`: the call's own."""
-        code = e.code
-        if code == _core.E_CRASHED:
-            text, sig, exitcode = describe_status(e.status)
-            pid = f" (pid {e.pid})" if e.pid else ""
-            msg = f"orbit {self.name!r}{pid} {text}; the call was lost ({self._after_crash()})"
-            dump = self._fault_dump(e.pid, _FATAL_MARK)
-            err: OrbitError = OrbitCrashed(msg + (f"\n{dump}" if dump else ""),
-                                           pid=e.pid, signal=sig, exitcode=exitcode)
-            self._log_death(e.pid, msg, dump)
-        elif code == _core.E_TIMEOUT:
-            limit = timeout if timeout is not None else self._opts["timeout_ms"] / 1000
-            msg = (f"orbit {self.name!r} call overran its timeout of {limit:g} s; "
-                   f"the orbit was killed and restarts on the next call")
-            dump = self._fault_dump(e.pid, _LATE_MARK)
-            if dump:
-                dump = f"the call shortly before its timeout (faulthandler):\n{dump}"
-            err = OrbitTimeout(msg + (f"\n{dump}" if dump else ""))
-            self._log_death(e.pid, msg, dump)
-        elif code == _core.E_ABORTED:
-            reason = "timeout" if e.cause == _core.E_TIMEOUT else "cancelled"
-            why = ("an earlier call overran its timeout" if reason == "timeout"
-                   else "an earlier call was cancelled")
-            pid = f" (pid {e.pid})" if e.pid else ""
-            return OrbitAborted(f"orbit {self.name!r}{pid} was killed because {why}; this "
-                                f"call was queued behind it and did not run (the orbit "
-                                f"restarts on the next call)",
-                                reason=reason, pid=e.pid)
-        else:
-            return self._other_error(e)
-        err.orbit_traceback = dump
-        return err
+        return core_error(self, e, timeout)
 
     def _log_death(self, pid: int, msg: str, dump: str | None) -> None:
         """Log a crash or timeout once (every call it failed reports it)."""
@@ -847,45 +443,9 @@ class OrbitHandle:
         self._logged_pid = pid
         log.error("%s%s", msg, f"\n{dump}" if dump else "")
 
-    def _other_error(self, e: Any) -> OrbitError:
-        code = e.code
-        if code == _core.E_CLOSED:
-            if self._closed:
-                return self._closed_error()
-            return OrbitClosed(f"orbit {self.name!r} crashed and restart=False: it takes no "
-                               f"more calls")
-        if code == _core.E_RESTART_LIMIT:
-            return OrbitCrashed(f"orbit {self.name!r} crashed "
-                                f"{self._opts['restart_limit'] + 1} times in a row; not "
-                                f"restarting it again (call fn.orbit.restart() to retry)")
-        if code == errno.ECHILD:
-            return OrbitError(f"this call to orbit {self.name!r} was inherited through a fork: "
-                              f"it belongs to the parent process, which gets its result; a "
-                              f"forked process cannot wait for it (call the function again "
-                              f"here: this process gets an orbit of its own)")
-        if code == _core.E_SKIPPED:
-            return OrbitBusy(f"orbit {self.name!r} is busy; call skipped")
-        if code == _core.E_CANCELLED:
-            return OrbitError(f"call to orbit {self.name!r} was cancelled before it ran")
-        return OrbitError(f"orbit {self.name!r}: {e}")
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"pid={self.pid}"
         return f"<orbitpy.OrbitHandle {self.name!r} {state}>"
-
-
-def _dispatch(q: queue.SimpleQueue[Any], ref: weakref.ref[OrbitHandle]) -> None:
-    """Settle the futures handed over (callbacks or waiters attached), in
-    order.  The C core drops the GIL while this thread waits."""
-    while True:
-        fut = q.get()
-        if fut is None:
-            return
-        try:
-            fut._resolve(None)
-        except BaseException:  # noqa: BLE001 - never let the dispatcher die
-            pass
-        del fut
 
 
 class OrbitFunction(Generic[P, R]):

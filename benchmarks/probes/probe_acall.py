@@ -1,6 +1,8 @@
-"""asyncio calls: latency and event-loop stalls (not part of the pytest run).
+"""Question: what does an asyncio call cost, and how long can an orbit's start stall the loop?
 
-    python benchmarks/probe_acall.py [ROUNDS]
+asyncio calls: latency and event-loop stalls (not part of the pytest run).
+
+    python benchmarks/probes/probe_acall.py [ROUNDS]
 
 1. Latency, medians in µs over ROUNDS (default 2000) empty calls each, made
    from a coroutine: ``await fn.acall()``, ``await

@@ -1,12 +1,14 @@
-"""Sync call latency when the CPUs are contended (not part of the pytest run).
+"""Question: how slow are sync calls when other processes keep the CPUs busy?
+
+Sync call latency when the CPUs are contended (not part of the pytest run).
 
 orbitpy's main and orbit each spin ORBITPY_SPIN_US (default 100 µs) before
 sleeping.  When a CPU hog takes one of the two CPUs, main and the orbit
 sometimes share the other one, and a side that spins keeps the CPU from the
 side it is waiting for: such calls take about twice the spin.
 
-    python benchmarks/probe_contention.py [HOGS]            # default spin
-    ORBITPY_SPIN_US=0 python benchmarks/probe_contention.py [HOGS]
+    python benchmarks/probes/probe_contention.py [HOGS]            # default spin
+    ORBITPY_SPIN_US=0 python benchmarks/probes/probe_contention.py [HOGS]
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Two effects behind the call_async numbers, with the public API only (not
+"""Question: why does call_async cost more in a big arena and in a fresh orbit?
+
+Two effects behind the call_async numbers, with the public API only (not
 part of the pytest run):
 
 1. arena size: with 0 dirty pages, call_async still walks the whole arena in
@@ -8,7 +10,7 @@ part of the pytest run):
    shared staging ring whose pages are populated on first use, so until
    64 MiB have been staged every staged page also pays a fault and a clear.
 
-    python benchmarks/probe_call_async.py
+    python benchmarks/probes/probe_call_async.py
 """
 
 from __future__ import annotations
