@@ -38,6 +38,14 @@ struct orbit_future {
 	struct orbit_future *next;	/* in the orbit's pending list */
 };
 
+/*
+ *
+ * Locking.  ob->lock guards the orbit's state and is held only briefly.
+ * ob->submit_lock orders submissions (sequence numbers follow send order).
+ * Waits drop the caller's interpreter lock through the hooks; to stay free of
+ * deadlocks, nothing reacquires the interpreter lock while holding ob->lock,
+ * and submit_lock is only waited for with the interpreter lock dropped.
+ */
 struct orbit {
 	char name[64];
 	orbit_entry entry;
@@ -104,12 +112,66 @@ static inline int orbit_foreign(pid_t owner)
 	return orbit_in_orbit() || orbit_self_pid() != owner;
 }
 
-/* orbit.c */
+/* proc.c */
+uint64_t orbit_now_ns(void);
+
+/* hooks.c */
 /* Nonzero, unique to the prepare hook this thread is running (else 0). */
 uint64_t orbit_prepare_scan(void);
+int prepare(struct orbit *ob, uint64_t *scan);
 void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);
 void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns);
+
+static inline void *blk_begin(struct orbit *ob)
+{
+	return ob->hooks.block_begin ? ob->hooks.block_begin(ob->hooks.ctx) : NULL;
+}
+
+static inline void blk_end(struct orbit *ob, void *st)
+{
+	if (ob->hooks.block_end)
+		ob->hooks.block_end(ob->hooks.ctx, st);
+}
+
+static inline void wake_all(struct orbit *ob)
+{
+	pthread_cond_broadcast(&ob->cond);
+}
+
+/* pump.c */
+/* Set while this thread holds submit_lock. */
+extern _Thread_local int in_submit;
 int orbit_pump(struct orbit *ob, uint64_t deadline_ns);
-uint64_t orbit_now_ns(void);
+void orbit_lose(struct orbit *ob, int head_err, int kill_first);
+
+/* requeue.c */
+void requeue(struct orbit *ob, struct orbit_future *f);
+int unrequeue(struct orbit *ob, struct orbit_future *f);
+void fail_requeued(struct orbit *ob, int err);
+void send_requeued(struct orbit *ob);
+void resend_requeued(struct orbit *ob);
+
+/* This thread (holding submit_lock) is about to send a call to sys with
+ * ob->lock dropped (see ob->sending).  ob->lock held. */
+static inline void send_begin(struct orbit *ob, struct orbit_sys *sys)
+{
+	ob->sending = sys;
+}
+
+/* The send is over; an orbit_lose() waiting to free the process may go on.
+ * ob->lock held. */
+static inline void send_end(struct orbit *ob)
+{
+	ob->sending = NULL;
+	wake_all(ob);
+}
+
+/* in_orbit.c */
+void child_main(struct orbit_sys *s, void *arg);
+
+/* lifecycle.c */
+int ensure_process(struct orbit *ob);
+void orbit_enter(struct orbit *ob);
+void orbit_leave(struct orbit *ob);
 
 #endif
