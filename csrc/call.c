@@ -57,14 +57,9 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		uint64_t seq, scan = 0, spawned;
 		int idle;
 
-		rc = ensure_process(ob);
-		if (rc) {
-			pthread_mutex_lock(&ob->lock);
-			fail_requeued(ob, rc);
-			pthread_mutex_unlock(&ob->lock);
+		rc = start_and_resend(ob);
+		if (rc)
 			break;
-		}
-		send_requeued(ob);
 		f = future_new(ob, 0);
 		if (!f) {
 			rc = -ENOMEM;

@@ -148,7 +148,7 @@ void orbit_lose(struct orbit *ob, int head_err, int kill_first);
 void requeue(struct orbit *ob, struct orbit_future *f);
 int unrequeue(struct orbit *ob, struct orbit_future *f);
 void fail_requeued(struct orbit *ob, int err);
-void send_requeued(struct orbit *ob);
+int start_and_resend(struct orbit *ob);
 void resend_requeued(struct orbit *ob);
 
 /* This thread (holding submit_lock) is about to send a call to sys with

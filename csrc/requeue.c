@@ -63,7 +63,7 @@ static void requeue_first(struct orbit *ob, struct orbit_future *f)
  * started (before any new call, so order is kept).  submit_lock held,
  * ob->lock not held.
  */
-void send_requeued(struct orbit *ob)
+static void send_requeued(struct orbit *ob)
 {
 	pthread_mutex_lock(&ob->lock);
 	while (ob->requeue && ob->sys) {
@@ -108,11 +108,28 @@ void send_requeued(struct orbit *ob)
 	pthread_mutex_unlock(&ob->lock);
 }
 
+/*
+ * Start a process if none runs and send it the requeued calls, before any new
+ * call.  When no process can be started, the requeued calls fail with the
+ * reason, which is returned.  submit_lock held, ob->lock not held.
+ */
+int start_and_resend(struct orbit *ob)
+{
+	int rc = ensure_process(ob);
+
+	if (rc) {
+		pthread_mutex_lock(&ob->lock);
+		fail_requeued(ob, rc);
+		pthread_mutex_unlock(&ob->lock);
+		return rc;
+	}
+	send_requeued(ob);
+	return 0;
+}
+
 /* Start a process for the requeued calls and send them.  Neither lock held. */
 void resend_requeued(struct orbit *ob)
 {
-	int rc;
-
 	orbit_lock_blocking(ob, &ob->submit_lock);
 	in_submit = 1;
 	/* Twice at most: the process may be lost while the calls are sent
@@ -120,14 +137,8 @@ void resend_requeued(struct orbit *ob)
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int more;
 
-		rc = ensure_process(ob);
-		if (rc) {
-			pthread_mutex_lock(&ob->lock);
-			fail_requeued(ob, rc);
-			pthread_mutex_unlock(&ob->lock);
+		if (start_and_resend(ob))
 			break;
-		}
-		send_requeued(ob);
 		pthread_mutex_lock(&ob->lock);
 		more = ob->requeue != NULL;
 		pthread_mutex_unlock(&ob->lock);
