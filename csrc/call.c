@@ -49,15 +49,14 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		sa[i] = orbit_area_sys(areas[i]);
 	}
 	orbit_enter(ob);
-	orbit_lock_blocking(ob, &ob->submit_lock);
-	in_submit = 1;
+	orbit_submit_begin(ob);
 	for (int attempt = 0;; attempt++) {
 		struct orbit_sync_stats sync = { 0 };
 		struct orbit_sys *sys;
 		uint64_t seq, scan = 0, spawned;
 		int idle;
 
-		rc = start_and_resend(ob);
+		rc = orbit_start_and_resend(ob);
 		if (rc)
 			break;
 		f = future_new(ob, 0);
@@ -83,7 +82,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				rc = -ORBIT_E_SKIPPED;
 				break;
 			}
-			/* Lost since ensure_process() started it (a waiter found it
+			/* Lost since orbit_ensure_process() started it (a waiter found it
 			 * dead, or it was lost while the requeued calls were sent). */
 			if (attempt == 0)
 				continue;
@@ -120,7 +119,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			blk_end(ob, st);
 			ob->prefaulted = spawned;
 		}
-		rc = prepare(ob, &scan);
+		rc = orbit_prepare(ob, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
 					     &sync);
@@ -137,7 +136,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				send_begin(ob, sys);
 			pthread_mutex_unlock(&ob->lock);
 			if (!rc)	/* the wait let other threads run: check again */
-				rc = prepare(ob, &scan);
+				rc = orbit_prepare(ob, &scan);
 			if (!rc)
 				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize,
 						     scan, &sync);
@@ -150,13 +149,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		if (!rc && ob->sys != sys)
 			rc = -EPIPE;	/* lost while we sent: not among the calls it owed */
 		if (!rc) {
-			if (!ob->pending)
-				ob->head_start_ns = orbit_now_ns();
-			if (ob->pending_tail)
-				ob->pending_tail->next = f;
-			else
-				ob->pending = f;
-			ob->pending_tail = f;
+			orbit_pending_append(ob, f);
 			ob->live_futures++;
 			pthread_mutex_unlock(&ob->lock);
 			break;
@@ -179,8 +172,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		pthread_mutex_unlock(&ob->lock);
 		break;
 	}
-	in_submit = 0;
-	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_submit_end(ob);
 	orbit_leave(ob);
 	if (rc) {
 		errno = -rc;
@@ -210,7 +202,7 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 	if (orbit_foreign(ob->owner))
 		return -EPERM;
 	pthread_mutex_lock(&ob->lock);
-	if (!f->done && unrequeue(ob, f)) {
+	if (!f->done && orbit_unrequeue(ob, f)) {
 		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
 		future_put_locked(f);
 		wake_all(ob);
@@ -234,9 +226,9 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		orbit_lose(ob, -ORBIT_E_CANCELLED, 1);
 		rc = f->err == -ORBIT_E_CANCELLED;
 	}
-	resend = ob->requeue && !in_submit;
+	resend = ob->requeue && !orbit_in_submit;
 	pthread_mutex_unlock(&ob->lock);
 	if (resend)	/* the calls behind it start now, waited for or not */
-		resend_requeued(ob);
+		orbit_resend_requeued(ob);
 	return rc;
 }

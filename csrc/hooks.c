@@ -28,7 +28,7 @@ uint64_t orbit_prepare_scan(void)
  * from here to orbit_sys->call(), never dropping the interpreter lock in
  * between (no blk_begin, no lock waited for): the hook's checks and the
  * snapshot are then one step for every other thread that holds it. */
-int prepare(struct orbit *ob, uint64_t *scan)
+int orbit_prepare(struct orbit *ob, uint64_t *scan)
 {
 	int refused;
 
@@ -51,6 +51,23 @@ void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m)
 	st = blk_begin(ob);
 	pthread_mutex_lock(m);
 	blk_end(ob, st);
+}
+
+/* Submissions (calls, restarts, resends, destroy) take ob->submit_lock
+ * through these, so a thread knows whether it holds it: orbit_pump() and a
+ * cancel leave the requeued calls to the submission under way. */
+_Thread_local int orbit_in_submit;
+
+void orbit_submit_begin(struct orbit *ob)
+{
+	orbit_lock_blocking(ob, &ob->submit_lock);
+	orbit_in_submit = 1;
+}
+
+void orbit_submit_end(struct orbit *ob)
+{
+	orbit_in_submit = 0;
+	pthread_mutex_unlock(&ob->submit_lock);
 }
 
 /* Sleep on ob->cond (ob->lock held on entry and exit) until woken or the

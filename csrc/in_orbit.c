@@ -46,7 +46,7 @@ int orbit_push(const void *data, size_t len)
 	return orbit_sys->push(child_sys, child_rq->seq, data, len);
 }
 
-void child_main(struct orbit_sys *s, void *arg)
+void orbit_child_main(struct orbit_sys *s, void *arg)
 {
 	struct orbit *ob = arg;
 	void *store;

@@ -74,7 +74,7 @@ struct orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
 }
 
 /* Start a process if none runs.  submit_lock held, ob->lock not held. */
-int ensure_process(struct orbit *ob)
+int orbit_ensure_process(struct orbit *ob)
 {
 	struct orbit_spawn sp = { 0 };
 	struct orbit_sys *sys;
@@ -126,7 +126,7 @@ int ensure_process(struct orbit *ob)
 	sp.nkeep_fds = ob->opt.nkeep_fds;
 	sp.harden = ob->opt.harden;
 	sp.hooks = &ob->hooks;
-	sp.child_main = child_main;
+	sp.child_main = orbit_child_main;
 	sp.child_arg = ob;
 	rc = orbit_sys->create(&sp, &sys);
 	if (rc)
@@ -192,8 +192,7 @@ int orbit_restart(struct orbit *ob)
 	if (orbit_foreign(ob->owner))
 		return -EPERM;
 	orbit_enter(ob);
-	orbit_lock_blocking(ob, &ob->submit_lock);
-	in_submit = 1;
+	orbit_submit_begin(ob);
 	pthread_mutex_lock(&ob->lock);
 	ob->crashes_in_row = 0;
 	if (ob->started)
@@ -203,8 +202,7 @@ int orbit_restart(struct orbit *ob)
 	 * waiting for it to reap the process could wait forever. */
 	orbit_lose(ob, -ORBIT_E_CRASHED, 1);
 	pthread_mutex_unlock(&ob->lock);
-	in_submit = 0;
-	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_submit_end(ob);
 	orbit_leave(ob);
 	return 0;
 }
@@ -217,8 +215,7 @@ int orbit_destroy(struct orbit *ob)
 		return -EINVAL;
 	if (orbit_foreign(ob->owner))	/* a copy made by fork: leave it */
 		return -EPERM;
-	orbit_lock_blocking(ob, &ob->submit_lock);
-	in_submit = 1;
+	orbit_submit_begin(ob);
 	pthread_mutex_lock(&ob->lock);
 	ob->closed = 1;
 	while (ob->sys && ob->reading) {
@@ -228,12 +225,11 @@ int orbit_destroy(struct orbit *ob)
 	/* An idle orbit exits by itself when its channel closes; a busy one is
 	 * killed at once. */
 	orbit_lose(ob, -ORBIT_E_CLOSED, ob->pending != NULL);
-	fail_requeued(ob, -ORBIT_E_CLOSED);
+	orbit_fail_requeued(ob, -ORBIT_E_CLOSED);
 	ob->handle_gone = 1;
 	gone = last_reference(ob);
 	pthread_mutex_unlock(&ob->lock);
-	in_submit = 0;
-	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_submit_end(ob);
 	if (gone)
 		orbit_release_memory(ob);
 	return 0;

@@ -118,9 +118,14 @@ uint64_t orbit_now_ns(void);
 /* hooks.c */
 /* Nonzero, unique to the prepare hook this thread is running (else 0). */
 uint64_t orbit_prepare_scan(void);
-int prepare(struct orbit *ob, uint64_t *scan);
+int orbit_prepare(struct orbit *ob, uint64_t *scan);
 void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);
 void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns);
+/* Take / drop ob->submit_lock; orbit_in_submit is set while this thread
+ * holds it. */
+extern _Thread_local int orbit_in_submit;
+void orbit_submit_begin(struct orbit *ob);
+void orbit_submit_end(struct orbit *ob);
 
 static inline void *blk_begin(struct orbit *ob)
 {
@@ -139,17 +144,16 @@ static inline void wake_all(struct orbit *ob)
 }
 
 /* pump.c */
-/* Set while this thread holds submit_lock. */
-extern _Thread_local int in_submit;
 int orbit_pump(struct orbit *ob, uint64_t deadline_ns);
 void orbit_lose(struct orbit *ob, int head_err, int kill_first);
+void orbit_pending_append(struct orbit *ob, struct orbit_future *f);
 
 /* requeue.c */
-void requeue(struct orbit *ob, struct orbit_future *f);
-int unrequeue(struct orbit *ob, struct orbit_future *f);
-void fail_requeued(struct orbit *ob, int err);
-int start_and_resend(struct orbit *ob);
-void resend_requeued(struct orbit *ob);
+void orbit_requeue(struct orbit *ob, struct orbit_future *f);
+int orbit_unrequeue(struct orbit *ob, struct orbit_future *f);
+void orbit_fail_requeued(struct orbit *ob, int err);
+int orbit_start_and_resend(struct orbit *ob);
+void orbit_resend_requeued(struct orbit *ob);
 
 /* This thread (holding submit_lock) is about to send a call to sys with
  * ob->lock dropped (see ob->sending).  ob->lock held. */
@@ -167,10 +171,10 @@ static inline void send_end(struct orbit *ob)
 }
 
 /* in_orbit.c */
-void child_main(struct orbit_sys *s, void *arg);
+void orbit_child_main(struct orbit_sys *s, void *arg);
 
 /* lifecycle.c */
-int ensure_process(struct orbit *ob);
+int orbit_ensure_process(struct orbit *ob);
 void orbit_enter(struct orbit *ob);
 void orbit_leave(struct orbit *ob);
 

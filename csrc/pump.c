@@ -16,6 +16,21 @@
 
 #include "orbit_internal.h"
 
+/* f was sent: it is owed an answer, after the calls sent before it.  The
+ * oldest call's timeout counts from when it becomes the oldest.
+ * ob->lock held. */
+void orbit_pending_append(struct orbit *ob, struct orbit_future *f)
+{
+	if (!ob->pending)
+		ob->head_start_ns = orbit_now_ns();
+	f->next = NULL;
+	if (ob->pending_tail)
+		ob->pending_tail->next = f;
+	else
+		ob->pending = f;
+	ob->pending_tail = f;
+}
+
 /*
  * Hand message m to its call in the list *head..*tail (calls in send order).
  * An update goes to its call; a result ends the oldest call.  Returns -1
@@ -55,9 +70,6 @@ static int deliver(struct orbit *ob, struct orbit_future **head, struct orbit_fu
 	future_put_locked(f);
 	return 0;
 }
-
-/* Set while this thread holds submit_lock. */
-_Thread_local int in_submit;
 
 /* How long a lost process gets to close its channel once it is dead or
  * killed: normally microseconds; longer only if a process it forked keeps
@@ -177,7 +189,7 @@ void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		if (f->seq == head_seq) {
 			err = head_err;
 		} else if (err == -ORBIT_E_ABORTED && !f->done && f->arg) {
-			requeue(ob, f);
+			orbit_requeue(ob, f);
 			continue;
 		} else if (err == -ORBIT_E_ABORTED && !f->done) {
 			f->cause = head_err;
@@ -208,12 +220,12 @@ int orbit_pump(struct orbit *ob, uint64_t deadline_ns)
 	int rc, tmo, timeout_ms, intr = 0, ret = 0;
 	void *st;
 
-	if (ob->requeue && !ob->reading && !in_submit) {
+	if (ob->requeue && !ob->reading && !orbit_in_submit) {
 		/* Calls wait to be sent again and this thread is not the
 		 * submission that would send them first thing: send them now
 		 * (a process may have been started meanwhile by a new call). */
 		pthread_mutex_unlock(&ob->lock);
-		resend_requeued(ob);
+		orbit_resend_requeued(ob);
 		pthread_mutex_lock(&ob->lock);
 		return 0;
 	}

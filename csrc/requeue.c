@@ -12,7 +12,7 @@
 #include "orbit_internal.h"
 
 /* Queue f (its pending reference too) to be sent again.  ob->lock held. */
-void requeue(struct orbit *ob, struct orbit_future *f)
+void orbit_requeue(struct orbit *ob, struct orbit_future *f)
 {
 	f->next = NULL;
 	if (ob->requeue_tail)
@@ -23,7 +23,7 @@ void requeue(struct orbit *ob, struct orbit_future *f)
 }
 
 /* Take f out of the requeue list; 0 if it was not there.  ob->lock held. */
-int unrequeue(struct orbit *ob, struct orbit_future *f)
+int orbit_unrequeue(struct orbit *ob, struct orbit_future *f)
 {
 	for (struct orbit_future **pp = &ob->requeue, *prev = NULL; *pp;
 	     prev = *pp, pp = &(*pp)->next)
@@ -37,12 +37,12 @@ int unrequeue(struct orbit *ob, struct orbit_future *f)
 }
 
 /* End every requeued call with err.  ob->lock held. */
-void fail_requeued(struct orbit *ob, int err)
+void orbit_fail_requeued(struct orbit *ob, int err)
 {
 	while (ob->requeue) {
 		struct orbit_future *f = ob->requeue;
 
-		unrequeue(ob, f);
+		orbit_unrequeue(ob, f);
 		future_complete(f, err, 0, 0, NULL, 0);
 		future_put_locked(f);
 	}
@@ -59,7 +59,7 @@ static void requeue_first(struct orbit *ob, struct orbit_future *f)
 }
 
 /*
- * Send the requeued calls, in order, to the process ensure_process() just
+ * Send the requeued calls, in order, to the process orbit_ensure_process() just
  * started (before any new call, so order is kept).  submit_lock held,
  * ob->lock not held.
  */
@@ -72,7 +72,7 @@ static void send_requeued(struct orbit *ob)
 		struct orbit_sys *sys = ob->sys;
 		int idle = !ob->pending, rc;
 
-		unrequeue(ob, f);
+		orbit_unrequeue(ob, f);
 		f->seq = ++ob->next_seq;
 		f->pid = orbit_sys->pid(sys);
 		send_begin(ob, sys);
@@ -95,14 +95,7 @@ static void send_requeued(struct orbit *ob)
 			future_put_locked(f);
 			continue;
 		}
-		if (!ob->pending)
-			ob->head_start_ns = orbit_now_ns();
-		f->next = NULL;
-		if (ob->pending_tail)
-			ob->pending_tail->next = f;
-		else
-			ob->pending = f;
-		ob->pending_tail = f;
+		orbit_pending_append(ob, f);
 	}
 	wake_all(ob);
 	pthread_mutex_unlock(&ob->lock);
@@ -113,13 +106,13 @@ static void send_requeued(struct orbit *ob)
  * call.  When no process can be started, the requeued calls fail with the
  * reason, which is returned.  submit_lock held, ob->lock not held.
  */
-int start_and_resend(struct orbit *ob)
+int orbit_start_and_resend(struct orbit *ob)
 {
-	int rc = ensure_process(ob);
+	int rc = orbit_ensure_process(ob);
 
 	if (rc) {
 		pthread_mutex_lock(&ob->lock);
-		fail_requeued(ob, rc);
+		orbit_fail_requeued(ob, rc);
 		pthread_mutex_unlock(&ob->lock);
 		return rc;
 	}
@@ -128,16 +121,15 @@ int start_and_resend(struct orbit *ob)
 }
 
 /* Start a process for the requeued calls and send them.  Neither lock held. */
-void resend_requeued(struct orbit *ob)
+void orbit_resend_requeued(struct orbit *ob)
 {
-	orbit_lock_blocking(ob, &ob->submit_lock);
-	in_submit = 1;
+	orbit_submit_begin(ob);
 	/* Twice at most: the process may be lost while the calls are sent
 	 * (they are then requeued, see send_requeued). */
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int more;
 
-		if (start_and_resend(ob))
+		if (orbit_start_and_resend(ob))
 			break;
 		pthread_mutex_lock(&ob->lock);
 		more = ob->requeue != NULL;
@@ -145,6 +137,5 @@ void resend_requeued(struct orbit *ob)
 		if (!more)
 			break;
 	}
-	in_submit = 0;
-	pthread_mutex_unlock(&ob->submit_lock);
+	orbit_submit_end(ob);
 }
