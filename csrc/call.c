@@ -96,7 +96,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			 * skipped by the orbit if it has not started it yet. */
 			for (struct orbit_future *p = ob->pending ? ob->pending->next : NULL; p;
 			     p = p->next)
-				future_complete(p, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+				future_complete(p, &ob->stats, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
 			orbit_sys->cancel(sys, seq);
 			wake_all(ob);
 		}
@@ -203,7 +203,7 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		return -EPERM;
 	pthread_mutex_lock(&ob->lock);
 	if (!f->done && orbit_unrequeue(ob, f)) {
-		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+		future_complete(f, &ob->stats, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
 		future_put_locked(f);
 		wake_all(ob);
 		rc = 1;
@@ -214,7 +214,7 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		/* Behind the oldest call: surely not started (calls run in order). */
 		for (struct orbit_future *p = ob->pending; p; p = p->next)
 			if (p == f) {
-				future_complete(f, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
+				future_complete(f, &ob->stats, -ORBIT_E_CANCELLED, 0, 0, NULL, 0);
 				orbit_sys->cancel_one(ob->sys, f->seq);
 				wake_all(ob);
 				rc = 1;

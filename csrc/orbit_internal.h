@@ -9,37 +9,9 @@
 
 #include "orbit.h"
 #include "orbit_sys.h"
-
-struct orbit_update {
-	struct orbit_update *next;
-	void *data;
-	size_t len;
-};
-
-struct orbit_future {
-	struct orbit *ob;
-	uint64_t seq;
-	int refs;		/* the caller's, plus one while pending */
-	int done;
-	int err;		/* 0 or a negative code */
-	int status;		/* wait status for CRASHED / TIMEOUT */
-	pid_t pid;		/* the process the call was sent to */
-	int timeout_ms;		/* 0: the orbit's */
-	int cause;		/* ORBIT_E_ABORTED: the error of the call it was behind */
-	/* A call without areas can be sent again, unchanged, to a new process
-	 * (its argument is all it sees): kept until it ends. */
-	orbit_entry entry;
-	void *arg;
-	size_t argsize;
-	long retval;
-	void *data;
-	size_t len;
-	struct orbit_update *upd_head, *upd_tail;
-	struct orbit_future *next;	/* in the orbit's pending list */
-};
+#include "future.h"
 
 /*
- *
  * Locking.  ob->lock guards the orbit's state and is held only briefly.
  * ob->submit_lock orders submissions (sequence numbers follow send order).
  * Waits drop the caller's interpreter lock through the hooks; to stay free of
@@ -87,13 +59,6 @@ struct orbit {
 	int freeing;
 	pid_t owner;			/* the process that created the orbit */
 };
-
-/* future.c */
-struct orbit_future *future_new(struct orbit *ob, uint64_t seq);
-void future_complete(struct orbit_future *f, int err, int status, long retval, void *data,
-		     size_t len);
-void future_add_update(struct orbit_future *f, void *data, size_t len);
-void future_put_locked(struct orbit_future *f);
 
 /* area.c */
 struct orbit_sys_area *orbit_area_sys(const struct orbit_area *a);

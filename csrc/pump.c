@@ -61,11 +61,11 @@ static int deliver(struct orbit *ob, struct orbit_future **head, struct orbit_fu
 		*tail = NULL;
 	ob->stats.pages_reset += m->pages_reset;
 	if (m->skipped) {
-		future_complete(f, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
+		future_complete(f, &ob->stats, -ORBIT_E_CANCELLED, 0, 0, m->data, m->len);
 	} else {
 		ob->stats.calls++;
 		ob->crashes_in_row = 0;
-		future_complete(f, 0, 0, m->retval, m->data, m->len);
+		future_complete(f, &ob->stats, 0, 0, m->retval, m->data, m->len);
 	}
 	future_put_locked(f);
 	return 0;
@@ -194,7 +194,7 @@ void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 		} else if (err == -ORBIT_E_ABORTED && !f->done) {
 			f->cause = head_err;
 		}
-		future_complete(f, err, status, 0, NULL, 0);
+		future_complete(f, &ob->stats, err, status, 0, NULL, 0);
 		future_put_locked(f);
 	}
 	wake_all(ob);

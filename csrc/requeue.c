@@ -43,7 +43,7 @@ void orbit_fail_requeued(struct orbit *ob, int err)
 		struct orbit_future *f = ob->requeue;
 
 		orbit_unrequeue(ob, f);
-		future_complete(f, err, 0, 0, NULL, 0);
+		future_complete(f, &ob->stats, err, 0, 0, NULL, 0);
 		future_put_locked(f);
 	}
 	wake_all(ob);
@@ -91,7 +91,8 @@ static void send_requeued(struct orbit *ob)
 			continue;
 		}
 		if (rc) {
-			future_complete(f, rc == -EPIPE ? -ORBIT_E_CRASHED : rc, 0, 0, NULL, 0);
+			future_complete(f, &ob->stats, rc == -EPIPE ? -ORBIT_E_CRASHED : rc, 0, 0,
+					NULL, 0);
 			future_put_locked(f);
 			continue;
 		}
