@@ -11,13 +11,11 @@
 
 #include "orbit_internal.h"
 
-#define MAX_CALL_AREAS 64
-
 struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				      struct orbit_area *const *areas, orbit_entry entry,
 				      const void *arg, size_t argsize)
 {
-	struct orbit_sys_area *sa[MAX_CALL_AREAS];
+	struct orbit_sys_area *sa[ORBIT_MAX_CALL_AREAS];
 	struct orbit_future *f = NULL;
 	int rc = 0;
 
@@ -33,7 +31,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		errno = ECHILD;
 		return NULL;
 	}
-	if (narea > MAX_CALL_AREAS) {
+	if (narea > ORBIT_MAX_CALL_AREAS) {
 		errno = E2BIG;
 		return NULL;
 	}

@@ -62,7 +62,7 @@ void orbit_child_main(struct orbit_sys *s, void *arg)
 
 		blk_end(ob, st);
 		if (rc)
-			_exit(rc == -EPIPE ? 0 : 70);
+			_exit(rc == -EPIPE ? 0 : ORBIT_EXIT_RECV_FAILED);
 		if (!rq.cancelled) {
 			child_rq = &rq;
 			r = (rq.entry ? rq.entry : ob->entry)(rq.arg, rq.argsize, store);
@@ -73,6 +73,6 @@ void orbit_child_main(struct orbit_sys *s, void *arg)
 		child_ret = NULL;
 		child_ret_len = 0;
 		if (rc)
-			_exit(rc == -EPIPE ? 0 : 71);
+			_exit(rc == -EPIPE ? 0 : ORBIT_EXIT_RET_FAILED);
 	}
 }
