@@ -57,7 +57,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 		rc = orbit_start_and_resend(ob);
 		if (rc)
 			break;
-		f = future_new(ob, 0);
+		f = future_new(ob);
 		if (!f) {
 			rc = -ENOMEM;
 			break;

@@ -11,14 +11,13 @@
 
 #include "future.h"
 
-struct orbit_future *future_new(struct orbit *ob, uint64_t seq)
+struct orbit_future *future_new(struct orbit *ob)
 {
 	struct orbit_future *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return NULL;
 	f->ob = ob;
-	f->seq = seq;
 	f->refs = 2;
 	return f;
 }

@@ -38,7 +38,7 @@ struct orbit_future {
 };
 
 /* All below with the orbit's lock held (the caller's business). */
-struct orbit_future *future_new(struct orbit *ob, uint64_t seq);
+struct orbit_future *future_new(struct orbit *ob);
 /* End f (unless it has ended: then data is freed); a failure is counted
  * in *stats. */
 void future_complete(struct orbit_future *f, struct orbit_stats *stats, int err, int status,

@@ -12,7 +12,6 @@
 
 #include "orbit_internal.h"
 
-static struct orbit *child_ob;
 static struct orbit_sys *child_sys;
 static const struct orbit_request *child_rq;
 static void *child_ret;
@@ -51,7 +50,6 @@ void orbit_child_main(struct orbit_sys *s, void *arg)
 	struct orbit *ob = arg;
 	void *store;
 
-	child_ob = ob;
 	child_sys = s;
 	store = ob->init ? ob->init() : NULL;
 	for (;;) {

@@ -49,9 +49,7 @@ struct orbit {
 	struct orbit_future *requeue, *requeue_tail;
 	uint64_t head_start_ns;		/* when the oldest pending call began */
 	int crashes_in_row;
-	int last_status;
 	uint64_t last_crash_ns;
-	uint64_t cancel_below;
 	struct orbit_stats stats;
 	int live_futures;		/* futures the caller still holds */
 	int entered;			/* threads inside orbit_call_async/_restart */

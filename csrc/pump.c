@@ -175,7 +175,6 @@ void orbit_lose(struct orbit *ob, int head_err, int kill_first)
 	} else {
 		ob->want_restart = 1;
 	}
-	ob->last_status = status;
 	/* Calls queued behind one the orbit was killed for (a timeout, a
 	 * cancel) did not fail by themselves: those without areas run on the
 	 * next process (see requeue); the others' snapshots went with the
