@@ -2,9 +2,6 @@
  * call.c - calls: sending one (its snapshot, its argument) to the orbit's
  * process, starting the process first if none runs, and cancelling one.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

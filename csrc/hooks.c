@@ -1,11 +1,9 @@
 /*
  * hooks.c - where the library calls the runtime's hooks (struct orbit_hooks):
- * around every wait in main, so the caller's interpreter lock is dropped
- * meanwhile, and the prepare hook right before a call's snapshot.
+ * around every wait in main (taking a lock, the submission lock among them,
+ * or sleeping on the orbit's condition), so the caller's interpreter lock is
+ * dropped meanwhile, and the prepare hook right before a call's snapshot.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <stdatomic.h>
 #include <time.h>
 

@@ -2,9 +2,6 @@
  * in_orbit.c - the loop an orbit process runs, and what its entry functions
  * may call there.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,9 +3,6 @@
  * restarting it after a crash), restarting it on request, destroying it, and
  * freeing its memory once nothing refers to it.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,9 +3,6 @@
  * its own pid (to tell main from the processes forked from it), and the
  * texts of the error codes.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <pthread.h>
 #include <string.h>
 #include <time.h>

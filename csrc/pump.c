@@ -8,9 +8,6 @@
  * else sleeps on ob->cond.  So a synchronous caller reads its own answer with
  * no hand-off between threads.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <errno.h>
 #include <stdlib.h>
 

@@ -3,9 +3,6 @@
  * killed for (a timeout, a cancel) did not run, and those without areas go
  * to the next process, in order, before any new call.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include <errno.h>
 #include <stdlib.h>
 
