@@ -238,6 +238,9 @@ void orbit_stats(struct orbit *ob, struct orbit_stats *st);
 
 struct orbit_future;
 
+/* The most areas one call may name (more: E2BIG). */
+#define ORBIT_MAX_CALL_AREAS 64
+
 /*
  * Snapshot `areas` and queue a call of `entry` (NULL: the orbit's entry) with a
  * copy of `arg`.  When this returns, the call's view of the areas is fixed:
@@ -301,6 +304,20 @@ int orbit_pull(struct orbit_future *f, int timeout_ms, void **data, size_t *len)
 void orbit_future_release(struct orbit_future *f);
 
 /* ----------------------------------------------------- inside an orbit */
+
+/*
+ * Exit codes of an orbit process that ends by itself on an error, as
+ * orbit_future_status() shows them (a process whose channel to main closed
+ * exits with 0).  Each says one failure.
+ */
+enum {
+	ORBIT_EXIT_RECV_FAILED = 70,	/* reading the next call from main failed */
+	ORBIT_EXIT_RET_FAILED = 71,	/* sending a call's result to main failed */
+	ORBIT_EXIT_RUNNER_RAISED = 72,	/* a language runtime's call runner raised
+					 * instead of returning (the Python binding) */
+	ORBIT_EXIT_NO_WATCHDOG = 125,	/* the thread that ends the orbit with main
+					 * could not be started */
+};
 
 /* Non-zero when running inside an orbit process. */
 int orbit_in_orbit(void);

@@ -5,14 +5,15 @@
  * These operations are the orbit "system calls" of the paper.  The userspace
  * backend (us/) implements them on stock Linux with fork, shared memory and
  * dirty-page tracking; a kernel backend implements the same table with real
- * system calls.  Nothing outside a backend knows which one runs: orbit.c,
- * area.c, future.c and the Python layer speak only through this table (and
- * the "backend extras" of orbit.h, which every backend answers).  The build
+ * system calls.  Nothing outside a backend knows which one runs: the core
+ * (the C files of csrc/, mapped in orbit_internal.h) and the Python layer
+ * speak only through this table (and the "backend extras" of orbit.h, which
+ * every backend answers).  The build
  * picks one backend: ORBITPY_BACKEND (csrc/Makefile, setup.py).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller
- * (orbit.c) brackets them.
+ * (the core: hooks.c's brackets) brackets them.
  *
  * The contract beyond the signatures, as the layers above rely on it:
  *

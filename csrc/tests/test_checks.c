@@ -182,16 +182,22 @@ struct slow_arg {
 	int sleep_ms;
 };
 
-static long read_slowly(void *arg, size_t argsize, void *store)
+/* In the orbit: the call's slow_arg, after sleeping as it asks. */
+static struct slow_arg take_slowly(const void *arg, size_t argsize)
 {
 	struct slow_arg a;
 
-	(void)store;
 	CHECK_EQ(argsize, sizeof(a));
 	memcpy(&a, arg, sizeof(a));
 	if (a.sleep_ms)
 		usleep((useconds_t)a.sleep_ms * 1000);
-	return *a.p;
+	return a;
+}
+
+static long read_slowly(void *arg, size_t argsize, void *store)
+{
+	(void)store;
+	return *take_slowly(arg, argsize).p;
 }
 
 /* The orbit reads the filtered copy, for calls written straight into its
@@ -254,13 +260,9 @@ static void zero_first(void *ctx, size_t first, size_t npages, void *dst)
 
 static long read_two_slowly(void *arg, size_t argsize, void *store)
 {
-	struct slow_arg a;
+	struct slow_arg a = take_slowly(arg, argsize);
 
 	(void)store;
-	CHECK_EQ(argsize, sizeof(a));
-	memcpy(&a, arg, sizeof(a));
-	if (a.sleep_ms)
-		usleep((useconds_t)a.sleep_ms * 1000);
 	return a.p[0] * 1000 + a.p[1];
 }
 

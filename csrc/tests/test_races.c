@@ -486,6 +486,23 @@ int __wrap_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t 
 	return __real_us_snapshot_call(s, seq, idle, narea, areas, entry, arg, argsize, scan, st);
 }
 
+/*
+ * Run fn in a thread until it pauses inside a send (fn sets send_pause_at),
+ * cancel victim with a kill meanwhile (the sender resumes 200 ms later, so
+ * the loss must wait for it), and wait for both.
+ */
+static void kill_while_sending(void *(*fn)(void *), struct orbit_future *victim)
+{
+	pthread_t t, r;
+
+	REQUIRE(pthread_create(&t, NULL, fn, NULL) == 0);
+	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
+	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
+	CHECK_EQ(orbit_future_cancel(victim, ORBIT_CANCEL_KILL), 1);
+	pthread_join(r, NULL);
+	pthread_join(t, NULL);
+}
+
 static struct orbit *ls_ob;
 static struct orbit_future *ls_f;
 
@@ -510,19 +527,13 @@ static void *submit_paused(void *arg)
 static void scenario_lose_under_submitter(void)
 {
 	struct orbit_future *running;
-	pthread_t t, r;
 	long v = 10000, ret = -1;
 
 	ls_ob = orbit_create("lose-submit", entry_echo, NULL, NULL);
 	REQUIRE(ls_ob != NULL);
 	running = orbit_call_async(ls_ob, 0, 0, NULL, NULL, &v, sizeof(v));
 	REQUIRE(running != NULL);
-	REQUIRE(pthread_create(&t, NULL, submit_paused, NULL) == 0);
-	REQUIRE(sem_wait_ms(&paused, 5000) == 0);
-	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
-	CHECK_EQ(orbit_future_cancel(running, ORBIT_CANCEL_KILL), 1);
-	pthread_join(r, NULL);
-	pthread_join(t, NULL);
+	kill_while_sending(submit_paused, running);
 	REQUIRE(ls_f != NULL);
 	CHECK_EQ(orbit_future_wait(ls_f, 5000, &ret), 0);
 	CHECK_EQ(ret, 7);
@@ -560,7 +571,6 @@ static void scenario_lose_under_resend(void)
 {
 	struct orbit_future *f2, *f3;
 	struct orbit *ob;
-	pthread_t t, r;
 	long v = 10000, ret = -1;
 
 	ob = orbit_create("lose-resend", entry_echo, NULL, NULL);
@@ -570,12 +580,7 @@ static void scenario_lose_under_resend(void)
 	v = 5;
 	f3 = orbit_call_async(ob, 0, 0, NULL, NULL, &v, sizeof(v));
 	REQUIRE(rs_first && f2 && f3);
-	REQUIRE(pthread_create(&t, NULL, cancel_paused, NULL) == 0);
-	REQUIRE(sem_wait_ms(&paused, 5000) == 0);	/* f2 sent, f3 being sent */
-	REQUIRE(pthread_create(&r, NULL, resume_later, NULL) == 0);
-	CHECK_EQ(orbit_future_cancel(f2, ORBIT_CANCEL_KILL), 1);
-	pthread_join(r, NULL);
-	pthread_join(t, NULL);
+	kill_while_sending(cancel_paused, f2);	/* C paused: f2 sent, f3 being sent */
 	CHECK_EQ(rs_cancel_rc, 1);
 	CHECK_EQ(orbit_future_wait(f3, 5000, &ret), 0);
 	CHECK_EQ(ret, 5);

@@ -18,8 +18,6 @@
 
 #include "us.h"
 
-#define US_MAX_FDS 64
-
 uint64_t us_now_ns(void)
 {
 	struct timespec ts;

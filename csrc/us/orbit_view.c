@@ -301,7 +301,7 @@ static int wait_readable(struct orbit_sys *s)
 
 int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 {
-	int fds[US_MAX_CALL_AREAS_WIRE], nfds = 0, fdi = 0, err;
+	int fds[US_MAX_FDS], nfds = 0, fdi = 0, err;
 	struct us_call_body body;
 	struct us_hdr h;
 	const char *p;
@@ -311,7 +311,7 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 	if (err)
 		return err;
 	err = us_read_msg(s->osock, &h, &s->inbuf, &s->inbuf_cap, fds, &nfds,
-			  US_MAX_CALL_AREAS_WIRE);
+			  US_MAX_FDS);
 	if (err)
 		return err;
 	s->req_seen++;

@@ -503,15 +503,13 @@ static int area_cmp(const void *x, const void *y)
 	return a->id < b->id ? -1 : a->id > b->id;
 }
 
-#define US_MAX_CALL_AREAS US_MAX_CALL_AREAS_WIRE
-
 int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		     struct orbit_sys_area *const *areas_in, orbit_entry entry,
 		     const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st)
 {
-	struct orbit_sys_area *areas[US_MAX_CALL_AREAS];
-	struct us_link *links[US_MAX_CALL_AREAS];
-	int fds[US_MAX_CALL_AREAS], nfds = 0, err = 0;
+	struct orbit_sys_area *areas[ORBIT_MAX_CALL_AREAS];
+	struct us_link *links[ORBIT_MAX_CALL_AREAS];
+	int fds[ORBIT_MAX_CALL_AREAS], nfds = 0, err = 0;
 	size_t n = 0, need_pages = 0, body_len, locked = 0;
 	uint64_t stage_start = s->stage_head;
 	struct us_hdr h = { .magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq };
@@ -520,7 +518,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 	struct direct_ctx dc;
 	struct iovec iov[2];
 
-	if (narea > US_MAX_CALL_AREAS)
+	if (narea > ORBIT_MAX_CALL_AREAS)
 		return -E2BIG;
 
 	/* Deduplicate and order. */

@@ -101,7 +101,7 @@ static int start_watchdog(pid_t main_pid)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);	/* signals go to the orbit's thread */
 	if (pthread_create(&t, &attr, watchdog_main, &w) != 0)
-		_exit(125);
+		_exit(ORBIT_EXIT_NO_WATCHDOG);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	return w.pidfd;

@@ -77,7 +77,9 @@ struct us_ctl {
 
 /* ---- wire format */
 
-#define US_MAX_CALL_AREAS_WIRE 64
+/* A message passes at most this many descriptors: a call, one per area. */
+#define US_MAX_FDS ORBIT_MAX_CALL_AREAS
+_Static_assert(US_MAX_FDS <= 253, "the kernel passes at most 253 descriptors (SCM_MAX_FD)");
 #define US_BASE_NAME "orbit-base"	/* memfd name of an orbit's area copy */
 #define US_SKIPPED (1ULL << 63)	/* in a RESULT's aux: the call did not run */
 #define US_MAGIC 0x4f524254u	/* "ORBT" */
