@@ -50,12 +50,11 @@ PyObject *ht_utc(void);
  * time and timezone are no collected objects. */
 int ht_traverse(PyObject *op, visitproc visit, void *arg);
 
-/* ---- services of the check (heap_check.c) to the walks */
+/* ---- services of the object checks (object_checks.c) to the walks; a
+ * walk records a failure with pass_fail (pass.h) */
 struct pass;
 /* The reference *slot held by owner: 0 ok, 1 failure recorded, -1 error. */
 int chk_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_copy);
-int chk_fail(struct pass *ps, PyObject *owner, PyObject *target, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 /* Block *slot (nbytes, a PyMem allocation) of owner: moved into the arena if
  * outside, recorded as owner's so that a write to it rechecks owner. */
 int chk_own_block(struct pass *ps, PyObject *owner, void **slot, size_t nbytes);
