@@ -24,6 +24,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../bitmap_runs.h"
 #include "us.h"
 
 void us_area_put(struct orbit_sys_area *a)
@@ -231,25 +232,13 @@ static void collect_cb(void *ctx, size_t first, size_t n)
  */
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan)
 {
-	size_t nwords = (a->npages + 63) / 64;
 	int err;
 
 	pthread_mutex_lock(&a->lock);
 	err = a->dead ? -EINVAL : a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
 	a->scanned_by = err ? 0 : scan;
-	for (size_t w = 0; !err && w < nwords; w++) {
-		uint64_t x = a->changed[w];
-
-		a->changed[w] = 0;
-		while (x) {
-			int b = __builtin_ctzll(x);
-			uint64_t run = x >> b;
-			int len = run == ~0ULL ? 64 : (int)__builtin_ctzll(~run);
-
-			fn(ctx, w * 64 + (size_t)b, (size_t)len);
-			x = len + b >= 64 ? 0 : x & ~(((1ULL << len) - 1) << b);
-		}
-	}
+	if (!err)
+		bitmap_for_each_run(a->changed, 0, (a->npages + 63) / 64, 1, fn, ctx);
 	pthread_mutex_unlock(&a->lock);
 	return err;
 }
