@@ -41,11 +41,6 @@ PyTypeObject *ht_layout_base(PyTypeObject *tp)
 	return tp;
 }
 
-PyObject *ht_utc(void)
-{
-	return utc;
-}
-
 /* module.name if the module is imported and it is a type named `want`,
  * else NULL.  New reference. */
 static PyTypeObject *any_type(const char *module, const char *name, const char *want)
@@ -271,7 +266,7 @@ static int odict_table(struct pass *ps, PyObject *op, struct pyver_odict *od,
 	for (Py_ssize_t i = 0; i < od->fast_nodes_size; i++)
 		if (t[i] && !chk_in_area(ps, t[i]))
 			return pass_fail(ps, op, NULL, "OrderedDict's node table refers to a node "
-					"outside the arena");
+					 "outside the arena");
 	return 0;
 }
 
@@ -337,8 +332,8 @@ static int check_tzinfo(struct pass *ps, PyObject *op, PyObject **slot)
 		return 0;
 	if (!chk_in_area(ps, tz))
 		return pass_fail(ps, op, tz, "refers to a tzinfo (%s) that is not in the arena; use "
-				"datetime.timezone.utc, or make the timezone inside `with arena:` "
-				"(or store arena.copy(value))", Py_TYPE(tz)->tp_name);
+				 "datetime.timezone.utc, or make the timezone inside `with arena:` "
+				 "(or store arena.copy(value))", Py_TYPE(tz)->tp_name);
 	return chk_ref(ps, op, slot, 0);
 }
 
@@ -351,8 +346,8 @@ static int check_decimal(struct pass *ps, PyObject *op)
 	if (inl || (n && chk_in_area(ps, digits) && chk_in_area(ps, digits + n - 1)))
 		return 0;
 	return pass_fail(ps, op, NULL, "Decimal keeps its digits outside the arena (it was made "
-			"outside `with arena:`): make it inside the block, or store "
-			"arena.copy(value) or str(value)");
+			 "outside `with arena:`): make it inside the block, or store "
+			 "arena.copy(value) or str(value)");
 }
 
 int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
@@ -389,7 +384,7 @@ int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
 		break;
 	}
 	return pass_fail(ps, op, (PyObject *)Py_TYPE(op), "objects of type %s cannot be checked",
-			Py_TYPE(op)->tp_name);
+			 Py_TYPE(op)->tp_name);
 }
 
 int ht_traverse(PyObject *op, visitproc visit, void *arg)

@@ -43,8 +43,6 @@ enum ht_kind ht_kind_of(PyTypeObject *base);
 const char *ht_advice(PyTypeObject *base);
 /* Is op a member of an Enum class (one of its _member_map_ values)? */
 int ht_is_enum_member(PyObject *op);
-/* datetime.timezone.utc (a singleton the orbit has), or NULL. */
-PyObject *ht_utc(void);
 
 /* Visit the references of op that tp_traverse does not show: datetime,
  * time and timezone are no collected objects. */

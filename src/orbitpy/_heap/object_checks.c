@@ -48,11 +48,11 @@ static int check_class(struct pass *ps, PyObject *owner, PyTypeObject *tp)
 	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
 		if (!creg_known(tp, &born))
 			return pass_fail(ps, owner, (PyObject *)tp,
-				    "class %s is not part of the interpreter's static image "
-				    "nor of an extension module the orbit knows", tp->tp_name);
+					 "class %s is not part of the interpreter's static image "
+					 "nor of an extension module the orbit knows", tp->tp_name);
 		if (born > ps->epoch)
 			return pass_fail_class(ps, owner, tp, "its module was loaded after the "
-					  "orbit started");
+					       "orbit started");
 	} else if (creg_changed(tp, ps->epoch, why, sizeof(why))) {
 		return pass_fail_class(ps, owner, tp, why);
 	}
@@ -100,13 +100,15 @@ static int check_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_
 		return check_class(ps, owner, (PyTypeObject *)t);
 	ha = heap_area_of(t);
 	if (ha)
-		return pass_fail(ps, owner, t, "refers to a %s in another arena", Py_TYPE(t)->tp_name);
+		return pass_fail(ps, owner, t, "refers to a %s in another arena",
+				 Py_TYPE(t)->tp_name);
 	if (ht_is_enum_member(t))	/* a singleton the orbit has with its class */
 		return check_class(ps, owner, Py_TYPE(t));
 	if (!may_copy || !copy_in_possible(t))
-		return pass_fail(ps, owner, t, "refers to a %s that is not in the arena (it was made "
-			    "outside `with arena:`): make it inside the block, or store "
-			    "arena.copy(value), a deep copy into the arena", Py_TYPE(t)->tp_name);
+		return pass_fail(ps, owner, t, "refers to a %s that is not in the arena (it was "
+				 "made outside `with arena:`): make it inside the block, or "
+				 "store arena.copy(value), a deep copy into the arena",
+				 Py_TYPE(t)->tp_name);
 	c = copy_in(ps, t);
 	if (!c)
 		return -1;
@@ -154,7 +156,7 @@ static int own_table(struct pass *ps, PyObject *owner, void **slot, void *block,
 
 		if (!may_move || block)
 			return pass_fail(ps, owner, NULL, "%s keeps its contents outside the arena",
-				    Py_TYPE(owner)->tp_name);
+					 Py_TYPE(owner)->tp_name);
 		n = heap_alloc_in(ps->ha, nbytes);
 		if (!n) {
 			PyErr_NoMemory();
@@ -233,15 +235,15 @@ static int check_dict(struct pass *ps, PyObject *op, const char *lo, const char 
 
 		if (!creg_keys(v.keys, &kepoch, &knentries) || kepoch > ps->epoch)
 			return pass_fail(ps, op, NULL, "dict shares its keys with a class the orbit "
-				    "does not have");
+					 "does not have");
 		r = own_table(ps, op, (void **)&d->ma_values, v.values_block, 0,
 			      PYMEM_DOMAIN_MEM, 0, &fresh);
 		if (r)
 			return r;
 		for (Py_ssize_t i = knentries; i < v.nentries; i++)
 			if (v.values[i])
-				return pass_fail(ps, op, NULL, "dict uses keys its class gained after "
-					    "the orbit started");
+				return pass_fail(ps, op, NULL, "dict uses keys its class gained "
+						 "after the orbit started");
 		return check_array(ps, op, v.values, v.nentries, lo, hi, 1);
 	}
 	r = own_table(ps, op, (void **)&d->ma_keys, NULL, v.keys_size, PYMEM_DOMAIN_OBJ,
@@ -346,7 +348,7 @@ static int own_dict(struct pass *ps, PyObject *op)
 	descr = _PyType_Lookup(Py_TYPE(op), name);
 	if (!descr || !Py_IS_TYPE(descr, &PyGetSetDescr_Type))
 		return pass_fail(ps, op, NULL, "class %s defines its own __dict__ attribute",
-			    Py_TYPE(op)->tp_name);
+				 Py_TYPE(op)->tp_name);
 	prev = heap_current();
 	heap_set_current(ps->ha);
 	was_strict = heap_strict(1);	/* the new dict is arena state */
@@ -506,8 +508,9 @@ int chk_object(struct pass *ps, PyObject *op, const char *lo, const char *hi, in
 		}
 		r = ht_check(ps, ht_kind_of(base), op);
 	} else {
-		r = pass_fail(ps, op, (PyObject *)tp, "objects of type %s cannot be checked, so they "
-			 "cannot be read by orbits from an arena%s", base->tp_name, ht_advice(base));
+		r = pass_fail(ps, op, (PyObject *)tp, "objects of type %s cannot be checked, so "
+			      "they cannot be read by orbits from an arena%s", base->tp_name,
+			      ht_advice(base));
 	}
 	if (r < 0)
 		return -1;
