@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../bitmap_runs.h"
 #include "dirty_track.h"
 
 #define MP_MAX_RANGES 1024
@@ -192,7 +193,8 @@ struct mp_word {
 static int mp_flush(uintptr_t base, size_t npages, const struct mp_word *batch, size_t n,
 		    page_run_cb cb, void *ctx)
 {
-	size_t first, last, run_start = 0, run_len = 0;
+	struct bitmap_runs runs;
+	size_t first, last;
 
 	if (!n)
 		return 0;
@@ -203,27 +205,16 @@ static int mp_flush(uintptr_t base, size_t npages, const struct mp_word *batch, 
 	if (mprotect((void *)(base + (first << PM_PAGE_SHIFT)), (last - first + 1) << PM_PAGE_SHIFT,
 		     PROT_READ) < 0)
 		return -errno;
-	for (size_t i = 0; i < n; i++) {
+	bitmap_runs_start(&runs, cb, ctx);
+	for (size_t i = 0; i < n && batch[i].w * 64 < npages; i++) {
 		uint64_t x = batch[i].x;
+		size_t past = npages - batch[i].w * 64;	/* bits of the word in range */
 
-		while (x) {
-			size_t pg = batch[i].w * 64 + (size_t)__builtin_ctzll(x);
-
-			x &= x - 1;
-			if (pg >= npages)
-				break;
-			if (run_len && run_start + run_len == pg) {
-				run_len++;
-				continue;
-			}
-			if (run_len)
-				cb(ctx, run_start, run_len);
-			run_start = pg;
-			run_len = 1;
-		}
+		if (past < 64)
+			x &= (1ULL << past) - 1;
+		bitmap_runs_word(&runs, batch[i].w, x);
 	}
-	if (run_len)
-		cb(ctx, run_start, run_len);
+	bitmap_runs_end(&runs);
 	return 0;
 }
 

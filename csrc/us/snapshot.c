@@ -24,6 +24,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../bitmap_runs.h"
 #include "us.h"
 
 void us_area_put(struct orbit_sys_area *a)
@@ -231,25 +232,13 @@ static void collect_cb(void *ctx, size_t first, size_t n)
  */
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan)
 {
-	size_t nwords = (a->npages + 63) / 64;
 	int err;
 
 	pthread_mutex_lock(&a->lock);
 	err = a->dead ? -EINVAL : a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
 	a->scanned_by = err ? 0 : scan;
-	for (size_t w = 0; !err && w < nwords; w++) {
-		uint64_t x = a->changed[w];
-
-		a->changed[w] = 0;
-		while (x) {
-			int b = __builtin_ctzll(x);
-			uint64_t run = x >> b;
-			int len = run == ~0ULL ? 64 : (int)__builtin_ctzll(~run);
-
-			fn(ctx, w * 64 + (size_t)b, (size_t)len);
-			x = len + b >= 64 ? 0 : x & ~(((1ULL << len) - 1) << b);
-		}
-	}
+	if (!err)
+		bitmap_for_each_run(a->changed, 0, (a->npages + 63) / 64, 1, fn, ctx);
 	pthread_mutex_unlock(&a->lock);
 	return err;
 }
@@ -311,8 +300,10 @@ static int link_get(struct orbit_sys *s, struct orbit_sys_area *a, struct us_lin
 
 /* Allocate pages [first, first + n) of `l`'s base; best effort (without
  * MADV_POPULATE_WRITE, or short of memory, the copy faults them in). */
-static void base_allocate_run(struct us_link *l, size_t first, size_t n)
+static void base_allocate_run(void *ctx, size_t first, size_t n)
 {
+	struct us_link *l = ctx;
+
 	if (n && fallocate(l->base_fd, 0, (off_t)(first << PM_PAGE_SHIFT),
 			   (off_t)(n << PM_PAGE_SHIFT)) == 0)
 		madvise(l->base + (first << PM_PAGE_SHIFT), n << PM_PAGE_SHIFT,
@@ -323,34 +314,12 @@ static void base_allocate_run(struct us_link *l, size_t first, size_t n)
  * runs of the area's `ever` set. */
 static void base_allocate(struct us_link *l, const struct orbit_sys_area *a)
 {
-	size_t nwords = (a->npages + 63) / 64, start = 0, len = 0;
+	struct bitmap_runs runs;
 
-	for (size_t w = 0; w < nwords; w++) {
-		uint64_t x = a->ever[w];
-
-		if (x == 0 || x == ~0ULL) {	/* the common cases, a word at once */
-			if (x == 0) {
-				base_allocate_run(l, start, len);
-				len = 0;
-			} else {
-				if (!len)
-					start = w * 64;
-				len += 64;
-			}
-			continue;
-		}
-		for (size_t b = 0; b < 64; b++) {
-			if (x >> b & 1) {
-				if (!len)
-					start = w * 64 + b;
-				len++;
-			} else {
-				base_allocate_run(l, start, len);
-				len = 0;
-			}
-		}
-	}
-	base_allocate_run(l, start, len);
+	bitmap_runs_start(&runs, base_allocate_run, l);
+	for (size_t w = 0; w < (a->npages + 63) / 64; w++)
+		bitmap_runs_word(&runs, w, a->ever[w]);
+	bitmap_runs_end(&runs);
 }
 
 /*
@@ -392,30 +361,24 @@ int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const 
 /* Walk the pending runs of `l`, clearing them. */
 typedef void (*run_fn)(void *ctx, struct us_link *l, size_t first, size_t n);
 
+struct drain {
+	run_fn fn;
+	void *ctx;
+	struct us_link *l;
+};
+
+static void drain_run(void *ctx, size_t first, size_t n)
+{
+	struct drain *d = ctx;
+
+	d->fn(d->ctx, d->l, first, n);
+}
+
 static void pending_drain(struct us_link *l, run_fn fn, void *ctx)
 {
-	size_t run_start = 0, run_len = 0;
+	struct drain d = { fn, ctx, l };
 
-	for (size_t w = l->lo; w < l->hi; w++) {
-		uint64_t x = l->pending[w];
-
-		l->pending[w] = 0;
-		while (x) {
-			size_t pg = w * 64 + (size_t)__builtin_ctzll(x);
-
-			x &= x - 1;
-			if (run_len && run_start + run_len == pg) {
-				run_len++;
-				continue;
-			}
-			if (run_len)
-				fn(ctx, l, run_start, run_len);
-			run_start = pg;
-			run_len = 1;
-		}
-	}
-	if (run_len)
-		fn(ctx, l, run_start, run_len);
+	bitmap_for_each_run(l->pending, l->lo, l->hi, 1, drain_run, &d);
 	l->lo = l->hi = 0;
 	l->npending = 0;
 }

@@ -40,11 +40,14 @@ cdef extern from "heap_check.h":
     int chk_prepare(heap_area *ha, list roots, uint64_t epoch, list failures,
                     list dropped) except -1
     int chk_reaches(heap_area *ha, list roots, list failures) except -1
+    void chk_get_stats(chk_stats *st)
+
+cdef extern from "class_registry.h":
     uint64_t chk_register_types(object types)
     void chk_forget_type(size_t addr)
-    int chk_is_checked(heap_area *ha, object op)
+
+cdef extern from "static_image.h":
     int chk_is_static(const void *op)
-    void chk_get_stats(chk_stats *st)
 
 
 
@@ -67,9 +70,6 @@ cdef class HeapArea:
 
     def contains(self, obj):
         return self.ha is not NULL and heap_area_of(<void *>obj) == self.ha
-
-    def is_checked(self, obj):
-        return self.ha is not NULL and chk_is_checked(self.ha, obj) != 0
 
 
 cdef class CallPlan:

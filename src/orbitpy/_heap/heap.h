@@ -1,7 +1,8 @@
 /*
  * heap.h - Python objects in orbit areas: the allocator hooks that place
- * them (heap_hooks.c) and the checks that keep orbits from reading memory
- * they do not have (heap_check.c).
+ * them (heap_hooks.c), the collector's handling of them (heap_gc.c) and
+ * the rescue of interpreter tables (heap_rescue.c).  The checks that keep
+ * orbits from reading memory they do not have are in heap_check.h.
  */
 #ifndef ORBITPY_HEAP_H
 #define ORBITPY_HEAP_H
@@ -9,13 +10,14 @@
 #include "pyver.h"
 #include "orbit.h"
 
-struct chk_area;
+struct heap_marks;
 
 /* An area registered for Python objects. */
 struct heap_area {
 	struct orbit_area *area;
 	char *lo, *hi;
-	struct chk_area *chk;	/* the checker's state for it (main only) */
+	struct heap_marks *marks;	/* what the check found good in it (main
+					 * only): heap_marks.h */
 };
 
 /* ---- heap_hooks.c */
@@ -75,14 +77,5 @@ void heap_gc_get_stats(struct heap_gc_stats *out);
 /* Move the key tables of module, builtins and interned-string dicts that
  * grew inside an arena block back to the heap.  0, or -1 with an exception. */
 int heap_rescue(void);
-
-/* ---- heap_check.c */
-
-int chk_area_init(struct heap_area *ha);
-void chk_area_free(struct heap_area *ha);
-/* The allocator is about to reuse [p, p+n): forget what was checked there. */
-void chk_forget(struct heap_area *ha, void *p, size_t n);
-/* Cheap: could the checker have anything to forget about the block at p? */
-int chk_may_know(struct heap_area *ha, const void *p);
 
 #endif

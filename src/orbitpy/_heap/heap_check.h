@@ -1,13 +1,18 @@
 /*
  * heap_check.h - before a call, make sure everything the orbit can reach
  * from its arena arguments is memory it has: arena objects (in its page
- * snapshot), static interpreter objects, and classes it got from its fork.
+ * snapshot), static interpreter objects (static_image.h), and classes it got
+ * from its fork (class_registry.h).
  *
- * The work is incremental.  Objects found good are marked (one bit per
- * 16-byte granule of the area, main-only); the pages main wrote since the
- * previous check say which marked objects and tables to look at again.  An
- * object whose check fails is unmarked and kept on the area's `invalid` list:
- * the caller decides whether the call can reach it.
+ * The work is incremental.  Objects found good are marked (heap_marks.h);
+ * the pages main wrote since the previous check say which marked objects and
+ * tables to look at again.  An object whose check fails is unmarked and kept
+ * on the area's `invalid` list: the caller decides whether the call can
+ * reach it.
+ *
+ * The pass (heap_check.c) drives the checks of single objects
+ * (object_checks.c), which copy values in (copy_in.c) and walk the C types
+ * of heap_types.c.
  */
 #ifndef ORBITPY_HEAP_CHECK_H
 #define ORBITPY_HEAP_CHECK_H
@@ -40,16 +45,6 @@ int chk_prepare(struct heap_area *ha, PyObject *roots, uint64_t epoch, PyObject 
  */
 int chk_reaches(struct heap_area *ha, PyObject *roots, PyObject *failures);
 
-/* Record the classes alive now as present in orbits forked from now on;
- * returns the epoch of those orbits.  `types` is a list of heap types. */
-uint64_t chk_register_types(PyObject *types);
-/* A registered class died: its address may be reused. */
-void chk_forget_type(uintptr_t addr);
-/* Is op marked as checked? */
-int chk_is_checked(struct heap_area *ha, PyObject *op);
-/* Is op a statically allocated interpreter object? */
-int chk_is_static(const void *op);
-
 struct chk_stats {
 	uint64_t checks;	/* chk_prepare calls */
 	uint64_t pages;		/* changed pages looked at */
@@ -59,8 +54,5 @@ struct chk_stats {
 	uint64_t ns;		/* time spent in chk_prepare */
 };
 void chk_get_stats(struct chk_stats *st);
-
-/* The copy filter (orbit_area_set_copy_filter) for ha's area, ctx = ha. */
-void chk_copy_filter(void *ctx, size_t first_page, size_t npages, void *dst);
 
 #endif

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "heap.h"
-#include "heap_check.h"
+#include "heap_marks.h"
 
 static PyMemAllocatorEx orig_mem, orig_obj;
 static int installed;
@@ -68,8 +68,8 @@ struct heap_area *heap_register(struct orbit_area *area)
 	pyver_freelists_off();	/* a full collection may have reopened them */
 	ha->lo = orbit_area_base(area);
 	ha->hi = ha->lo + orbit_area_size(area);
-	ha->chk = NULL;
-	if (chk_area_init(ha) < 0) {
+	ha->marks = NULL;
+	if (marks_init(ha) < 0) {
 		PyErr_NoMemory();
 		return NULL;
 	}
@@ -77,7 +77,7 @@ struct heap_area *heap_register(struct orbit_area *area)
 	/* Also where counts cannot be made immortal (3.11): with a filter the
 	 * snapshot compares pages main wrote with the orbit's copy, and a read
 	 * sweep (counts up, then back down) copies nothing. */
-	orbit_area_set_copy_filter(area, chk_copy_filter, ha);
+	orbit_area_set_copy_filter(area, marks_copy_filter, ha);
 	recompute_span();
 	return ha;
 }
@@ -88,7 +88,7 @@ void heap_unregister(struct heap_area *ha)
 		current = NULL;
 	if (ha->area)
 		orbit_area_set_copy_filter(ha->area, NULL, NULL);
-	chk_area_free(ha);
+	marks_free(ha);
 	ha->area = NULL;
 	recompute_span();
 }
@@ -219,8 +219,8 @@ static void release(struct heap_area *ha, void *p)
 	if (in_orbit)	/* the orbit's view is thrown away before its next call */
 		return;
 	/* Only marked blocks need their size (which takes the area's lock). */
-	if (chk_may_know(ha, p))
-		chk_forget(ha, p, orbit_usable_size(ha->area, p));
+	if (marks_may_know(ha, p))
+		marks_forget(ha, p, orbit_usable_size(ha->area, p));
 	orbit_free(ha->area, p);
 }
 

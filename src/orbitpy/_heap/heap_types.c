@@ -18,6 +18,7 @@
  *    arena (a Decimal made inside `with arena:` has them there).
  */
 #include "heap_types.h"
+#include "pass.h"
 #include "ptrmap.h"
 
 #include <datetime.h>	/* after Python.h */
@@ -38,11 +39,6 @@ PyTypeObject *ht_layout_base(PyTypeObject *tp)
 	while (ht_is_python_class(tp) && tp->tp_base)
 		tp = tp->tp_base;
 	return tp;
-}
-
-PyObject *ht_utc(void)
-{
-	return utc;
 }
 
 /* module.name if the module is imported and it is a type named `want`,
@@ -221,7 +217,7 @@ static int check_deque(struct pass *ps, PyObject *op)
 		slot = nblocks ? &b->right : d.leftblock;
 		old = *slot;
 		if (!old || nblocks >= max)
-			return chk_fail(ps, op, NULL, "deque's blocks are not linked as expected");
+			return pass_fail(ps, op, NULL, "deque's blocks are not linked as expected");
 		r = chk_own_block(ps, op, (void **)slot, sizeof(*old));
 		if (r)
 			return r;
@@ -236,7 +232,7 @@ static int check_deque(struct pass *ps, PyObject *op)
 		lo = b == *d.leftblock ? d.leftindex : 0;
 		hi = b == *d.rightblock ? d.rightindex + 1 : PYVER_DEQUE_BLOCKLEN;
 		if (lo < 0 || hi > PYVER_DEQUE_BLOCKLEN)
-			return chk_fail(ps, op, NULL, "deque's indices are not as expected");
+			return pass_fail(ps, op, NULL, "deque's indices are not as expected");
 		for (Py_ssize_t i = lo; i < hi; i++) {
 			r = chk_ref(ps, op, &b->items[i], 1);
 			if (r < 0)
@@ -269,8 +265,8 @@ static int odict_table(struct pass *ps, PyObject *op, struct pyver_odict *od,
 	t = *od->fast_nodes;
 	for (Py_ssize_t i = 0; i < od->fast_nodes_size; i++)
 		if (t[i] && !chk_in_area(ps, t[i]))
-			return chk_fail(ps, op, NULL, "OrderedDict's node table refers to a node "
-					"outside the arena");
+			return pass_fail(ps, op, NULL, "OrderedDict's node table refers to a node "
+					 "outside the arena");
 	return 0;
 }
 
@@ -289,7 +285,7 @@ static int check_odict(struct pass *ps, PyObject *op)
 		struct pyver_odict_node *old = n;
 
 		if (++count > max || n->prev != prev) {
-			r = chk_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
+			r = pass_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
 			break;
 		}
 		r = chk_own_block(ps, op, (void **)slot, sizeof(*n));
@@ -315,7 +311,7 @@ static int check_odict(struct pass *ps, PyObject *op)
 		prev = n;
 	}
 	if (!r && *od.last != prev)
-		r = chk_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
+		r = pass_fail(ps, op, NULL, "OrderedDict's nodes are not linked as expected");
 	{
 		int rt = odict_table(ps, op, &od, &moved);
 
@@ -335,9 +331,9 @@ static int check_tzinfo(struct pass *ps, PyObject *op, PyObject **slot)
 	if (tz == Py_None || tz == utc)
 		return 0;
 	if (!chk_in_area(ps, tz))
-		return chk_fail(ps, op, tz, "refers to a tzinfo (%s) that is not in the arena; use "
-				"datetime.timezone.utc, or make the timezone inside `with arena:` "
-				"(or store arena.copy(value))", Py_TYPE(tz)->tp_name);
+		return pass_fail(ps, op, tz, "refers to a tzinfo (%s) that is not in the arena; use "
+				 "datetime.timezone.utc, or make the timezone inside `with arena:` "
+				 "(or store arena.copy(value))", Py_TYPE(tz)->tp_name);
 	return chk_ref(ps, op, slot, 0);
 }
 
@@ -349,9 +345,9 @@ static int check_decimal(struct pass *ps, PyObject *op)
 
 	if (inl || (n && chk_in_area(ps, digits) && chk_in_area(ps, digits + n - 1)))
 		return 0;
-	return chk_fail(ps, op, NULL, "Decimal keeps its digits outside the arena (it was made "
-			"outside `with arena:`): make it inside the block, or store "
-			"arena.copy(value) or str(value)");
+	return pass_fail(ps, op, NULL, "Decimal keeps its digits outside the arena (it was made "
+			 "outside `with arena:`): make it inside the block, or store "
+			 "arena.copy(value) or str(value)");
 }
 
 int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
@@ -387,8 +383,8 @@ int ht_check(struct pass *ps, enum ht_kind kind, PyObject *op)
 	case HT_UNKNOWN:
 		break;
 	}
-	return chk_fail(ps, op, (PyObject *)Py_TYPE(op), "objects of type %s cannot be checked",
-			Py_TYPE(op)->tp_name);
+	return pass_fail(ps, op, (PyObject *)Py_TYPE(op), "objects of type %s cannot be checked",
+			 Py_TYPE(op)->tp_name);
 }
 
 int ht_traverse(PyObject *op, visitproc visit, void *arg)

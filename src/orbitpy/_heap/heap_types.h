@@ -43,19 +43,16 @@ enum ht_kind ht_kind_of(PyTypeObject *base);
 const char *ht_advice(PyTypeObject *base);
 /* Is op a member of an Enum class (one of its _member_map_ values)? */
 int ht_is_enum_member(PyObject *op);
-/* datetime.timezone.utc (a singleton the orbit has), or NULL. */
-PyObject *ht_utc(void);
 
 /* Visit the references of op that tp_traverse does not show: datetime,
  * time and timezone are no collected objects. */
 int ht_traverse(PyObject *op, visitproc visit, void *arg);
 
-/* ---- services of the check (heap_check.c) to the walks */
+/* ---- services of the object checks (object_checks.c) to the walks; a
+ * walk records a failure with pass_fail (pass.h) */
 struct pass;
 /* The reference *slot held by owner: 0 ok, 1 failure recorded, -1 error. */
 int chk_ref(struct pass *ps, PyObject *owner, PyObject **slot, int may_copy);
-int chk_fail(struct pass *ps, PyObject *owner, PyObject *target, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 /* Block *slot (nbytes, a PyMem allocation) of owner: moved into the arena if
  * outside, recorded as owner's so that a write to it rechecks owner. */
 int chk_own_block(struct pass *ps, PyObject *owner, void **slot, size_t nbytes);

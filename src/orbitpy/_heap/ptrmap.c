@@ -92,15 +92,6 @@ int ptrmap_del(struct ptrmap *m, uintptr_t key)
 	return 1;
 }
 
-void ptrmap_clear(struct ptrmap *m)
-{
-	if (m->cap) {
-		memset(m->keys, 0, m->cap * sizeof(*m->keys));
-		memset(m->vals, 0, m->cap * sizeof(*m->vals));
-	}
-	m->len = 0;
-}
-
 void ptrmap_free(struct ptrmap *m)
 {
 	free(m->keys);

@@ -21,7 +21,6 @@ int ptrmap_get(const struct ptrmap *m, uintptr_t key, uintptr_t *val);
 int ptrmap_put(struct ptrmap *m, uintptr_t key, uintptr_t val);
 /* 1 if it was there. */
 int ptrmap_del(struct ptrmap *m, uintptr_t key);
-void ptrmap_clear(struct ptrmap *m);
 void ptrmap_free(struct ptrmap *m);
 
 #endif
