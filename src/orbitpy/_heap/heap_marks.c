@@ -5,21 +5,8 @@
  * make possible.
  */
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "heap_marks.h"
-
-size_t heap_page_size(void)
-{
-	static size_t page;
-
-	if (!page) {
-		long v = sysconf(_SC_PAGESIZE);
-
-		page = v > 0 ? (size_t)v : 4096;
-	}
-	return page;
-}
 
 int marks_init(struct heap_area *ha)
 {
@@ -30,7 +17,7 @@ int marks_init(struct heap_area *ha)
 		return -1;
 	m->base = ha->lo;
 	m->size = size;
-	m->page_shift = (unsigned int)__builtin_ctzl(heap_page_size());
+	m->page_shift = (unsigned int)__builtin_ctzl(orbit_page_size());
 	m->npages = size >> m->page_shift;
 	m->obj = calloc(ngran / 64 + 1, sizeof(uint64_t));
 	m->buf = calloc(ngran / 64 + 1, sizeof(uint64_t));

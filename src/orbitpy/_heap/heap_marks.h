@@ -17,7 +17,7 @@
 struct heap_marks {
 	char *base;
 	size_t size, npages;
-	unsigned int page_shift;	/* of heap_page_size() */
+	unsigned int page_shift;	/* of orbit_page_size() */
 	uint64_t *obj;		/* checked objects, by address */
 	uint64_t *buf;		/* checked tables, by block */
 	uint32_t *cover;	/* per page: 1 + granule of the checked object or
@@ -26,9 +26,8 @@ struct heap_marks {
 	struct ptrmap invalid;	/* objects whose last check failed */
 };
 
-/* The page size of the heap layer: the unit of the core's page runs
- * (orbit_area_changed, the copy filter) and of the marks' `cover`. */
-size_t heap_page_size(void);
+/* The heap layer's page is the seam's, orbit_page_size(): the unit of the
+ * core's page runs (orbit_area_changed, the copy filter) and of `cover`. */
 
 /* ---- for the allocator hooks (heap_hooks.c) */
 

@@ -442,7 +442,7 @@ static size_t extent(struct pass *ps, PyObject *op, char *blk)
 
 	/* Asked too when the bound crosses a page: an object smaller than its
 	 * type's size (a naive datetime) must not claim a page it does not reach. */
-	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > heap_page_size() / 2 ||
+	if (tp->tp_itemsize || tp == &PyUnicode_Type || n > orbit_page_size() / 2 ||
 	    marks_crosses_page(ps->m, blk, n))
 		return orbit_usable_size(ps->ha->area, blk);
 	return n;
