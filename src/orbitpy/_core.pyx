@@ -68,9 +68,8 @@ cdef void _before_fork(void *ctx) noexcept nogil:
         except BaseException:
             pass                        # advisory (see Orbit.on_fork)
         try:
-            hook = _fork_hooks.get("before")
-            if hook is not None:
-                (<Orbit>ctx).epoch = hook()
+            if _before_fork_fn is not None:
+                (<Orbit>ctx).epoch = _before_fork_fn()
         except BaseException:
             (<Orbit>ctx).epoch = 0      # knows no classes: refuses, never wrong
     PyOS_BeforeFork()
@@ -115,8 +114,17 @@ cdef int _prepare(void *ctx) noexcept with gil:
         return 0
     return heap_precall(<CallPlan>orbitpy_call_plan, (<Orbit>ctx).epoch)
 
-# "before": called before each orbit fork, returns the orbit's epoch.
-_fork_hooks = {}
+# Called before each orbit fork, GIL held; returns the orbit's epoch (the
+# classes its process has: see _heap.pxi).  Set by its owner (_objects.py).
+cdef object _before_fork_fn = None
+
+
+def set_before_fork(fn):
+    """Make fn() (or None) what runs before each orbit process is forked; its
+    int result is the orbit's epoch, the classes the process will have (an
+    exception or no fn: epoch 0, which knows no classes)."""
+    global _before_fork_fn
+    _before_fork_fn = fn
 
 
 cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
