@@ -28,7 +28,6 @@ CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
 CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
 MODES = {"auto": ORBIT_SNAPSHOT_AUTO, "uffd": ORBIT_SNAPSHOT_UFFD,
          "mprotect": ORBIT_SNAPSHOT_MPROTECT, "full": ORBIT_SNAPSHOT_FULL}
-PAGE_SIZE = 4096
 
 
 class CoreError(Exception):
@@ -78,14 +77,14 @@ cdef void _after_fork_parent(void *ctx) noexcept nogil:
     PyOS_AfterFork_Parent()
 
 cdef object _child_handler = None
-cdef int _child_gc_was_enabled = 0
 
 cdef void _after_fork_child(void *ctx) noexcept nogil:
-    global _child_handler, _child_gc_was_enabled
+    global _child_handler
+    cdef int gc_was_enabled
     # Before any Python code runs: arena objects that were in main's
     # collector lists at fork time are unreadable until the first call maps
     # the orbit's view, and their links will point at main-only memory.
-    _child_gc_was_enabled = PyGC_Disable()
+    gc_was_enabled = PyGC_Disable()
     heap_after_fork_orbit()
     PyOS_AfterFork_Child()
     with gil:
@@ -96,7 +95,7 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
         # over what the orbit makes itself.
         import gc
         gc.freeze()
-        if _child_gc_was_enabled:
+        if gc_was_enabled:
             gc.enable()
 
 cdef extern from *:
@@ -191,13 +190,6 @@ cdef class Area:
         if self.a is NULL:
             raise ValueError("the arena is closed")
 
-    def alloc(self, size_t n):
-        self._check()
-        cdef void *p = orbit_alloc(self.a, n)
-        if p is NULL:
-            return 0
-        return <size_t>p
-
     def free(self, size_t addr):
         if self.a is not NULL:
             orbit_free(self.a, <void *>addr)
@@ -281,9 +273,8 @@ cdef class Orbit:
     -> (status, payload_bytes) for each call."""
     cdef orbit *ob
     cdef orbit_hooks hooks
-    cdef public object handler
-    cdef public str name
-    cdef public uint64_t epoch     # classes the process has (see _heap.pxi)
+    cdef object handler
+    cdef uint64_t epoch            # classes the process has (see _heap.pxi)
     # Called in main right before each orbit process is forked, GIL held
     # through the fork (what it records is what the process sees); its
     # exceptions are ignored.
@@ -322,7 +313,6 @@ cdef class Orbit:
         self.hooks.ctx = <void *>self
         o.hooks = &self.hooks
         self.handler = handler
-        self.name = name
         self.ob = orbit_create(name.encode(), _py_entry, NULL, &o)
         if self.ob is NULL:
             raise OSError(errno, strerror(errno).decode())
@@ -405,10 +395,6 @@ cdef class CoreFuture:
     def __dealloc__(self):
         if self.f is not NULL:
             orbit_future_release(self.f)
-
-    @property
-    def seq(self):
-        return orbit_future_seq(self.f)
 
     def wait(self, timeout=None):
         """(retval, payload) once the call ended; raises CoreError, or

@@ -92,7 +92,6 @@ cdef extern from "orbit.h":
     const void *orbit_future_data(orbit_future *f, size_t *len)
     int orbit_future_status(orbit_future *f)
     int orbit_future_pid(orbit_future *f)
-    uint64_t orbit_future_seq(orbit_future *f)
     int orbit_future_cause(orbit_future *f)
     int orbit_future_set_timeout(orbit_future *f, int timeout_ms)
     int orbit_future_cancel(orbit_future *f, int flags)
