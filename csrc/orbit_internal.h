@@ -105,7 +105,7 @@ static inline int orbit_foreign(pid_t owner)
 }
 
 /* orbit.c */
-/* Nonzero, unique to the prepare hook this thread is running (else 0). */
+/* Nonzero, unique to the call's check this thread is running (else 0). */
 uint64_t orbit_prepare_scan(void);
 void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);
 void orbit_cond_wait(struct orbit *ob, uint64_t deadline_ns);

@@ -72,7 +72,7 @@ struct orbit_sys_ops {
 	enum orbit_snapshot_mode (*area_mode)(const struct orbit_sys_area *a);
 	/* Pages main wrote since the previous area_changed (see
 	 * orbit_area_changed in orbit.h), as runs, then forgotten.  `scan`: the
-	 * prepare hook running (0: none); a `call` passing the same value may
+	 * call's check running (0: none); a `call` passing the same value may
 	 * take this scan as its own (backends may ignore both). */
 	int (*area_changed)(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx,
 			    uint64_t scan);
