@@ -96,7 +96,7 @@ static void *blk_begin(struct orbit *ob)
 }
 
 /*
- * Which prepare hook is running in this thread: areas it scans (through
+ * Which call's check is running in this thread: areas it scans (through
  * orbit_area_changed) need not be scanned again by the snapshot right after.
  */
 static _Thread_local uint64_t prepare_scan;
@@ -107,20 +107,21 @@ uint64_t orbit_prepare_scan(void)
 	return prepare_scan;
 }
 
-/* The runtime's last look before a snapshot; see struct orbit_hooks.
- * *scan identifies it for the snapshot (0: no hook ran).  Callers go straight
- * from here to orbit_sys->call(), never dropping the interpreter lock in
- * between (no blk_begin, no lock waited for): the hook's checks and the
- * snapshot are then one step for every other thread that holds it. */
-static int prepare(struct orbit *ob, uint64_t *scan)
+/* The runtime's last look before a snapshot: the call's check (see
+ * orbit_call_async_checked).  *scan identifies it for the snapshot (0: no
+ * check ran).  Callers go straight from here to orbit_sys->call(), never
+ * dropping the interpreter lock in between (no blk_begin, no lock waited
+ * for): the check and the snapshot are then one step for every other thread
+ * that holds it. */
+static int prepare(orbit_check_fn check, void *check_ctx, uint64_t *scan)
 {
 	int refused;
 
 	*scan = 0;
-	if (!ob->hooks.prepare)
+	if (!check)
 		return 0;
 	prepare_scan = atomic_fetch_add(&prepare_scans, 1) + 1;
-	refused = ob->hooks.prepare(ob->hooks.ctx);
+	refused = check(check_ctx);
 	*scan = prepare_scan;
 	prepare_scan = 0;
 	return refused ? -ORBIT_E_REFUSED : 0;
@@ -825,6 +826,16 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				      struct orbit_area *const *areas, orbit_entry entry,
 				      const void *arg, size_t argsize)
 {
+	return orbit_call_async_checked(ob, flags, narea, areas, entry, arg, argsize, NULL,
+					NULL);
+}
+
+struct orbit_future *orbit_call_async_checked(struct orbit *ob, int flags, size_t narea,
+					      struct orbit_area *const *areas,
+					      orbit_entry entry, const void *arg,
+					      size_t argsize, orbit_check_fn check,
+					      void *check_ctx)
+{
 	struct orbit_sys_area *sa[MAX_CALL_AREAS];
 	struct orbit_future *f = NULL;
 	int rc = 0;
@@ -933,7 +944,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			blk_end(ob, st);
 			ob->prefaulted = spawned;
 		}
-		rc = prepare(ob, &scan);
+		rc = prepare(check, check_ctx, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
 					     &sync);
@@ -950,7 +961,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				send_begin(ob, sys);
 			pthread_mutex_unlock(&ob->lock);
 			if (!rc)	/* the wait let other threads run: check again */
-				rc = prepare(ob, &scan);
+				rc = prepare(check, check_ctx, &scan);
 			if (!rc)
 				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize,
 						     scan, &sync);
