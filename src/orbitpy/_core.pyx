@@ -98,20 +98,19 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
         if gc_was_enabled:
             gc.enable()
 
-cdef extern from *:
-    """
-    /* The CallPlan of the call this thread is issuing (borrowed from
-     * Orbit.call_async), for the prepare hook. */
-    static _Thread_local PyObject *orbitpy_call_plan;
-    """
-    PyObject *orbitpy_call_plan
+cdef struct call_check:
+    # What a call's check needs, on the stack of Orbit.call_async for the
+    # call: borrowed references, alive for as long as the call is issued.
+    PyObject *plan              # the CallPlan
+    PyObject *orbit             # the Orbit; its epoch is read when the check
+                                # runs (a fork during the call changes it)
 
-cdef int _prepare(void *ctx) noexcept with gil:
-    # Right before the snapshot, GIL held, nothing waits in between; runs no
-    # Python code, so no other thread runs until the snapshot is taken.
-    if orbitpy_call_plan is NULL:
-        return 0
-    return heap_precall(<CallPlan>orbitpy_call_plan, (<Orbit>ctx).epoch)
+cdef int _check_call(void *ctx) noexcept with gil:
+    # The call's check (orbit_call_async_checked): right before the snapshot,
+    # GIL held, nothing waits in between; runs no Python code, so no other
+    # thread runs until the snapshot is taken.
+    cdef call_check *c = <call_check *>ctx
+    return heap_precall(<CallPlan>c.plan, (<Orbit>c.orbit).epoch)
 
 # Called before each orbit fork, GIL held; returns the orbit's epoch (the
 # classes its process has: see _heap.pxi).  Set by its owner (_objects.py).
@@ -309,7 +308,6 @@ cdef class Orbit:
         self.hooks.block_begin = _block_begin
         self.hooks.block_end = _block_end
         self.hooks.interrupted = _interrupted
-        self.hooks.prepare = _prepare
         self.hooks.ctx = <void *>self
         o.hooks = &self.hooks
         self.handler = handler
@@ -334,20 +332,23 @@ cdef class Orbit:
         cdef Py_ssize_t n = len(areas), i
         cdef orbit_future *f
         cdef int err
+        cdef call_check check
         self._check()
         if n > 64:
             raise ValueError("at most 64 arenas per call")
         for i in range(n):
             (<Area>areas[i])._check()
             arr[i] = (<Area>areas[i]).a
-        global orbitpy_call_plan
-        orbitpy_call_plan = <PyObject *>plan if plan is not None else NULL
-        try:
+        if plan is None:
             f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
                                  PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
-            err = errno
-        finally:
-            orbitpy_call_plan = NULL
+        else:
+            check.plan = <PyObject *>plan
+            check.orbit = <PyObject *>self
+            f = orbit_call_async_checked(self.ob, flags, <size_t>n, arr, NULL,
+                                         PyBytes_AS_STRING(arg),
+                                         <size_t>PyBytes_GET_SIZE(arg), _check_call, &check)
+        err = errno
         if plan is not None:
             del plan.dropped[:]         # may run finalizers: after the snapshot
         if f is NULL:

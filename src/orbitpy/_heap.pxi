@@ -28,9 +28,10 @@ cdef class HeapArea:
 
 cdef class CallPlan:
     """The pre-call checks of one call: its arena objects (the roots), by
-    arena.  Orbit.call_async runs them in the core's prepare hook, right
-    before the snapshot (heap_precall); if they refuse the call, call_async
-    raises self.error() once the GIL may change hands again."""
+    arena.  Orbit.call_async passes them to the core as the call's check,
+    which runs them right before the snapshot (heap_precall); if they refuse
+    the call, call_async raises self.error() once the GIL may change hands
+    again."""
     cdef list heaps                 # [(HeapArea, [root, ...]), ...]
     cdef list dropped               # references the checks gave up
     # None, or why the checks refused the call: (HeapArea, roots, failures)
@@ -66,7 +67,7 @@ cdef class CallPlan:
 
 cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
     """Run a call's pre-call checks; 1 to refuse the call (plan.refusal says
-    why).  Called by the prepare hook, GIL held, right before the snapshot.
+    why).  The call's check (_check_call), GIL held, right before the snapshot.
 
     No other Python thread may run between the start of the checks and the
     end of the snapshot (else the snapshot would mix two states of the arena,

@@ -49,7 +49,6 @@ cdef extern from "orbit.h":
         void *(*block_begin)(void *ctx) noexcept
         void (*block_end)(void *ctx, void *state) noexcept
         int (*interrupted)(void *ctx) noexcept
-        int (*prepare)(void *ctx) noexcept
         void *ctx
     struct orbit_options:
         int timeout_ms
@@ -88,6 +87,11 @@ cdef extern from "orbit.h":
     orbit_future *orbit_call_async(orbit *ob, int flags, size_t narea,
                                    orbit_area **areas, orbit_entry entry,
                                    const void *arg, size_t argsize)
+    ctypedef int (*orbit_check_fn)(void *ctx) noexcept
+    orbit_future *orbit_call_async_checked(orbit *ob, int flags, size_t narea,
+                                           orbit_area **areas, orbit_entry entry,
+                                           const void *arg, size_t argsize,
+                                           orbit_check_fn check, void *check_ctx)
     int orbit_future_wait(orbit_future *f, int timeout_ms, long *ret)
     const void *orbit_future_data(orbit_future *f, size_t *len)
     int orbit_future_status(orbit_future *f)
