@@ -16,7 +16,6 @@ import copyreg
 import io
 import pickle
 import sys
-from collections import ChainMap
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -98,6 +97,17 @@ def _arena_ndarray(lo: int, span: int, offset: int, shape: tuple[int, ...],
 _numpy_type: Any = None     # numpy.ndarray, once NumPy is imported
 
 
+class _Reducers(dict[type, Any]):
+    """A pickler's own dispatch table: its reducers of arena buffers, then
+    the shared table `base` (cheaper to make per pickler than a ChainMap)."""
+
+    __slots__ = ("base",)
+    base: Any
+
+    def __missing__(self, cls: type) -> Any:
+        return self.base[cls]
+
+
 class _Finder:
     """A pickler that notes the arenas its data refers to (self.arenas).  Its
     dispatch table is its own: the reducers of arena buffers note there."""
@@ -105,13 +115,16 @@ class _Finder:
     arenas: list[Any]
     roots: dict[Any, list[Any]]
 
-    def _own_reducers(self, base: Any) -> Any:
-        arenas = self.arenas = []
+    def _own_reducers(self, base: Any) -> _Reducers:
+        arenas: list[Any] = []
+        self.arenas = arenas
         self.roots = {}
-        own: dict[type, Any] = {memoryview: lambda mv: _reduce_memoryview(mv, arenas)}
+        table = _Reducers()
+        table.base = base
+        table[memoryview] = lambda mv: _reduce_memoryview(mv, arenas)
         if _numpy_type is not None:
-            own[_numpy_type] = lambda arr: _reduce_ndarray(arr, arenas)
-        return ChainMap(own, base)
+            table[_numpy_type] = lambda arr: _reduce_ndarray(arr, arenas)
+        return table
 
 
 class _FastPickler(_Finder, pickle.Pickler):
@@ -254,7 +267,7 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
             return Pickled(b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5),
                            arenas, {})
     found = pickle_found((args, kwargs), objects_by_address)
-    return found._replace(data=(b"A" if found.roots else b"P") + found.data)
+    return Pickled((b"A" if found.roots else b"P") + found.data, found.arenas, found.roots)
 
 
 def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
