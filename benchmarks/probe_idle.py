@@ -37,7 +37,7 @@ def main() -> None:
                 while gap and time.perf_counter() - t0 < gap:
                     pass
                 t = time.perf_counter_ns()
-                arg = _pickle.dumps_call((buf,), {}).data
+                arg = _pickle.dumps_call((buf,), {})[0]
                 t1 = time.perf_counter_ns()
                 fut = core.call_async(arg, [arena._area], 0)
                 t2 = time.perf_counter_ns()

@@ -613,12 +613,11 @@ class OrbitHandle:
         check = None
         if args or kwargs:
             try:
-                found = _pickle.dumps_call(args, kwargs, _core.heap_in_use())
+                arg, found, roots = _pickle.dumps_call(args, kwargs, _core.heap_in_use())
             except Exception as e:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
-            arg, roots = found.data, found.roots
-            for a in found.arenas:
+            for a in found:
                 if a not in arenas:
                     arenas.append(a)
             if roots:
