@@ -12,6 +12,16 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				      struct orbit_area *const *areas, orbit_entry entry,
 				      const void *arg, size_t argsize)
 {
+	return orbit_call_async_checked(ob, flags, narea, areas, entry, arg, argsize, NULL,
+					NULL);
+}
+
+struct orbit_future *orbit_call_async_checked(struct orbit *ob, int flags, size_t narea,
+					      struct orbit_area *const *areas,
+					      orbit_entry entry, const void *arg,
+					      size_t argsize, orbit_check_fn check,
+					      void *check_ctx)
+{
 	struct orbit_sys_area *sa[ORBIT_MAX_CALL_AREAS];
 	struct orbit_future *f = NULL;
 	int rc = 0;
@@ -114,7 +124,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 			blk_end(ob, st);
 			ob->prefaulted = spawned;
 		}
-		rc = orbit_prepare(ob, &scan);
+		rc = orbit_prepare(check, check_ctx, &scan);
 		if (!rc)
 			rc = orbit_sys->call(sys, seq, idle, narea, sa, entry, arg, argsize, scan,
 					     &sync);
@@ -132,7 +142,7 @@ struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				send_begin(ob, sys);
 			pthread_mutex_unlock(&ob->lock);
 			if (!rc)	/* the wait let other threads run: check again */
-				rc = orbit_prepare(ob, &scan);
+				rc = orbit_prepare(check, check_ctx, &scan);
 			if (!rc)
 				rc = orbit_sys->call(sys, seq, 1, narea, sa, entry, arg, argsize,
 						     scan, &sync);

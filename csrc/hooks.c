@@ -2,7 +2,7 @@
  * hooks.c - where the library calls the runtime's hooks (struct orbit_hooks):
  * around every wait in main (taking a lock, the submission lock among them,
  * or sleeping on the orbit's condition), so the caller's interpreter lock is
- * dropped meanwhile, and the prepare hook right before a call's snapshot.
+ * dropped meanwhile, and a call's check right before its snapshot.
  */
 #include <stdatomic.h>
 #include <time.h>
@@ -10,7 +10,7 @@
 #include "orbit_internal.h"
 
 /*
- * Which prepare hook is running in this thread: areas it scans (through
+ * Which call's check is running in this thread: areas it scans (through
  * orbit_area_changed) need not be scanned again by the snapshot right after.
  */
 static _Thread_local uint64_t prepare_scan;
@@ -21,20 +21,21 @@ uint64_t orbit_prepare_scan(void)
 	return prepare_scan;
 }
 
-/* The runtime's last look before a snapshot; see struct orbit_hooks.
- * *scan identifies it for the snapshot (0: no hook ran).  Callers go straight
- * from here to orbit_sys->call(), never dropping the interpreter lock in
- * between (no blk_begin, no lock waited for): the hook's checks and the
- * snapshot are then one step for every other thread that holds it. */
-int orbit_prepare(struct orbit *ob, uint64_t *scan)
+/* The runtime's last look before a snapshot: the call's check (see
+ * orbit_call_async_checked).  *scan identifies it for the snapshot (0: no
+ * check ran).  Callers go straight from here to orbit_sys->call(), never
+ * dropping the interpreter lock in between (no blk_begin, no lock waited
+ * for): the check and the snapshot are then one step for every other thread
+ * that holds it. */
+int orbit_prepare(orbit_check_fn check, void *check_ctx, uint64_t *scan)
 {
 	int refused;
 
 	*scan = 0;
-	if (!ob->hooks.prepare)
+	if (!check)
 		return 0;
 	prepare_scan = atomic_fetch_add(&prepare_scans, 1) + 1;
-	refused = ob->hooks.prepare(ob->hooks.ctx);
+	refused = check(check_ctx);
 	*scan = prepare_scan;
 	prepare_scan = 0;
 	return refused ? -ORBIT_E_REFUSED : 0;

@@ -36,7 +36,7 @@ enum {
 	ORBIT_E_RESTART_LIMIT,	/* the orbit crashed more often in a row than its policy allows */
 	ORBIT_E_SKIPPED,	/* ORBIT_CALL_SKIP_IF_BUSY and the orbit was busy */
 	ORBIT_E_CANCELLED,	/* cancelled by ORBIT_CALL_CANCEL_QUEUED */
-	ORBIT_E_REFUSED,	/* the prepare hook refused the call; nothing was sent */
+	ORBIT_E_REFUSED,	/* the call's check refused it; nothing was sent */
 	ORBIT_E_ABORTED,	/* queued behind a call that timed out or was cancelled by
 				 * killing the orbit; it did not run (orbit_future_cause) */
 };
@@ -104,9 +104,9 @@ size_t orbit_usable_size(struct orbit_area *area, const void *ptr);
  * orbit_area_changed() (or since the area was created), as runs of page
  * indexes (first page, count), and forget them.  Independent of what orbits
  * have been sent: this is the feed for checks main runs before its calls.
- * Called from a prepare hook (struct orbit_hooks), the same page-table scan
- * also serves the snapshot that follows the hook, which then does not scan
- * the area again: a hook that writes the area after its last
+ * Called from a call's check (orbit_call_async_checked), the same page-table
+ * scan also serves the snapshot that follows the check, which then does not
+ * scan the area again: a check that writes the area after its last
  * orbit_area_changed() must call it once more (or its writes reach this
  * orbit with the next call only).  Returns 0 or -errno.
  */
@@ -118,7 +118,7 @@ int orbit_area_changed(struct orbit_area *area, orbit_page_run_fn fn, void *ctx)
  * may rewrite the copy -- never the area -- into a form the orbit reads as the
  * same state but cheaper (a language runtime marks its objects there so that
  * reading them writes nothing).  It runs in main, in the thread taking the
- * call, after the prepare hook, under the area's lock: it must not call back
+ * call, after the call's check, under the area's lock: it must not call back
  * into the area.  Backends that do not copy pages (a kernel sharing them
  * copy-on-write) never call it, so the orbit must be correct without it.
  * A backend may run it on a scratch copy of a page and, when the result
@@ -159,16 +159,6 @@ struct orbit_hooks {
 	void (*block_end)(void *ctx, void *state);
 	/* A wait was interrupted by a signal; return non-zero to abandon it. */
 	int (*interrupted)(void *ctx);
-	/*
-	 * Called by every call right before its snapshot is taken, in the calling
-	 * thread, with no wait (no block hook) between it and the snapshot: a
-	 * runtime checks here what the orbit is about to read.  Non-zero refuses
-	 * the call (ORBIT_E_REFUSED).  May be NULL.  See orbit_area_changed() for
-	 * areas it scans.  The hook must not let other threads of the runtime
-	 * run either (a Python runtime: no Python code, no dropped GIL), or they
-	 * could write the areas between its checks and the snapshot.
-	 */
-	int (*prepare)(void *ctx);
 	void *ctx;
 };
 
@@ -250,6 +240,27 @@ struct orbit_future;
 struct orbit_future *orbit_call_async(struct orbit *ob, int flags, size_t narea,
 				      struct orbit_area *const *areas, orbit_entry entry,
 				      const void *arg, size_t argsize);
+/*
+ * A call's check: what a runtime verifies about the areas right before the
+ * call's snapshot, e.g. that everything the orbit will read from `arg` is in
+ * them.  Non-zero refuses the call.
+ */
+typedef int (*orbit_check_fn)(void *ctx);
+/*
+ * orbit_call_async with a check: check(ctx) runs in the calling thread right
+ * before the snapshot is taken (again if the call had to wait for room to
+ * stage it), with no wait (no block hook) between it and the snapshot.  A
+ * refusal fails the call with ORBIT_E_REFUSED, nothing sent.  The check must
+ * not let other threads of the runtime run either (a Python runtime: no
+ * Python code, no dropped GIL), or they could write the areas between the
+ * check and the snapshot.  See orbit_area_changed() for areas it scans.
+ * check NULL: the same as orbit_call_async.
+ */
+struct orbit_future *orbit_call_async_checked(struct orbit *ob, int flags, size_t narea,
+					      struct orbit_area *const *areas,
+					      orbit_entry entry, const void *arg,
+					      size_t argsize, orbit_check_fn check,
+					      void *check_ctx);
 /* Synchronous call; stores the entry's return value in *ret. */
 int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
 	       orbit_entry entry, const void *arg, size_t argsize, long *ret);

@@ -3,7 +3,7 @@
  *
  *   proc.c        the clock, this process's pid, error texts
  *   hooks.c       waits that drop the interpreter lock, the submission
- *                 lock, the prepare hook
+ *                 lock, the call's check
  *   lifecycle.c   creating, starting, restarting, destroying, freeing an orbit
  *   call.c        sending a call, cancelling one
  *   requeue.c     calls sent again to the next process
@@ -90,10 +90,10 @@ static inline int orbit_foreign(pid_t owner)
 }
 
 /* hooks.c */
-/* Nonzero, unique to the prepare hook this thread is running (else 0). */
+/* Nonzero, unique to the call's check this thread is running (else 0). */
 uint64_t orbit_prepare_scan(void);
-/* Run the prepare hook right before a snapshot: 0 or -ORBIT_E_REFUSED. */
-int orbit_prepare(struct orbit *ob, uint64_t *scan);
+/* Run the call's check right before a snapshot: 0 or -ORBIT_E_REFUSED. */
+int orbit_prepare(orbit_check_fn check, void *check_ctx, uint64_t *scan);
 /* Lock m, dropping the interpreter lock if it must be waited for. */
 void orbit_lock_blocking(struct orbit *ob, pthread_mutex_t *m);
 /* Sleep on ob->cond (ob->lock held) until woken or the deadline. */

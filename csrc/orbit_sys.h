@@ -117,8 +117,8 @@ struct orbit_sys_ops {
 	 * Pages main wrote since the previous area_changed (see
 	 * orbit_area_changed in orbit.h), as runs, then forgotten.
 	 *
-	 * `scan` is the token of the prepare hook running in this thread (0:
-	 * none, see orbit_prepare_scan); `call` gets the token of the hook that
+	 * `scan` is the token of the call's check running in this thread (0:
+	 * none, see orbit_prepare_scan); `call` gets the token of the check that
 	 * ran right before it.  When they match, the two run back to back for
 	 * one call, with no other thread of the runtime running in between, so a
 	 * backend may let the call take this scan of the page tables as its own
@@ -140,7 +140,7 @@ struct orbit_sys_ops {
 	pid_t (*pid)(const struct orbit_sys *s);
 	/*
 	 * Snapshot `areas` for call `seq` and queue it (-EPIPE: the process is
-	 * gone).  Runs right after the prepare hook whose token is `scan` (see
+	 * gone).  Runs right after the call's check whose token is `scan` (see
 	 * area_changed), with the hooks' lock held: it must not wait long.
 	 * Adds what it copied to *st.
 	 *
@@ -149,7 +149,7 @@ struct orbit_sys_ops {
 	 * (the userspace backend stages it in a ring of shared memory, which
 	 * may be full) returns -EAGAIN, having sent nothing; only when idle is
 	 * 0.  The caller then waits until the orbit has finished every earlier
-	 * call, runs the prepare hook again and calls again with idle set,
+	 * call, runs the call's check again and calls again with idle set,
 	 * which must not fail with -EAGAIN (the userspace backend then writes
 	 * the snapshot straight into the orbit's view).  A backend that always
 	 * has room (a kernel marking pages copy-on-write) ignores idle and

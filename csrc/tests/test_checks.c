@@ -2,7 +2,8 @@
  * test_checks.c - what the core offers runtimes that check their areas
  * before a call: orbit_area_changed (pages main wrote since it last asked,
  * independent of what orbits were sent), orbit_usable_size, and the
- * prepare hook that can refuse a call right before its snapshot, and copy
+ * check a call may carry (orbit_call_async_checked) that can refuse it right
+ * before its snapshot, and copy
  * filters (orbit_area_set_copy_filter) that rewrite what the orbit is sent.
  */
 #include <errno.h>
@@ -128,36 +129,59 @@ static void usable_size(void)
 	orbit_area_destroy(a);
 }
 
-static int prepares, refuse;
-
-static int prepare(void *ctx)
+/* orbit_call with a check: the call's result, or its error. */
+static int call_checked(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
+			const void *arg, size_t argsize, orbit_check_fn check, void *ctx,
+			long *ret)
 {
-	(void)ctx;
-	prepares++;
-	return refuse;
+	struct orbit_future *f = orbit_call_async_checked(ob, 0, narea, areas, NULL, arg,
+							  argsize, check, ctx);
+	int rc;
+
+	if (!f)
+		return -errno;
+	rc = orbit_future_get(f, ret);
+	orbit_future_release(f);
+	return rc;
 }
 
-static void prepare_hook(void)
-{
-	struct orbit_hooks h = { .prepare = prepare };
-	struct orbit_options o;
-	struct orbit *ob;
-	long v = 42, *p = &v, ret = 0;
+struct verdict {
+	int checks, refuse;
+};
 
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("prepare", read_first, NULL, &o);
+static int check_call(void *ctx)
+{
+	struct verdict *v = ctx;
+
+	v->checks++;
+	return v->refuse;
+}
+
+/* A call's check runs once per call, with the call's own context, and may
+ * refuse it (nothing sent, the orbit still usable); calls without one are
+ * not checked. */
+static void call_check(void)
+{
+	struct verdict v = { 0 };
+	struct orbit *ob;
+	long x = 42, *p = &x, ret = 0;
+
+	ob = orbit_create("check", read_first, NULL, NULL);
 	REQUIRE(ob != NULL);
-	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), 0);
+	CHECK_EQ(call_checked(ob, 0, NULL, &p, sizeof(p), check_call, &v, &ret), 0);
 	CHECK_EQ(ret, 42);
-	CHECK_EQ(prepares, 1);
-	refuse = 1;
-	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), -ORBIT_E_REFUSED);
-	CHECK_EQ(prepares, 2);
-	refuse = 0;
-	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), 0);	/* still usable */
-	CHECK_EQ(ret, 42);
-	CHECK_EQ(prepares, 3);
+	CHECK_EQ(v.checks, 1);
+	v.refuse = 1;
+	CHECK_EQ(call_checked(ob, 0, NULL, &p, sizeof(p), check_call, &v, &ret),
+		 -ORBIT_E_REFUSED);
+	CHECK_EQ(v.checks, 2);
+	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, &p, sizeof(p), &ret), 0);	/* unchecked */
+	CHECK_EQ(v.checks, 2);
+	v.refuse = 0;
+	ret = 0;
+	CHECK_EQ(call_checked(ob, 0, NULL, &p, sizeof(p), check_call, &v, &ret), 0);
+	CHECK_EQ(ret, 42);	/* still usable */
+	CHECK_EQ(v.checks, 3);
 	CHECK(strstr(orbit_strerror(ORBIT_E_REFUSED), "refused") != NULL);
 	orbit_destroy(ob);
 }
@@ -349,13 +373,13 @@ static void filtered_equal_pages_not_copied(const char *mode)
 	orbit_area_destroy(a);
 }
 
-/* A prepare hook that scans the area (as a runtime's check does). */
+/* A call's check that scans the area (as a runtime's check does). */
 static struct orbit_area *scan_area;
 static long *scan_p;
 static long scan_write;	/* nonzero: the hook writes it after its scan */
 static int scan_again;	/* ... and then scans again */
 
-static int scanning_prepare(void *ctx)
+static int scanning_check(void *ctx)
 {
 	struct runs r = { 0 };
 
@@ -369,46 +393,47 @@ static int scanning_prepare(void *ctx)
 	return 0;
 }
 
-/* The snapshot after a prepare hook may use the hook's scan of an area; no
- * write is lost for it, and a scan outside a hook is never taken for one. */
-static void prepare_scan_serves_the_snapshot(const char *mode)
+/* The snapshot after a call's check may use the check's scan of an area; no
+ * write is lost for it, and a scan outside a check is never taken for one. */
+static void check_scan_serves_the_snapshot(const char *mode)
 {
-	struct orbit_hooks h = { .prepare = scanning_prepare };
-	struct orbit_options o;
 	struct orbit *ob;
 	long ret = 0;
 	struct runs r;
 
 	scan_area = check_area(16 * PG, mode);
 	REQUIRE(scan_area != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("scan", read_first, NULL, &o);
+	ob = orbit_create("scan", read_first, NULL, NULL);
 	REQUIRE(ob != NULL);
 	scan_p = (long *)((char *)orbit_area_base(scan_area) + 7 * PG);
 	*scan_p = 1;
-	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(call_checked(ob, 1, &scan_area, &scan_p, sizeof(scan_p), scanning_check, NULL,
+			      &ret), 0);
 	CHECK_EQ(ret, 1);
-	*scan_p = 2;	/* before the hook's scan: in the call */
-	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	*scan_p = 2;	/* before the check's scan: in the call */
+	CHECK_EQ(call_checked(ob, 1, &scan_area, &scan_p, sizeof(scan_p), scanning_check, NULL,
+			      &ret), 0);
 	CHECK_EQ(ret, 2);
 
-	/* Written after the hook's scan and scanned again: in the call. */
+	/* Written after the check's scan and scanned again: in the call. */
 	scan_write = 3;
 	scan_again = 1;
-	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(call_checked(ob, 1, &scan_area, &scan_p, sizeof(scan_p), scanning_check, NULL,
+			      &ret), 0);
 	CHECK_EQ(ret, 3);
 
-	/* Written after the hook's last scan: in this call or the next, never lost. */
+	/* Written after the check's last scan: in this call or the next, never lost. */
 	scan_write = 4;
 	scan_again = 0;
-	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(call_checked(ob, 1, &scan_area, &scan_p, sizeof(scan_p), scanning_check, NULL,
+			      &ret), 0);
 	CHECK(ret == 3 || ret == 4);
 	scan_write = 0;
-	CHECK_EQ(orbit_call(ob, 1, &scan_area, NULL, &scan_p, sizeof(scan_p), &ret), 0);
+	CHECK_EQ(call_checked(ob, 1, &scan_area, &scan_p, sizeof(scan_p), scanning_check, NULL,
+			      &ret), 0);
 	CHECK_EQ(ret, 4);
 
-	/* A scan outside any hook: the snapshot scans for itself. */
+	/* A scan outside any check: the snapshot scans for itself. */
 	orbit_destroy(ob);
 	ob = orbit_create("scan", read_first, NULL, NULL);
 	REQUIRE(ob != NULL);
@@ -429,9 +454,9 @@ int main(void)
 	RUN_MODES(changed_pages);
 	RUN_MODES(changed_independent_of_calls);
 	RUN(usable_size);
-	RUN(prepare_hook);
+	RUN(call_check);
 	RUN_MODES(copy_filter);
 	RUN_MODES(filtered_equal_pages_not_copied);
-	RUN_MODES(prepare_scan_serves_the_snapshot);
+	RUN_MODES(check_scan_serves_the_snapshot);
 	return CHECK_DONE();
 }

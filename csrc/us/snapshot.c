@@ -510,8 +510,8 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		err = link_get(s, a, &links[i]);
 		if (err)
 			goto out;
-		/* The prepare hook of this call scanned it last, and nothing
-		 * wrote it since (the hook's promise): the pending sets are
+		/* The check of this call scanned it last, and nothing
+		 * wrote it since (the check's promise): the pending sets are
 		 * current.  A scan is ~2 ns per page of the area. */
 		if (!scan || a->scanned_by != scan)
 			err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);

@@ -41,7 +41,7 @@ struct orbit_sys_area {
 	struct us_link *links;	/* one per orbit that has a snapshot of it */
 	uint64_t *ever;		/* pages written since the area was created */
 	uint64_t *changed;	/* pages written since the last us_area_changed() */
-	uint64_t scanned_by;	/* the prepare hook whose area_changed scanned last */
+	uint64_t scanned_by;	/* the call's check whose area_changed scanned last */
 	orbit_copy_filter_fn filter;	/* rewrites the copies (under lock) */
 	void *filter_ctx;
 	int refs;		/* 1 for main + one per link */

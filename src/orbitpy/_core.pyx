@@ -12,116 +12,9 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free
 from libc.string cimport strerror
 
-cdef extern from "Python.h":
-    ctypedef struct PyThreadState
-    # Declared nogil: the C core calls these through hooks at points where it
-    # knows whether the GIL is held (see orbit.c).
-    PyThreadState *PyEval_SaveThread() nogil
-    void PyEval_RestoreThread(PyThreadState *) nogil
-    void PyOS_BeforeFork() nogil
-    void PyOS_AfterFork_Parent() nogil
-    void PyOS_AfterFork_Child() nogil
-    int PyErr_CheckSignals()
-    int PyGC_Disable() nogil
-    int PyGC_Enable() nogil
-    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
-    int PyBUF_READ
-    int PyBUF_WRITE
-
-cdef extern from "orbit.h":
-    enum:
-        ORBIT_E_CRASHED
-        ORBIT_E_TIMEOUT
-        ORBIT_E_CLOSED
-        ORBIT_E_RESTART_LIMIT
-        ORBIT_E_SKIPPED
-        ORBIT_E_CANCELLED
-        ORBIT_E_REFUSED
-        ORBIT_E_ABORTED
-        ORBIT_CALL_SKIP_IF_BUSY
-        ORBIT_CALL_CANCEL_QUEUED
-        ORBIT_CANCEL_KILL
-    struct orbit_area
-    struct orbit
-    struct orbit_future
-    struct c_area_stats "orbit_area_stats":
-        size_t size
-        size_t used
-        size_t allocations
-    struct c_orbit_stats "orbit_stats":
-        uint64_t calls
-        uint64_t pages_copied
-        uint64_t pages_reset
-        uint64_t bytes_synced
-        uint64_t restarts
-        uint64_t crashes
-        uint64_t full_syncs
-        uint64_t crashes_in_row
-        uint64_t failed
-        uint64_t timeouts
-        uint64_t cancelled
-    ctypedef long (*orbit_entry)(void *arg, size_t argsize, void *store)
-    ctypedef void *(*orbit_init)()
-    struct orbit_hooks:
-        void (*before_fork)(void *ctx) noexcept
-        void (*after_fork_parent)(void *ctx) noexcept
-        void (*after_fork_child)(void *ctx) noexcept
-        void *(*block_begin)(void *ctx) noexcept
-        void (*block_end)(void *ctx, void *state) noexcept
-        int (*interrupted)(void *ctx) noexcept
-        int (*prepare)(void *ctx) noexcept
-        void *ctx
-    struct orbit_options:
-        int timeout_ms
-        int nice
-        uint64_t cpu_mask
-        size_t memory_limit
-        int harden
-        int restart
-        int restart_limit
-        int backoff_ms
-        int max_backoff_ms
-        const int *keep_fds
-        size_t nkeep_fds
-        const orbit_hooks *hooks
-
-    const char *orbit_strerror(int code)
-    size_t orbit_page_size()
-    const char *orbit_backend_name()
-    orbit_area *orbit_area_create(size_t size, const char *mode)
-    void orbit_area_destroy(orbit_area *area)
-    void *orbit_area_base(const orbit_area *area)
-    size_t orbit_area_size(const orbit_area *area)
-    const char *orbit_area_mode(const orbit_area *area)
-    size_t orbit_reservation_size()
-    int orbit_rearm_fault_handler()
-    void *orbit_alloc(orbit_area *area, size_t size)
-    void orbit_free(orbit_area *area, void *ptr)
-    void orbit_area_stats(orbit_area *area, c_area_stats *st)
-
-    void orbit_options_init(orbit_options *o)
-    orbit *orbit_create(const char *name, orbit_entry entry, orbit_init init,
-                        const orbit_options *opts)
-    int orbit_destroy(orbit *ob)
-    int orbit_restart(orbit *ob)
-    int orbit_pid(orbit *ob)
-    void orbit_stats(orbit *ob, c_orbit_stats *st)
-    orbit_future *orbit_call_async(orbit *ob, int flags, size_t narea,
-                                   orbit_area **areas, orbit_entry entry,
-                                   const void *arg, size_t argsize)
-    int orbit_future_wait(orbit_future *f, int timeout_ms, long *ret)
-    const void *orbit_future_data(orbit_future *f, size_t *len)
-    int orbit_future_status(orbit_future *f)
-    int orbit_future_pid(orbit_future *f)
-    uint64_t orbit_future_seq(orbit_future *f)
-    int orbit_future_cause(orbit_future *f)
-    int orbit_future_set_timeout(orbit_future *f, int timeout_ms)
-    int orbit_future_cancel(orbit_future *f, int flags)
-    int orbit_pull(orbit_future *f, int timeout_ms, void **data, size_t *len)
-    void orbit_future_release(orbit_future *f)
-    int orbit_in_orbit()
-    int orbit_return_data(const void *data, size_t len)
-    int orbit_push(const void *data, size_t len)
+from .includes.python cimport *
+from .includes.orbit cimport *
+from .includes.heap cimport *
 
 E_CRASHED = ORBIT_E_CRASHED
 E_TIMEOUT = ORBIT_E_TIMEOUT
@@ -174,9 +67,8 @@ cdef void _before_fork(void *ctx) noexcept nogil:
         except BaseException:
             pass                        # advisory (see Orbit.on_fork)
         try:
-            hook = _fork_hooks.get("before")
-            if hook is not None:
-                (<Orbit>ctx).epoch = hook()
+            if _before_fork_fn is not None:
+                (<Orbit>ctx).epoch = _before_fork_fn()
         except BaseException:
             (<Orbit>ctx).epoch = 0      # knows no classes: refuses, never wrong
     PyOS_BeforeFork()
@@ -185,14 +77,14 @@ cdef void _after_fork_parent(void *ctx) noexcept nogil:
     PyOS_AfterFork_Parent()
 
 cdef object _child_handler = None
-cdef int _child_gc_was_enabled = 0
 
 cdef void _after_fork_child(void *ctx) noexcept nogil:
-    global _child_handler, _child_gc_was_enabled
+    global _child_handler
+    cdef int gc_was_enabled
     # Before any Python code runs: arena objects that were in main's
     # collector lists at fork time are unreadable until the first call maps
     # the orbit's view, and their links will point at main-only memory.
-    _child_gc_was_enabled = PyGC_Disable()
+    gc_was_enabled = PyGC_Disable()
     heap_after_fork_orbit()
     PyOS_AfterFork_Child()
     with gil:
@@ -203,26 +95,34 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
         # over what the orbit makes itself.
         import gc
         gc.freeze()
-        if _child_gc_was_enabled:
+        if gc_was_enabled:
             gc.enable()
 
-cdef extern from *:
-    """
-    /* The CallPlan of the call this thread is issuing (borrowed from
-     * Orbit.call_async), for the prepare hook. */
-    static _Thread_local PyObject *orbitpy_call_plan;
-    """
-    PyObject *orbitpy_call_plan
+cdef struct call_check:
+    # What a call's check needs, on the stack of Orbit.call_async for the
+    # call: borrowed references, alive for as long as the call is issued.
+    PyObject *plan              # the CallPlan
+    PyObject *orbit             # the Orbit; its epoch is read when the check
+                                # runs (a fork during the call changes it)
 
-cdef int _prepare(void *ctx) noexcept with gil:
-    # Right before the snapshot, GIL held, nothing waits in between; runs no
-    # Python code, so no other thread runs until the snapshot is taken.
-    if orbitpy_call_plan is NULL:
-        return 0
-    return heap_precall(<CallPlan>orbitpy_call_plan, (<Orbit>ctx).epoch)
+cdef int _check_call(void *ctx) noexcept with gil:
+    # The call's check (orbit_call_async_checked): right before the snapshot,
+    # GIL held, nothing waits in between; runs no Python code, so no other
+    # thread runs until the snapshot is taken.
+    cdef call_check *c = <call_check *>ctx
+    return heap_precall(<CallPlan>c.plan, (<Orbit>c.orbit).epoch)
 
-# "before": called before each orbit fork, returns the orbit's epoch.
-_fork_hooks = {}
+# Called before each orbit fork, GIL held; returns the orbit's epoch (the
+# classes its process has: see _heap.pxi).  Set by its owner (_objects.py).
+cdef object _before_fork_fn = None
+
+
+def set_before_fork(fn):
+    """Make fn() (or None) what runs before each orbit process is forked; its
+    int result is the orbit's epoch, the classes the process will have (an
+    exception or no fn: epoch 0, which knows no classes)."""
+    global _before_fork_fn
+    _before_fork_fn = fn
 
 
 cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
@@ -236,7 +136,7 @@ cdef long _py_entry(void *arg, size_t argsize, void *store) noexcept with gil:
         import os
         import traceback
         traceback.print_exc()
-        os._exit(70)
+        os._exit(ORBIT_EXIT_RUNNER_RAISED)
 
 
 cdef int _reraise_pending() except -1:
@@ -290,13 +190,6 @@ cdef class Area:
     cdef _check(self):
         if self.a is NULL:
             raise ValueError("the arena is closed")
-
-    def alloc(self, size_t n):
-        self._check()
-        cdef void *p = orbit_alloc(self.a, n)
-        if p is NULL:
-            return 0
-        return <size_t>p
 
     def free(self, size_t addr):
         if self.a is not NULL:
@@ -382,9 +275,8 @@ cdef class Orbit:
     -> (status, payload_bytes) for each call."""
     cdef orbit *ob
     cdef orbit_hooks hooks
-    cdef public object handler
-    cdef public str name
-    cdef public uint64_t epoch     # classes the process has (see _heap.pxi)
+    cdef object handler
+    cdef uint64_t epoch            # classes the process has (see _heap.pxi)
     # Called in main right before each orbit process is forked, GIL held
     # through the fork (what it records is what the process sees); its
     # exceptions are ignored.
@@ -419,11 +311,9 @@ cdef class Orbit:
         self.hooks.block_begin = _block_begin
         self.hooks.block_end = _block_end
         self.hooks.interrupted = _interrupted
-        self.hooks.prepare = _prepare
         self.hooks.ctx = <void *>self
         o.hooks = &self.hooks
         self.handler = handler
-        self.name = name
         self.ob = orbit_create(name.encode(), _py_entry, NULL, &o)
         if self.ob is NULL:
             raise OSError(errno, strerror(errno).decode())
@@ -441,24 +331,27 @@ cdef class Orbit:
         """plan, if given, holds the call's pre-call checks: they run right
         before the snapshot is taken, in one step with it for every other
         Python thread; a call they refuse raises plan.error()."""
-        cdef orbit_area *arr[64]
+        cdef orbit_area *arr[ORBIT_MAX_CALL_AREAS]
         cdef Py_ssize_t n = len(areas), i
         cdef orbit_future *f
         cdef int err
+        cdef call_check check
         self._check()
-        if n > 64:
-            raise ValueError("at most 64 arenas per call")
+        if n > ORBIT_MAX_CALL_AREAS:
+            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} arenas per call")
         for i in range(n):
             (<Area>areas[i])._check()
             arr[i] = (<Area>areas[i]).a
-        global orbitpy_call_plan
-        orbitpy_call_plan = <PyObject *>plan if plan is not None else NULL
-        try:
+        if plan is None:
             f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
                                  PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
-            err = errno
-        finally:
-            orbitpy_call_plan = NULL
+        else:
+            check.plan = <PyObject *>plan
+            check.orbit = <PyObject *>self
+            f = orbit_call_async_checked(self.ob, flags, <size_t>n, arr, NULL,
+                                         PyBytes_AS_STRING(arg),
+                                         <size_t>PyBytes_GET_SIZE(arg), _check_call, &check)
+        err = errno
         if plan is not None:
             del plan.dropped[:]         # may run finalizers: after the snapshot
         if f is NULL:
@@ -506,10 +399,6 @@ cdef class CoreFuture:
     def __dealloc__(self):
         if self.f is not NULL:
             orbit_future_release(self.f)
-
-    @property
-    def seq(self):
-        return orbit_future_seq(self.f)
 
     def wait(self, timeout=None):
         """(retval, payload) once the call ended; raises CoreError, or

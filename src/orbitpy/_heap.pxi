@@ -1,55 +1,6 @@
 # Python objects in arenas: the allocator hooks and the pre-call checks
-# (C in _heap/; see heap.h and heap_check.h).  Included by _core.pyx, so
+# (C in _heap/; declared in includes/heap.pxd).  Included by _core.pyx, so
 # that one copy of the C core serves both.
-
-cdef extern from "heap.h":
-    struct heap_area:
-        pass
-    int heap_install() except -1
-    heap_area *heap_register(orbit_area *area) except NULL
-    void heap_unregister(heap_area *ha)
-    heap_area *heap_area_of(const void *p)
-    heap_area *heap_current()
-    void heap_set_current(heap_area *ha)
-    size_t c_heap_take_refused "heap_take_refused"(heap_area **ha)
-    void heap_put_refused(heap_area *ha, size_t n)
-    void heap_after_fork_orbit() nogil
-    int heap_in_orbit()
-    void heap_after_collection()
-    int heap_rescue() except -1
-    void heap_gc_event(int start, int generation)
-    void heap_gc_include_next()
-    void heap_gc_end_included()
-    void heap_gc_set_policy(double growth, unsigned long every)
-    struct heap_gc_stats:
-        uint64_t full_collections
-        uint64_t arena_collections
-        uint64_t parked
-        uint64_t parked_now
-        uint64_t base_used
-    void heap_gc_get_stats(heap_gc_stats *out)
-
-cdef extern from "heap_check.h":
-    struct chk_stats:
-        uint64_t checks
-        uint64_t pages
-        uint64_t objects
-        uint64_t copies
-        uint64_t moves
-        uint64_t ns
-    int chk_prepare(heap_area *ha, list roots, uint64_t epoch, list failures,
-                    list dropped) except -1
-    int chk_reaches(heap_area *ha, list roots, list failures) except -1
-    void chk_get_stats(chk_stats *st)
-
-cdef extern from "class_registry.h":
-    uint64_t chk_register_types(object types)
-    void chk_forget_type(size_t addr)
-
-cdef extern from "static_image.h":
-    int chk_is_static(const void *op)
-
-
 
 cdef class HeapArea:
     """An arena's area as the allocator hooks know it."""
@@ -74,9 +25,10 @@ cdef class HeapArea:
 
 cdef class CallPlan:
     """The pre-call checks of one call: its arena objects (the roots), by
-    arena.  Orbit.call_async runs them in the core's prepare hook, right
-    before the snapshot (heap_precall); if they refuse the call, call_async
-    raises self.error() once the GIL may change hands again."""
+    arena.  Orbit.call_async passes them to the core as the call's check,
+    which runs them right before the snapshot (heap_precall); if they refuse
+    the call, call_async raises self.error() once the GIL may change hands
+    again."""
     cdef list heaps                 # [(HeapArea, [root, ...]), ...]
     cdef list dropped               # references the checks gave up
     # None, or why the checks refused the call: (HeapArea, roots, failures)
@@ -112,7 +64,7 @@ cdef class CallPlan:
 
 cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
     """Run a call's pre-call checks; 1 to refuse the call (plan.refusal says
-    why).  Called by the prepare hook, GIL held, right before the snapshot.
+    why).  The call's check (_check_call), GIL held, right before the snapshot.
 
     No other Python thread may run between the start of the checks and the
     end of the snapshot (else the snapshot would mix two states of the arena,

@@ -149,7 +149,7 @@ def _register_classes() -> int:
     return int(_core.register_classes(found))
 
 
-_core._fork_hooks["before"] = _register_classes
+_core.set_before_fork(_register_classes)
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:

@@ -270,16 +270,19 @@ class OrbitHandle:
         if _core.in_orbit():
             raise OrbitError(f"orbit {self.name!r} cannot be called from inside an orbit")
         arenas = [a._area for a in self._areas]
-        roots: dict[Any, list[Any]] | None = {} if _core.heap_in_use() else None
-        prepare = None
+        roots: dict[Any, list[Any]] = {}
+        check = None
         if args or kwargs:
             try:
-                arg = _pickle.dumps_call(args, kwargs, arenas, roots)
+                arg, found, roots = _pickle.dumps_call(args, kwargs, _core.heap_in_use())
             except Exception as e:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
+            for a in found:
+                if a not in arenas:
+                    arenas.append(a)
             if roots:
-                prepare = _objects.CallCheck(roots, self._arg_labels(args, kwargs))
+                check = _objects.CallCheck(roots, self._arg_labels(args, kwargs))
         else:
             arg = b""
         if roots:
@@ -298,14 +301,14 @@ class OrbitHandle:
         for attempt in range(10):
             with self._submit_lock:
                 try:
-                    self._last = f = self._orbit().call_async(arg, live, flags, prepare)
+                    self._last = f = self._orbit().call_async(arg, live, flags, check)
                     break
                 except _objects.StaleClasses as e:
                     if attempt == 9:  # changed again by other threads every time
                         raise e.error() from None
                     self._refresh_classes(e, flags)
-                    assert prepare is not None
-                    prepare.reset()
+                    assert check is not None
+                    check.reset()
                 except _core.CoreError as e:
                     if e.code == errno.EXDEV:
                         raise foreign_arena_error(self.name, live) from None

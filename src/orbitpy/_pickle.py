@@ -16,7 +16,6 @@ import copyreg
 import io
 import pickle
 import sys
-import threading
 from collections import ChainMap
 from typing import Any
 
@@ -26,16 +25,16 @@ from . import _core
 from ._arena import area_containing
 from ._objects import SCALARS
 
-_tls = threading.local()
+# What pickling a value made, and what it found on the way: (data, arenas,
+# roots).  arenas: the core areas the data refers to by address (arena
+# buffers, and with objects_by_address the areas of arena objects), which the
+# call must map.  roots: with objects_by_address, the arena objects pickled by
+# address, by HeapArea (the roots of the call's pre-call check); else empty.
+# (A plain tuple: a NamedTuple costs ~0.4 us more per call.)
+Pickled = tuple[bytes, list[Any], dict[Any, list[Any]]]
 
 
-def _note(arena: Any) -> None:
-    arenas = getattr(_tls, "arenas", None)
-    if arenas is not None and arena not in arenas:
-        arenas.append(arena)
-
-
-def _reduce_memoryview(mv: memoryview) -> Any:
+def _reduce_memoryview(mv: memoryview, arenas: list[Any] | None = None) -> Any:
     addr, nbytes, contiguous = _core.buffer_address(mv)
     arena = area_containing(addr, nbytes)
     if arena is None:
@@ -44,17 +43,19 @@ def _reduce_memoryview(mv: memoryview) -> Any:
     if not contiguous:
         raise TypeError("a non-contiguous memoryview of an arena cannot be passed; "
                         "pass the whole buffer or a contiguous slice")
-    _note(arena)
+    if arenas is not None and arena not in arenas:
+        arenas.append(arena)
     return _arena_memoryview, (addr, nbytes, mv.readonly, mv.format, mv.shape)
 
 
-def _reduce_ndarray(arr: Any) -> Any:
+def _reduce_ndarray(arr: Any, arenas: list[Any] | None = None) -> Any:
     addr = arr.__array_interface__["data"][0]
     lo, hi = _extent(addr, arr.shape, arr.strides, arr.itemsize)
     arena = area_containing(lo, max(hi - lo, 1)) if addr else None
     if arena is None:
         return arr.__reduce_ex__(5)
-    _note(arena)
+    if arenas is not None and arena not in arenas:
+        arenas.append(arena)
     return _arena_ndarray, (lo, hi - lo, addr - lo, arr.shape, arr.strides, arr.dtype.str,
                             not arr.flags.writeable)
 
@@ -92,15 +93,62 @@ def _arena_ndarray(lo: int, span: int, offset: int, shape: tuple[int, ...],
 
 
 class _FastPickler(pickle.Pickler):
+    """Values of plain builtins (arena buffers by address, not noted)."""
     dispatch_table: Any = ChainMap({memoryview: _reduce_memoryview}, copyreg.dispatch_table)
 
 
 class _CloudPickler(cloudpickle.Pickler):
+    """Any value (arena buffers by address, not noted)."""
     dispatch_table: Any = ChainMap({memoryview: _reduce_memoryview},
                                    cloudpickle.Pickler.dispatch_table)
 
 
-def _arena_object_id(obj: Any) -> Any:
+_numpy_type: Any = None     # numpy.ndarray, once NumPy is imported
+
+
+class _Reducers(dict[type, Any]):
+    """A pickler's own dispatch table: its reducers of arena buffers, then
+    the shared table `base` (cheaper to make per pickler than a ChainMap)."""
+
+    __slots__ = ("base",)
+    base: Any
+
+    def __missing__(self, cls: type) -> Any:
+        return self.base[cls]
+
+
+class _Finder:
+    """A pickler that notes the arenas its data refers to (self.arenas).  Its
+    dispatch table is its own: the reducers of arena buffers note there."""
+
+    arenas: list[Any]
+    roots: dict[Any, list[Any]]
+
+    def _own_reducers(self, base: Any) -> _Reducers:
+        arenas: list[Any] = []
+        self.arenas = arenas
+        self.roots = {}
+        table = _Reducers()
+        table.base = base
+        table[memoryview] = lambda mv: _reduce_memoryview(mv, arenas)
+        if _numpy_type is not None:
+            table[_numpy_type] = lambda arr: _reduce_ndarray(arr, arenas)
+        return table
+
+
+class _FastFinder(_Finder, pickle.Pickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        self.dispatch_table = self._own_reducers(copyreg.dispatch_table)
+        super().__init__(file, protocol=5)
+
+
+class _CloudFinder(_Finder, cloudpickle.Pickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        self.dispatch_table = self._own_reducers(cloudpickle.Pickler.dispatch_table)
+        super().__init__(file, protocol=5)
+
+
+def _arena_object_id(pickler: _Finder, obj: Any) -> Any:
     """Arena objects (but scalars) cross by address; the orbit reads them
     from its snapshot.  Each is a root of the call's pre-call check."""
     if type(obj) in SCALARS:
@@ -108,22 +156,23 @@ def _arena_object_id(obj: Any) -> Any:
     heap = _core.heap_of(obj)
     if heap is None:
         return None
-    roots = _tls.roots
+    roots = pickler.roots
     if heap not in roots:
         roots[heap] = []
-        _note(heap.area)
+        if heap.area not in pickler.arenas:
+            pickler.arenas.append(heap.area)
     roots[heap].append(obj)
     return ("A", id(obj))
 
 
-class _FastArenaPickler(_FastPickler):
+class _FastArenaPickler(_FastFinder):
     def persistent_id(self, obj: Any) -> Any:
-        return _arena_object_id(obj)
+        return _arena_object_id(self, obj)
 
 
-class _CloudArenaPickler(_CloudPickler):
+class _CloudArenaPickler(_CloudFinder):
     def persistent_id(self, obj: Any) -> Any:
-        return _arena_object_id(obj)
+        return _arena_object_id(self, obj)
 
 
 class _ArenaUnpickler(pickle.Unpickler):
@@ -136,11 +185,12 @@ _numpy_seen: Any = None
 
 def _learn_numpy() -> None:
     """Once NumPy is imported, arrays over arena memory cross by address too."""
-    global _numpy_seen
+    global _numpy_seen, _numpy_type
     np = sys.modules.get("numpy")
     if np is not _numpy_seen and np is not None:
         for cls in (_FastPickler, _CloudPickler):
             cls.dispatch_table.maps[0][np.ndarray] = _reduce_ndarray
+        _numpy_type = np.ndarray
         _numpy_seen = np
 
 
@@ -172,25 +222,30 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     return np is not None and t is np.ndarray and obj.dtype.hasobject is False
 
 
-def dumps(obj: Any, arenas: list[Any] | None = None,
-          roots: dict[Any, list[Any]] | None = None) -> bytes:
-    """Pickle obj; the core areas holding buffers in it are appended to `arenas`.
-    With `roots`, arena objects are pickled by address and collected there
-    (by arena); otherwise by value."""
+def pickle_found(obj: Any, objects_by_address: bool = False) -> Pickled:
+    """Pickle obj, with what the pickler found: the core areas its arena
+    buffers are in, and with `objects_by_address` the arena objects it
+    pickled by address (by arena; otherwise they are pickled by value)."""
     buf = io.BytesIO()
     if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
         _learn_numpy()
-    _tls.arenas = arenas
-    _tls.roots = roots
-    try:
-        if roots is None:
-            cls = _FastPickler if _is_plain(obj) else _CloudPickler
-        else:
-            cls = _FastArenaPickler if _is_plain(obj) else _CloudArenaPickler
-        cls(buf, protocol=5).dump(obj)
-    finally:
-        _tls.arenas = None
-        _tls.roots = None
+    cls: type[_FastFinder] | type[_CloudFinder]
+    if not objects_by_address:
+        cls = _FastFinder if _is_plain(obj) else _CloudFinder
+    else:
+        cls = _FastArenaPickler if _is_plain(obj) else _CloudArenaPickler
+    p = cls(buf)
+    p.dump(obj)
+    return buf.getvalue(), p.arenas, p.roots
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle obj (arena objects by value, arena buffers by address): what
+    needs no findings (results, updates), with shared dispatch tables."""
+    buf = io.BytesIO()
+    if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
+        _learn_numpy()
+    (_FastPickler if _is_plain(obj) else _CloudPickler)(buf, protocol=5).dump(obj)
     return buf.getvalue()
 
 
@@ -198,12 +253,15 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any], arenas: list[Any],
-               roots: dict[Any, list[Any]] | None = None) -> bytes:
-    """Encode a call's arguments.  Flat positional arguments that are scalars,
-    strings or arena memoryviews (the common case: a few numbers and a buffer)
-    skip the Pickler machinery: one C-level dumps of plain tuples."""
+def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
+               objects_by_address: bool = False) -> Pickled:
+    """Encode a call's arguments, with the arenas (and arena objects, see
+    pickle_found) they refer to by address.  Flat positional arguments that
+    are scalars, strings or arena memoryviews (the common case: a few numbers
+    and a buffer) skip the Pickler machinery: one C-level dumps of plain
+    tuples."""
     if not kwargs and len(args) <= 16:
+        arenas: list[Any] = []
         enc: list[Any] = []
         bufs: list[int] = []
         for i, a in enumerate(args):
@@ -222,11 +280,9 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any], arenas: list[Any],
             else:
                 break
         else:
-            return b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5)
-    if roots is not None:
-        data = dumps((args, kwargs), arenas, roots)
-        return (b"A" if roots else b"P") + data
-    return b"P" + dumps((args, kwargs), arenas)
+            return b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5), arenas, {}
+    data, arenas, roots = pickle_found((args, kwargs), objects_by_address)
+    return (b"A" if roots else b"P") + data, arenas, roots
 
 
 def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
