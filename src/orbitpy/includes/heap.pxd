@@ -17,7 +17,6 @@ cdef extern from "heap.h":
     size_t c_heap_take_refused "heap_take_refused"(heap_area **ha)
     void heap_put_refused(heap_area *ha, size_t n)
     void heap_after_fork_orbit() nogil
-    int heap_in_orbit()
     void heap_after_collection()
     int heap_rescue() except -1
     void heap_gc_event(int start, int generation)
