@@ -7,11 +7,16 @@
 
 #include "orbit_internal.h"
 
+/* The clock time timeout_ms from now; UINT64_MAX (never) for a negative one. */
+static uint64_t deadline_after_ms(int timeout_ms)
+{
+	return timeout_ms < 0 ? UINT64_MAX : orbit_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+}
+
 int orbit_future_wait(struct orbit_future *f, int timeout_ms, long *ret)
 {
 	struct orbit *ob = f->ob;
-	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-					   : orbit_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t deadline = deadline_after_ms(timeout_ms);
 	int rc = 0;
 
 	if (orbit_foreign(ob->owner))	/* inherited by fork: the answer is the owner's */
@@ -64,8 +69,7 @@ int orbit_future_set_timeout(struct orbit_future *f, int timeout_ms)
 int orbit_pull(struct orbit_future *f, int timeout_ms, void **data, size_t *len)
 {
 	struct orbit *ob = f->ob;
-	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-					   : orbit_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t deadline = deadline_after_ms(timeout_ms);
 	int rc = 0;
 
 	if (orbit_foreign(ob->owner))	/* inherited by fork: the updates are the owner's */

@@ -117,21 +117,16 @@ def _keep_fault_handler_on_top() -> None:
     import faulthandler
     import signal
 
-    enable, disable, set_signal = faulthandler.enable, faulthandler.disable, signal.signal
+    def rearming(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _core.rearm_fault_handler()
+        return wrapper
 
-    @functools.wraps(enable)
-    def faulthandler_enable(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return enable(*args, **kwargs)
-        finally:
-            _core.rearm_fault_handler()
-
-    @functools.wraps(disable)
-    def faulthandler_disable(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return disable(*args, **kwargs)
-        finally:
-            _core.rearm_fault_handler()
+    set_signal = signal.signal
 
     @functools.wraps(set_signal)
     def signal_signal(signalnum: Any, handler: Any) -> Any:
@@ -141,7 +136,7 @@ def _keep_fault_handler_on_top() -> None:
             if signalnum == signal.SIGSEGV:
                 _core.rearm_fault_handler()
 
-    faulthandler.enable = faulthandler_enable
-    faulthandler.disable = faulthandler_disable
+    faulthandler.enable = rearming(faulthandler.enable)
+    faulthandler.disable = rearming(faulthandler.disable)
     signal.signal = signal_signal
     _guards_installed = True
