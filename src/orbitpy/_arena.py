@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _backend_user, _collector, _core, _objects, _scope
+from . import _backend_user, _collector, _core, _heap, _scope
 from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
 
@@ -176,7 +176,7 @@ class Arena:
         heap = self._heap_for_scope()
         # The bookkeeping allocates: outside the arena's scope.
         _blocks().append((self, _scope.watch_block()))
-        _objects.enter(heap)
+        _heap.enter(heap)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -192,11 +192,11 @@ class Arena:
                 del blocks[i]
         finally:
             # With a loop running, tasks may have interleaved their blocks.
-            refused = _objects.leave(self._heap, out_of_order=watch is not None)
+            refused = _heap.leave(self._heap, out_of_order=watch is not None)
         if watch is not None and watch.spanned_await():
             watch.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
-            raise _objects.arena_full(self, refused) from exc
+            raise _heap.arena_full(self, refused) from exc
 
     def _open_block(self) -> int:
         """Index in _blocks() of this thread's innermost open block of this
@@ -246,7 +246,7 @@ class Arena:
         a new arena at once must register it once: a second registration
         would outlive close() (a stale range)."""
         if _core.in_orbit():
-            _objects.enter(None)  # raises: an orbit cannot allocate in an arena
+            _heap.enter(None)  # raises: an orbit cannot allocate in an arena
         if self._heap is None:
             with _live_lock:
                 if self._heap is None:

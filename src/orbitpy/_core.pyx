@@ -113,7 +113,7 @@ cdef int _check_call(void *ctx) noexcept with gil:
     return heap_precall(<CallPlan>c.plan, (<Orbit>c.orbit).epoch)
 
 # Called before each orbit fork, GIL held; returns the orbit's epoch (the
-# classes its process has: see _heap.pxi).  Set by its owner (_objects.py).
+# classes its process has: see _heap.pxi).  Set by the orbitpy._heap package.
 cdef object _before_fork_fn = None
 
 

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from . import _core, _objects, _pickle
+from . import _core, _heap, _pickle
 from ._arena import Arena, foreign_arena_error
 from ._future import Dispatcher, OnInterrupt, OrbitFuture
 from ._in_orbit import FATAL_MARK, LATE_MARK, STATUS_OK, _name_of, _run_in_orbit, read_fault_dump
@@ -282,7 +282,7 @@ class OrbitHandle:
                 if a not in arenas:
                     arenas.append(a)
             if roots:
-                check = _objects.CallCheck(roots, self._arg_labels(args, kwargs))
+                check = _heap.CallCheck(roots, self._arg_labels(args, kwargs))
         else:
             arg = b""
         if roots:
@@ -303,7 +303,7 @@ class OrbitHandle:
                 try:
                     self._last = f = self._orbit().call_async(arg, live, flags, check)
                     break
-                except _objects.StaleClasses as e:
+                except _heap.StaleClasses as e:
                     if attempt == 9:  # changed again by other threads every time
                         raise e.error() from None
                     self._refresh_classes(e, flags)
@@ -322,7 +322,7 @@ class OrbitHandle:
             watch.report(_name_of(self._fn))
         return f
 
-    def _refresh_classes(self, stale: _objects.StaleClasses, flags: int) -> None:
+    def _refresh_classes(self, stale: _heap.StaleClasses, flags: int) -> None:
         """The call reaches classes the orbit has in another state than main
         (changed or made since it started): let the calls issued so far
         finish, then restart the orbit, whose next process is forked with the

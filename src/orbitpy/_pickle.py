@@ -23,7 +23,7 @@ import cloudpickle
 
 from . import _core
 from ._arena import area_containing
-from ._objects import SCALARS
+from ._heap import SCALARS
 
 # What pickling a value made, and what it found on the way: (data, arenas,
 # roots).  arenas: the core areas the data refers to by address (arena
