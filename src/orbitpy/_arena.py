@@ -129,12 +129,19 @@ class Arena:
         self._size = self._area.size
         self._heap: Any = None  # registered with the allocator hooks on first `with`
         _register(self._area)
-        _backend.arena_created(self._area)
+        _backend.area_created(self._area)
+
+    def _live_area(self) -> Any:
+        """The arena's core area; ValueError if the arena is closed (said in
+        the arena's words, before the core area says it in its own)."""
+        if not self._area.alive:
+            raise ValueError("the arena is closed")
+        return self._area
 
     @property
     def address(self) -> int:
         """Start address of the arena (the same in every orbit)."""
-        return int(self._area.address)
+        return int(self._live_area().address)
 
     @property
     def size(self) -> int:
@@ -144,7 +151,7 @@ class Arena:
     def snapshot_mode(self) -> str:
         """The backend's name for how it finds the pages written since a
         snapshot (the userspace backend: 'uffd', 'mprotect' or 'full')."""
-        return str(self._area.mode)
+        return str(self._live_area().mode)
 
     def buffer(self, nbytes: int) -> memoryview:
         """A writable memoryview of `nbytes` new bytes in the arena.
@@ -163,8 +170,8 @@ class Arena:
             st = self.stats()
             raise ArenaFull(f"arena of {st['size']} bytes has no room for {nbytes} more "
                             f"bytes ({st['used']} in use)") from None
-        except ValueError as e:
-            raise ValueError(f"{e}: cannot allocate in it") from None
+        except ValueError:  # the core area is closed
+            raise ValueError("the arena is closed: cannot allocate in it") from None
         return memoryview(block)
 
     def __enter__(self) -> Arena:
@@ -280,7 +287,7 @@ class Arena:
         ``checks`` has the pre-call check counters (all arenas): checks,
         pages and objects looked at, values copied and tables moved into
         arenas, and ns spent."""
-        size, used, allocations = self._area.stats()
+        size, used, allocations = self._live_area().stats()
         return {"size": size, "used": used, "allocations": allocations,
                 "snapshot_mode": self.snapshot_mode, "address": self.address,
                 "checks": _core.check_stats()}

@@ -185,7 +185,7 @@ class StaleClasses(Exception):
 
 
 class CallCheck(_core.CallPlan):
-    """The pre-call check of a call passing arena objects (`roots`, by arena).
+    """The pre-call check of a call passing arena objects (`roots`, by HeapArea).
 
     The check itself is C, run by the core right before the call's snapshot
     with no Python code in between (so no other thread can change the arenas
