@@ -1,7 +1,7 @@
 # The heap (Python objects in arenas): the allocator hooks and the pre-call
 # checks (C in _heap/, declared in includes/heap.pxd; the Python side is
-# _heap/__init__.py).  Included by _core.pyx, so
-# that one copy of the C core serves both.
+# _heap/__init__.py).  Included by _core.pyx, so that one copy of the C core
+# serves both.
 
 cdef class HeapArea:
     """An arena's area as the allocator hooks know it."""
