@@ -22,8 +22,9 @@ CORE_FLAGS = ["-O2", "-g", "-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-
 core_lib = ("orbitcore", {"sources": CORE_SOURCES, "include_dirs": ["csrc"],
                           "cflags": CORE_FLAGS})
 
-# Python objects in arenas: allocator hooks and pre-call checks.  C that
-# knows CPython (internal headers included), so it is not part of the core.
+# The heap (Python objects in arenas): allocator hooks and pre-call checks,
+# the C of the orbitpy._heap package.  C that knows CPython (internal headers
+# included), so it is not part of the core.
 HEAP_SOURCES = sorted(glob.glob("src/orbitpy/_heap/*.c"))
 heap_lib = ("orbitheap", {"sources": HEAP_SOURCES,
                           "include_dirs": ["csrc", "src/orbitpy/_heap",

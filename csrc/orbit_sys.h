@@ -20,9 +20,10 @@
  * Orbit processes are forks of main.  `create` starts a process whose memory
  * is a copy of main's as it is at that moment, at the same addresses (code,
  * heap, the interpreter's objects), as fork() makes; only the areas then
- * follow main, call by call.  The object layer relies on this: an object in
- * an area points at its type and at other objects outside the areas, which
- * the orbit must find where main had them when the process was made.  A
+ * follow main, call by call.  orbitpy's heap layer (src/orbitpy/_heap/:
+ * Python objects in areas) relies on this: an object in an area points at
+ * its type and at other objects outside the areas, which the orbit must
+ * find where main had them when the process was made.  A
  * kernel backend creates the orbit's address space as a copy-on-write copy
  * of main's, not as an empty one holding only the areas.
  *

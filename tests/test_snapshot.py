@@ -626,3 +626,26 @@ def test_concurrent_callers_each_see_their_own_latest_writes(mode: str, make_orb
         assert ob(arr, 0, len(arr)) == digest(buf)
         assert ob.orbit.stats()["full_syncs"] == 1
 
+
+
+def test_a_call_over_the_area_limit_is_refused_in_the_words_of_arenas(
+        make_orbit: Any, new_arena: Any) -> None:
+    # The core takes at most MAX_CALL_AREAS areas per call; a user passes
+    # arenas, so the Python layer refuses first and says arenas.
+    limit = _core.MAX_CALL_AREAS
+    arenas = [new_arena(PAGE) for _ in range(limit + 1)]
+    bufs = [a.buffer(8) for a in arenas]
+
+    @make_orbit(areas=arenas[:limit])
+    def at_limit() -> int:
+        return 1
+
+    @make_orbit(areas=arenas[:limit])
+    def over_limit(b: memoryview) -> int:
+        return 1
+
+    assert at_limit() == 1
+    with pytest.raises(ValueError, match=f"uses {limit + 1} arenas, at most {limit} are "):
+        over_limit(bufs[limit])
+    assert over_limit.orbit.pid == 0  # refused before the orbit was started
+    del bufs

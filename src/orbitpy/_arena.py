@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _backend_user, _collector, _core, _objects, _scope
+from . import _backend_user, _collector, _core, _heap, _scope
 from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
 
@@ -129,12 +129,19 @@ class Arena:
         self._size = self._area.size
         self._heap: Any = None  # registered with the allocator hooks on first `with`
         _register(self._area)
-        _backend.arena_created(self._area)
+        _backend.area_created(self._area)
+
+    def _live_area(self) -> Any:
+        """The arena's core area; ValueError if the arena is closed (said in
+        the arena's words, before the core area says it in its own)."""
+        if not self._area.alive:
+            raise ValueError("the arena is closed")
+        return self._area
 
     @property
     def address(self) -> int:
         """Start address of the arena (the same in every orbit)."""
-        return int(self._area.address)
+        return int(self._live_area().address)
 
     @property
     def size(self) -> int:
@@ -144,7 +151,7 @@ class Arena:
     def snapshot_mode(self) -> str:
         """The backend's name for how it finds the pages written since a
         snapshot (the userspace backend: 'uffd', 'mprotect' or 'full')."""
-        return str(self._area.mode)
+        return str(self._live_area().mode)
 
     def buffer(self, nbytes: int) -> memoryview:
         """A writable memoryview of `nbytes` new bytes in the arena.
@@ -163,8 +170,8 @@ class Arena:
             st = self.stats()
             raise ArenaFull(f"arena of {st['size']} bytes has no room for {nbytes} more "
                             f"bytes ({st['used']} in use)") from None
-        except ValueError as e:
-            raise ValueError(f"{e}: cannot allocate in it") from None
+        except ValueError:  # the core area is closed
+            raise ValueError("the arena is closed: cannot allocate in it") from None
         return memoryview(block)
 
     def __enter__(self) -> Arena:
@@ -176,7 +183,7 @@ class Arena:
         heap = self._heap_for_scope()
         # The bookkeeping allocates: outside the arena's scope.
         _blocks().append((self, _scope.watch_block()))
-        _objects.enter(heap)
+        _heap.enter(heap)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -192,11 +199,11 @@ class Arena:
                 del blocks[i]
         finally:
             # With a loop running, tasks may have interleaved their blocks.
-            refused = _objects.leave(self._heap, out_of_order=watch is not None)
+            refused = _heap.leave(self._heap, out_of_order=watch is not None)
         if watch is not None and watch.spanned_await():
             watch.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
-            raise _objects.arena_full(self, refused) from exc
+            raise _heap.arena_full(self, refused) from exc
 
     def _open_block(self) -> int:
         """Index in _blocks() of this thread's innermost open block of this
@@ -246,7 +253,7 @@ class Arena:
         a new arena at once must register it once: a second registration
         would outlive close() (a stale range)."""
         if _core.in_orbit():
-            _objects.enter(None)  # raises: an orbit cannot allocate in an arena
+            _heap.enter(None)  # raises: an orbit cannot allocate in an arena
         if self._heap is None:
             with _live_lock:
                 if self._heap is None:
@@ -280,7 +287,7 @@ class Arena:
         ``checks`` has the pre-call check counters (all arenas): checks,
         pages and objects looked at, values copied and tables moved into
         arenas, and ns spent."""
-        size, used, allocations = self._area.stats()
+        size, used, allocations = self._live_area().stats()
         return {"size": size, "used": used, "allocations": allocations,
                 "snapshot_mode": self.snapshot_mode, "address": self.address,
                 "checks": _core.check_stats()}

@@ -10,7 +10,7 @@ backend's facts still reach Python users, and they are gathered here:
   that faulthandler or signal.signal install later.
 
 _arena.py uses only the names below (NAME, check_size, snapshot_mode,
-area_error, arena_created); a module for another backend provides the same.
+area_error, area_created); a module for another backend provides the same.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def area_error(e: OSError, size: int, mode: str, reserve: int) -> Exception | No
     return None
 
 
-def arena_created(area: Any) -> None:
+def area_created(area: Any) -> None:
     """After a core area is made: what its mode needs from the process."""
     if area.mode == "mprotect":
         _keep_fault_handler_on_top()

@@ -26,7 +26,7 @@ from collections import OrderedDict, defaultdict, deque
 from operator import neg
 from typing import Any
 
-from . import _core, _objects
+from . import _core, _heap
 
 # Kept by reference: the orbit has them (or the check refuses them).
 _SHARED = (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType,
@@ -95,14 +95,14 @@ class ArenaCopier:
         return self._reduce(x)
 
     def _reduce(self, x: Any) -> Any:
-        _objects.enter(None)  # the protocol's temporaries and caches: outside
+        _heap.enter(None)  # the protocol's temporaries and caches: outside
         try:
             try:
                 rv = x.__reduce_ex__(4)
             except TypeError as e:
                 raise TypeError(f"arena.copy cannot copy a {type(x).__name__}: {e}") from None
         finally:
-            _objects.leave(None)
+            _heap.leave(None)
         if isinstance(rv, str):  # a global the object is known by: no copy
             return x
         func, args, state, listiter, dictiter = (*rv, None, None, None)[:5]

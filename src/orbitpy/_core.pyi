@@ -13,6 +13,7 @@ E_ABORTED: int
 CALL_SKIP_IF_BUSY: int
 CALL_CANCEL_QUEUED: int
 PAGE_SIZE: int
+MAX_CALL_AREAS: int
 BACKEND: str
 
 class CoreError(Exception):

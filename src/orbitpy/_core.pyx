@@ -27,6 +27,7 @@ E_ABORTED = ORBIT_E_ABORTED
 CALL_SKIP_IF_BUSY = ORBIT_CALL_SKIP_IF_BUSY
 CALL_CANCEL_QUEUED = ORBIT_CALL_CANCEL_QUEUED
 PAGE_SIZE = orbit_page_size()
+MAX_CALL_AREAS = ORBIT_MAX_CALL_AREAS
 BACKEND = (<bytes>orbit_backend_name()).decode()
 
 
@@ -89,7 +90,7 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
     PyOS_AfterFork_Child()
     with gil:
         _child_handler = (<Orbit>ctx).handler
-        # Still the fork's private copy of the arenas here (they are reset
+        # Still the fork's private copy of the areas here (they are reset
         # right after this hook): park what the collector knew at fork time
         # in the permanent generation, which it never walks, then let it run
         # over what the orbit makes itself.
@@ -113,7 +114,7 @@ cdef int _check_call(void *ctx) noexcept with gil:
     return heap_precall(<CallPlan>c.plan, (<Orbit>c.orbit).epoch)
 
 # Called before each orbit fork, GIL held; returns the orbit's epoch (the
-# classes its process has: see _heap.pxi).  Set by its owner (_objects.py).
+# classes its process has: see _heap.pxi).  Set by the orbitpy._heap package.
 cdef object _before_fork_fn = None
 
 
@@ -189,7 +190,7 @@ cdef class Area:
 
     cdef _check(self):
         if self.a is NULL:
-            raise ValueError("the arena is closed")
+            raise ValueError("the area is closed")
 
     def free(self, size_t addr):
         if self.a is not NULL:
@@ -338,7 +339,7 @@ cdef class Orbit:
         cdef call_check check
         self._check()
         if n > ORBIT_MAX_CALL_AREAS:
-            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} arenas per call")
+            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} areas per call")
         for i in range(n):
             (<Area>areas[i])._check()
             arr[i] = (<Area>areas[i]).a

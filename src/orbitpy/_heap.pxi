@@ -1,6 +1,7 @@
-# Python objects in arenas: the allocator hooks and the pre-call checks
-# (C in _heap/; declared in includes/heap.pxd).  Included by _core.pyx, so
-# that one copy of the C core serves both.
+# The heap (Python objects in arenas): the allocator hooks and the pre-call
+# checks (C in _heap/, declared in includes/heap.pxd; the Python side is
+# _heap/__init__.py).  Included by _core.pyx, so that one copy of the C core
+# serves both.
 
 cdef class HeapArea:
     """An arena's area as the allocator hooks know it."""
@@ -25,7 +26,7 @@ cdef class HeapArea:
 
 cdef class CallPlan:
     """The pre-call checks of one call: its arena objects (the roots), by
-    arena.  Orbit.call_async passes them to the core as the call's check,
+    area.  Orbit.call_async passes them to the core as the call's check,
     which runs them right before the snapshot (heap_precall); if they refuse
     the call, call_async raises self.error() once the GIL may change hands
     again."""
@@ -84,7 +85,7 @@ cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
             h = <HeapArea>(<tuple>item)[0]
             roots = <list>(<tuple>item)[1]
             if h.ha is NULL:
-                raise ValueError("the arena is closed")
+                raise ValueError("the area is closed")
             failures = []
             chk_prepare(h.ha, roots, epoch, failures, plan.dropped)
             # Failures the call cannot reach (objects elsewhere in the arena)
@@ -162,12 +163,12 @@ def gc_stats():
 
 
 def heap_in_use():
-    """Has any arena been used for Python objects?"""
+    """Has any area been used for Python objects?"""
     return bool(_heap_areas)
 
 
 def heap_areas():
-    """Every arena used for Python objects (as HeapAreas)."""
+    """Every area used for Python objects (as HeapAreas)."""
     return list(_heap_areas.values())
 
 
@@ -185,7 +186,7 @@ def heap_set(HeapArea h):
 
 
 def heap_take_refused():
-    """Size of the last allocation an arena refused in this thread (0: none),
+    """Size of the last allocation an area refused in this thread (0: none),
     reset (which also ends the thread's falling back to the usual heap)."""
     return c_heap_take_refused(NULL)
 

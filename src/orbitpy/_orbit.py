@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from . import _core, _objects, _pickle
+from . import _core, _heap, _pickle
 from ._arena import Arena, foreign_arena_error
 from ._future import Dispatcher, OnInterrupt, OrbitFuture
 from ._in_orbit import FATAL_MARK, LATE_MARK, STATUS_OK, _name_of, _run_in_orbit, read_fault_dump
@@ -67,7 +67,7 @@ os.register_at_fork(after_in_child=_forked)
 class OrbitHandle:
     """The orbit behind an orbit function: ``fn.orbit``."""
 
-    def __init__(self, fn: Callable[..., Any], name: str, areas: tuple[Arena, ...],
+    def __init__(self, fn: Callable[..., Any], name: str, arenas: tuple[Arena, ...],
                  timeout: float | None, restart: bool | int, nice: int | None,
                  memory_limit: int | None, cpus: Iterable[int] | None,
                  on_interrupt: OnInterrupt = "kill",
@@ -76,9 +76,9 @@ class OrbitHandle:
         self._fn = fn
         self._on_interrupt: OnInterrupt = on_interrupt
         self.name = name
-        self._areas = list(areas)
+        self._arenas = list(arenas)
         # core areas synced so far (for stats()['snapshot_mode'])
-        self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in areas)
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet(a._area for a in arenas)
         self._lock = threading.Lock()
         # Held while a call is issued, and while the orbit is drained and
         # restarted for a class change, so that no call is issued meanwhile.
@@ -269,7 +269,7 @@ class OrbitHandle:
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], flags: int = 0) -> Any:
         if _core.in_orbit():
             raise OrbitError(f"orbit {self.name!r} cannot be called from inside an orbit")
-        arenas = [a._area for a in self._areas]
+        areas = [a._area for a in self._arenas]
         roots: dict[Any, list[Any]] = {}
         check = None
         if args or kwargs:
@@ -279,10 +279,10 @@ class OrbitHandle:
                 raise TypeError(f"cannot send the arguments of {self.name!r} to its orbit: "
                                 f"{type(e).__name__}: {e}") from e
             for a in found:
-                if a not in arenas:
-                    arenas.append(a)
+                if a not in areas:
+                    areas.append(a)
             if roots:
-                check = _objects.CallCheck(roots, self._arg_labels(args, kwargs))
+                check = _heap.CallCheck(roots, self._arg_labels(args, kwargs))
         else:
             arg = b""
         if roots:
@@ -290,9 +290,14 @@ class OrbitHandle:
             # objects: what the orbit reaches from them, and objects that
             # lived there when it was forked, must be readable.
             for h in _core.heap_areas():
-                if h.area not in arenas:
-                    arenas.append(h.area)
-        live = [a for a in arenas if a.alive]
+                if h.area not in areas:
+                    areas.append(h.area)
+        live = [a for a in areas if a.alive]
+        if len(live) > _core.MAX_CALL_AREAS:
+            raise ValueError(f"a call to orbit {self.name!r} uses {len(live)} arenas, at most "
+                             f"{_core.MAX_CALL_AREAS} are allowed (the orbit's `areas`, those "
+                             f"holding buffers passed, and with arena objects passed every "
+                             f"arena holding objects)")
         for a in live:
             if a not in self._seen:
                 self._seen.add(a)
@@ -303,7 +308,7 @@ class OrbitHandle:
                 try:
                     self._last = f = self._orbit().call_async(arg, live, flags, check)
                     break
-                except _objects.StaleClasses as e:
+                except _heap.StaleClasses as e:
                     if attempt == 9:  # changed again by other threads every time
                         raise e.error() from None
                     self._refresh_classes(e, flags)
@@ -322,7 +327,7 @@ class OrbitHandle:
             watch.report(_name_of(self._fn))
         return f
 
-    def _refresh_classes(self, stale: _objects.StaleClasses, flags: int) -> None:
+    def _refresh_classes(self, stale: _heap.StaleClasses, flags: int) -> None:
         """The call reaches classes the orbit has in another state than main
         (changed or made since it started): let the calls issued so far
         finish, then restart the orbit, whose next process is forked with the
@@ -598,8 +603,8 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
     harden: the orbit may not ptrace main, write main's memory with
         process_vm_writev or signal main (they fail with EPERM).
     """
-    areas = tuple(areas)
-    for a in areas:
+    arenas = tuple(areas)
+    for a in arenas:
         if not isinstance(a, Arena):
             raise TypeError(f"areas must be orbitpy arenas, got {type(a).__name__}")
     _check_call_options(timeout, on_interrupt)
@@ -617,7 +622,7 @@ def orbit(fn: Any = None, /, *, name: str | None = None, areas: Iterable[Arena] 
                 raise ValueError(f"cpus must be CPU numbers 0..63, got {c!r}")
     if not isinstance(harden, bool):
         raise TypeError(f"harden must be a bool, got {type(harden).__name__}")
-    options = dict(name=name, areas=areas, timeout=timeout, restart=restart, nice=nice,
+    options = dict(name=name, arenas=arenas, timeout=timeout, restart=restart, nice=nice,
                    memory_limit=memory_limit, cpus=cpus, on_interrupt=on_interrupt,
                    pass_fds=_descriptors(pass_fds), harden=harden)
 

@@ -23,10 +23,10 @@ import cloudpickle
 
 from . import _core
 from ._arena import area_containing
-from ._objects import SCALARS
+from ._heap import SCALARS
 
-# What pickling a value made, and what it found on the way: (data, arenas,
-# roots).  arenas: the core areas the data refers to by address (arena
+# What pickling a value made, and what it found on the way: (data, areas,
+# roots).  areas: the core areas the data refers to by address (arena
 # buffers, and with objects_by_address the areas of arena objects), which the
 # call must map.  roots: with objects_by_address, the arena objects pickled by
 # address, by HeapArea (the roots of the call's pre-call check); else empty.
@@ -34,28 +34,28 @@ from ._objects import SCALARS
 Pickled = tuple[bytes, list[Any], dict[Any, list[Any]]]
 
 
-def _reduce_memoryview(mv: memoryview, arenas: list[Any] | None = None) -> Any:
+def _reduce_memoryview(mv: memoryview, areas: list[Any] | None = None) -> Any:
     addr, nbytes, contiguous = _core.buffer_address(mv)
-    arena = area_containing(addr, nbytes)
-    if arena is None:
+    area = area_containing(addr, nbytes)
+    if area is None:
         raise TypeError("cannot pickle a memoryview that is not in an orbitpy arena "
                         "(pass bytes(view) to send a copy)")
     if not contiguous:
         raise TypeError("a non-contiguous memoryview of an arena cannot be passed; "
                         "pass the whole buffer or a contiguous slice")
-    if arenas is not None and arena not in arenas:
-        arenas.append(arena)
+    if areas is not None and area not in areas:
+        areas.append(area)
     return _arena_memoryview, (addr, nbytes, mv.readonly, mv.format, mv.shape)
 
 
-def _reduce_ndarray(arr: Any, arenas: list[Any] | None = None) -> Any:
+def _reduce_ndarray(arr: Any, areas: list[Any] | None = None) -> Any:
     addr = arr.__array_interface__["data"][0]
     lo, hi = _extent(addr, arr.shape, arr.strides, arr.itemsize)
-    arena = area_containing(lo, max(hi - lo, 1)) if addr else None
-    if arena is None:
+    area = area_containing(lo, max(hi - lo, 1)) if addr else None
+    if area is None:
         return arr.__reduce_ex__(5)
-    if arenas is not None and arena not in arenas:
-        arenas.append(arena)
+    if areas is not None and area not in areas:
+        areas.append(area)
     return _arena_ndarray, (lo, hi - lo, addr - lo, arr.shape, arr.strides, arr.dtype.str,
                             not arr.flags.writeable)
 
@@ -118,21 +118,21 @@ class _Reducers(dict[type, Any]):
 
 
 class _Finder:
-    """A pickler that notes the arenas its data refers to (self.arenas).  Its
-    dispatch table is its own: the reducers of arena buffers note there."""
+    """A pickler that notes the core areas its data refers to (self.areas).
+    Its dispatch table is its own: the reducers of arena buffers note there."""
 
-    arenas: list[Any]
+    areas: list[Any]
     roots: dict[Any, list[Any]]
 
     def _own_reducers(self, base: Any) -> _Reducers:
-        arenas: list[Any] = []
-        self.arenas = arenas
+        areas: list[Any] = []
+        self.areas = areas
         self.roots = {}
         table = _Reducers()
         table.base = base
-        table[memoryview] = lambda mv: _reduce_memoryview(mv, arenas)
+        table[memoryview] = lambda mv: _reduce_memoryview(mv, areas)
         if _numpy_type is not None:
-            table[_numpy_type] = lambda arr: _reduce_ndarray(arr, arenas)
+            table[_numpy_type] = lambda arr: _reduce_ndarray(arr, areas)
         return table
 
 
@@ -159,8 +159,8 @@ def _arena_object_id(pickler: _Finder, obj: Any) -> Any:
     roots = pickler.roots
     if heap not in roots:
         roots[heap] = []
-        if heap.area not in pickler.arenas:
-            pickler.arenas.append(heap.area)
+        if heap.area not in pickler.areas:
+            pickler.areas.append(heap.area)
     roots[heap].append(obj)
     return ("A", id(obj))
 
@@ -225,7 +225,7 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
 def pickle_found(obj: Any, objects_by_address: bool = False) -> Pickled:
     """Pickle obj, with what the pickler found: the core areas its arena
     buffers are in, and with `objects_by_address` the arena objects it
-    pickled by address (by arena; otherwise they are pickled by value)."""
+    pickled by address (by HeapArea; otherwise they are pickled by value)."""
     buf = io.BytesIO()
     if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
         _learn_numpy()
@@ -236,7 +236,7 @@ def pickle_found(obj: Any, objects_by_address: bool = False) -> Pickled:
         cls = _FastArenaPickler if _is_plain(obj) else _CloudArenaPickler
     p = cls(buf)
     p.dump(obj)
-    return buf.getvalue(), p.arenas, p.roots
+    return buf.getvalue(), p.areas, p.roots
 
 
 def dumps(obj: Any) -> bytes:
@@ -255,13 +255,13 @@ def loads(data: bytes) -> Any:
 
 def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
                objects_by_address: bool = False) -> Pickled:
-    """Encode a call's arguments, with the arenas (and arena objects, see
+    """Encode a call's arguments, with the core areas (and arena objects, see
     pickle_found) they refer to by address.  Flat positional arguments that
     are scalars, strings or arena memoryviews (the common case: a few numbers
     and a buffer) skip the Pickler machinery: one C-level dumps of plain
     tuples."""
     if not kwargs and len(args) <= 16:
-        arenas: list[Any] = []
+        areas: list[Any] = []
         enc: list[Any] = []
         bufs: list[int] = []
         for i, a in enumerate(args):
@@ -271,8 +271,8 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
                 area = area_containing(addr, nbytes)
                 if area is None or not contiguous:
                     break  # the general path says what is wrong
-                if area not in arenas:
-                    arenas.append(area)
+                if area not in areas:
+                    areas.append(area)
                 enc.append((addr, nbytes, a.readonly, a.format, a.shape))
                 bufs.append(i)
             elif t in _PLAIN:
@@ -280,9 +280,9 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
             else:
                 break
         else:
-            return b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5), arenas, {}
-    data, arenas, roots = pickle_found((args, kwargs), objects_by_address)
-    return (b"A" if roots else b"P") + data, arenas, roots
+            return b"F" + pickle.dumps((tuple(enc), tuple(bufs)), protocol=5), areas, {}
+    data, areas, roots = pickle_found((args, kwargs), objects_by_address)
+    return (b"A" if roots else b"P") + data, areas, roots
 
 
 def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from . import _objects
+from . import _heap
 from .errors import ArenaFull, OrbitError
 
 if TYPE_CHECKING:
@@ -106,19 +106,19 @@ class ScopedSteps(Generator[Any, Any, Any]):
         return self.send(None)
 
     def _step(self, step: Callable[..., Any], *args: Any) -> Any:
-        _objects.enter(self._heap)
+        _heap.enter(self._heap)
         left = False
         try:
             return step(*args)
         except MemoryError as e:
             left = True
-            refused = _objects.leave(self._heap)
+            refused = _heap.leave(self._heap)
             if refused and not isinstance(e, ArenaFull):
-                raise _objects.arena_full(self._arena, refused) from e
+                raise _heap.arena_full(self._arena, refused) from e
             raise
         finally:
             if not left:
-                _objects.leave(self._heap)
+                _heap.leave(self._heap)
 
     def send(self, value: Any) -> Any:
         return self._step(self._inner.send, value)

@@ -178,7 +178,7 @@ void heap_after_collection(void)
 /*
  * Once the current area refused an allocation, this thread's new blocks come
  * from the usual heap until the refusal is taken (the `with arena:` block
- * ends, see _objects.leave): CPython allocates while it unwinds the
+ * ends, see leave() in __init__.py): CPython allocates while it unwinds the
  * MemoryError (the int of a handler's instruction offset), and had that
  * failed too, the unwinder would go back to the same handler forever.  The
  * block still ends with ArenaFull; what it made after the refusal lives

@@ -1,5 +1,5 @@
-# Python objects in arenas: the allocator hooks and the pre-call checks (C in
-# src/orbitpy/_heap/; its headers, named below, are the reference).
+# The heap (Python objects in arenas): the allocator hooks and the pre-call
+# checks (C in src/orbitpy/_heap/; its headers, named below, are the reference).
 
 from libc.stdint cimport uint64_t
 

@@ -1,10 +1,10 @@
-"""Python objects in arenas.
+"""The heap: Python objects in arenas (Python side; the C is beside it).
 
 Placement: ``with arena:`` makes the arena where this thread's new objects
-live (the C allocator hooks in ``_heap/`` do the routing).  Calls: an arena
+live (the C allocator hooks, ``heap_hooks.c``, do the routing).  Calls: an arena
 object in a call's arguments crosses to the orbit as its address, and right
 before the snapshot main checks that everything the orbit can reach from it
-is memory the orbit has (``_heap/heap_check.c``); a problem the call can
+is memory the orbit has (``heap_check.c``); a problem the call can
 reach raises :class:`ArenaEscapeError` naming the path to it.
 """
 
@@ -19,8 +19,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _core
-from .errors import ArenaEscapeError, ArenaFull, OrbitError
+from .. import _core
+from ..errors import ArenaEscapeError, ArenaFull, OrbitError
 
 _tls = threading.local()
 
@@ -185,7 +185,7 @@ class StaleClasses(Exception):
 
 
 class CallCheck(_core.CallPlan):
-    """The pre-call check of a call passing arena objects (`roots`, by arena).
+    """The pre-call check of a call passing arena objects (`roots`, by HeapArea).
 
     The check itself is C, run by the core right before the call's snapshot
     with no Python code in between (so no other thread can change the arenas
