@@ -14,6 +14,18 @@
  *   control: a stream socket (framed messages, fds for new bases) plus a
  *   shared page of counters that lets either side spin briefly before
  *   sleeping.
+ *
+ * The files:
+ *   us_sys.c      the operation table (orbit_sys.h), and where to start
+ *   snapshot.c    main's half of a call: the pages it copies, and where
+ *   orbit_view.c  the orbit's half: its views of the areas, its messages
+ *   channel.c     framed messages over the socket
+ *   dirty_track.c choosing a tracker; dirty_track_{uffd,mprotect,full}.c
+ *                 one per snapshot mode; pagemap.c page-table queries
+ *   reserve.c     the address range areas live in (ORBITPY_RESERVE)
+ *   spawn.c       starting, binding and reaping an orbit process;
+ *                 lifetime.c its end with main's, fds.c the descriptors it
+ *                 keeps, harden.c and memlimit.c its limits
  */
 #ifndef ORBIT_US_H
 #define ORBIT_US_H
