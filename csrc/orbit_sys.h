@@ -8,8 +8,8 @@
  * system calls.  Nothing outside a backend knows which one runs: the core
  * (the C files of csrc/, mapped in orbit_internal.h) and the Python layer
  * speak only through this table (and the "backend extras" of orbit.h, which
- * every backend answers).  The build
- * picks one backend: ORBITPY_BACKEND (csrc/Makefile, setup.py).
+ * every backend answers).  The build picks one backend: ORBITPY_BACKEND
+ * (csrc/Makefile, setup.py).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller
@@ -23,8 +23,8 @@
  * follow main, call by call.  orbitpy's heap layer (src/orbitpy/_heap/:
  * Python objects in areas) relies on this: an object in an area points at
  * its type and at other objects outside the areas, which the orbit must
- * find where main had them when the process was made.  A
- * kernel backend creates the orbit's address space as a copy-on-write copy
+ * find where main had them when the process was made.  A kernel backend
+ * creates the orbit's address space as a copy-on-write copy
  * of main's, not as an empty one holding only the areas.
  *
  * Fork order.  In main, `create` calls spawn->hooks->before_fork, makes the
