@@ -89,6 +89,26 @@ Py_ssize_t pyver_gc_park(int gen, int (*is_parked)(const void *op));
 Py_ssize_t pyver_gc_unpark(void);
 /* Objects parked now (walks the list). */
 Py_ssize_t pyver_gc_parked(void);
+/* Only for an orbit's fork image (heap_fork_scrub.c), with the collector
+ * off: call fn on every object in the generations and the permanent
+ * generation (fn must not change those lists); unlink the objects for
+ * which is_dropped() is true from them, leaving their own links as they
+ * are (they are not on any list of this process any more). */
+void pyver_gc_each(void (*fn)(PyObject *op, void *ctx), void *ctx);
+Py_ssize_t pyver_gc_drop(int (*is_dropped)(const void *op));
+
+/* ---- interpreter caches (pyver_caches.c) */
+
+/* Empty the entries of the type attribute cache whose name or value
+ * satisfies pred(); the names they held are not released (an orbit's fork
+ * image must not run deallocators on them). */
+void pyver_type_cache_forget(int (*pred)(const void *p));
+/* abc: the class's _abc_impl (an _abc._abc_data, private to Modules/_abc.c,
+ * the same in 3.11, 3.12 and 3.13).  0 when tp is laid out as the mirror. */
+int pyver_abc_data_layout_ok(PyTypeObject *tp);
+/* Where it keeps its positive and negative caches (sets of weak
+ * references, made on first use: NULL before). */
+void pyver_abc_caches(PyObject *impl, PyObject ***cache, PyObject ***negative);
 
 /* ---- C types of the standard library whose instances arenas may hold.
  * Their structs are private to their modules; pyver_layout.c mirrors them
