@@ -19,8 +19,9 @@
  *   - ABC caches holding anything in an arena are emptied (they refill);
  *   - type attribute cache entries naming arena objects are emptied;
  *   - caches bound as module globals (every module's __warningregistry__,
- *     warnings.onceregistry, linecache.cache, re's caches) lose the entries
- *     in an arena, and a __warningregistry__ made in an arena goes;
+ *     warnings.onceregistry, linecache.cache, re's and strptime's caches)
+ *     lose the entries in an arena, and a __warningregistry__ made in an
+ *     arena goes;
  *   - lists, dicts and sets bound as module globals whose tables are in an
  *     arena get their tables copied to the orbit's heap;
  *   - last, arena objects are unlinked from the collector's lists (main
@@ -218,6 +219,7 @@ static const char *const caches[][2] = {
 	{ "warnings", "onceregistry" },
 	{ "re", "_cache" },
 	{ "re", "_cache2" },		/* 3.12+ */
+	{ "_strptime", "_regex_cache" },	/* datetime.strptime() */
 };
 
 static void scrub_module(PyObject *name, PyObject *globals)
