@@ -46,12 +46,6 @@ static int in_arena(const void *p)
 
 /* ---- ABC caches */
 
-struct abc_walk {
-	PyTypeObject *impl_type;
-	PyObject ***found;	/* where their caches are, to empty */
-	size_t n, cap;
-};
-
 static int set_reaches_arena(PyObject *s)
 {
 	PySetObject *so = (PySetObject *)s;
@@ -66,34 +60,20 @@ static int set_reaches_arena(PyObject *s)
 	return 0;
 }
 
-static void note_cache(struct abc_walk *w, PyObject **slot)
+static void empty_cache(PyObject **slot)
 {
-	PyObject ***grown;
+	PyObject *set = *slot;
 
-	if (!set_reaches_arena(*slot))
+	if (!set_reaches_arena(set))
 		return;
-	if (w->n == w->cap) {
-		w->cap = w->cap ? 2 * w->cap : 64;
-		grown = PyMem_Realloc(w->found, w->cap * sizeof(*grown));
-		if (!grown) {
-			w->cap = w->n;
-			return;	/* the rest stay filled: best effort */
-		}
-		w->found = grown;
-	}
-	w->found[w->n++] = slot;
-}
-
-static void visit_abc(PyObject *op, void *ctx)
-{
-	struct abc_walk *w = ctx;
-	PyObject **cache, **negative;
-
-	if (Py_TYPE(op) != w->impl_type || in_arena(op))
-		return;
-	pyver_abc_caches(op, &cache, &negative);
-	note_cache(w, cache);
-	note_cache(w, negative);
+	/* Releasing the weak references unlinks them from their classes' lists
+	 * of weak references (the point), also from a set made in an arena,
+	 * which the ABC then forgets (left to leak): it makes a new one when it
+	 * caches again. */
+	if (PySet_Clear(set) < 0)
+		PyErr_Clear();
+	if (in_arena(set))
+		*slot = NULL;
 }
 
 /* The type of an ABC's _abc_impl, from abc.ABC (NULL: none to scrub). */
@@ -113,28 +93,73 @@ static PyTypeObject *abc_impl_type(void)
 	return Py_TYPE(impl);
 }
 
-static void scrub_abc_caches(void)
+static void scrub_class(PyTypeObject *tp, PyTypeObject *impl_type)
 {
-	struct abc_walk w = { abc_impl_type(), NULL, 0, 0 };
+	PyObject *impl, **cache, **negative;
 
-	if (!w.impl_type)
+	if (!tp->tp_dict)
 		return;
-	/* Collected first: emptying a set releases objects, which leave the
-	 * lists being walked. */
-	pyver_gc_each(visit_abc, &w);
-	for (size_t i = 0; i < w.n; i++) {
-		PyObject *set = *w.found[i];
+	impl = PyDict_GetItemString(tp->tp_dict, "_abc_impl");
+	if (!impl || Py_TYPE(impl) != impl_type || in_arena(impl))
+		return;
+	pyver_abc_caches(impl, &cache, &negative);
+	empty_cache(cache);
+	empty_cache(negative);
+}
 
-		/* Releasing the weak references unlinks them from their classes'
-		 * lists of weak references (the point), also from a set made in an
-		 * arena, which the ABC then forgets (left to leak): it makes a new
-		 * one when it caches again. */
-		if (PySet_Clear(set) < 0)
-			PyErr_Clear();
-		if (in_arena(set))
-			*w.found[i] = NULL;
+/* Every class outside the arenas, from object down (type.__subclasses__,
+ * a builtin: no Python code runs), each once: a few thousand, where a walk
+ * of the collector's lists would visit every object. */
+static int scrub_abc_caches(void)
+{
+	PyTypeObject *impl_type = abc_impl_type();
+	PyObject *subclasses, *todo = NULL, *seen = NULL, *subs = NULL, *key;
+	int rc = -1;
+
+	if (!impl_type)
+		return 0;
+	subclasses = PyObject_GetAttrString((PyObject *)&PyType_Type, "__subclasses__");
+	todo = PyList_New(0);
+	seen = PySet_New(NULL);
+	if (!subclasses || !todo || !seen || PyList_Append(todo, (PyObject *)&PyBaseObject_Type) < 0)
+		goto out;
+	while (PyList_GET_SIZE(todo)) {
+		Py_ssize_t last = PyList_GET_SIZE(todo) - 1;
+		PyObject *cls = Py_NewRef(PyList_GET_ITEM(todo, last));
+
+		if (PyList_SetSlice(todo, last, last + 1, NULL) < 0) {
+			Py_DECREF(cls);
+			goto out;
+		}
+		scrub_class((PyTypeObject *)cls, impl_type);
+		subs = PyObject_CallOneArg(subclasses, cls);
+		Py_DECREF(cls);
+		if (!subs || !PyList_Check(subs))
+			goto out;
+		for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); i++) {
+			PyObject *sub = PyList_GET_ITEM(subs, i);
+			int known;
+
+			if (in_arena(sub) || !PyType_Check(sub))
+				continue;
+			key = PyLong_FromVoidPtr(sub);
+			known = key ? PySet_Contains(seen, key) : -1;
+			if (known < 0 || (!known && (PySet_Add(seen, key) < 0 ||
+						     PyList_Append(todo, sub) < 0))) {
+				Py_XDECREF(key);
+				goto out;
+			}
+			Py_DECREF(key);
+		}
+		Py_CLEAR(subs);
 	}
-	PyMem_Free(w.found);
+	rc = 0;
+out:
+	Py_XDECREF(subs);
+	Py_XDECREF(seen);
+	Py_XDECREF(todo);
+	Py_XDECREF(subclasses);
+	return rc;
 }
 
 /* ---- module globals */
@@ -266,7 +291,8 @@ void heap_fork_scrub(void)
 	if (!heap_any_area())
 		return;
 	heap_set_current(NULL);
-	scrub_abc_caches();
+	if (scrub_abc_caches() < 0)
+		PyErr_Clear();	/* best effort: the rest is still done */
 	pyver_type_cache_forget(is_arena_object);
 	scrub_modules();
 	/* Last: what the steps above released has left the lists already. */

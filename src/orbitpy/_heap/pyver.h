@@ -90,11 +90,9 @@ Py_ssize_t pyver_gc_unpark(void);
 /* Objects parked now (walks the list). */
 Py_ssize_t pyver_gc_parked(void);
 /* Only for an orbit's fork image (heap_fork_scrub.c), with the collector
- * off: call fn on every object in the generations and the permanent
- * generation (fn must not change those lists); unlink the objects for
- * which is_dropped() is true from them, leaving their own links as they
- * are (they are not on any list of this process any more). */
-void pyver_gc_each(void (*fn)(PyObject *op, void *ctx), void *ctx);
+ * off: unlink the objects for which is_dropped() is true from the
+ * generations and the permanent generation, leaving their own links as
+ * they are (they are not on any list of this process any more). */
 Py_ssize_t pyver_gc_drop(int (*is_dropped)(const void *op));
 
 /* ---- interpreter caches (pyver_caches.c) */

@@ -131,16 +131,6 @@ static PyGC_Head *list_head(int i)
 	return &interp->gc.permanent_generation.head;
 }
 
-void pyver_gc_each(void (*fn)(PyObject *op, void *ctx), void *ctx)
-{
-	for (int i = 0; i < NLISTS; i++) {
-		PyGC_Head *head = list_head(i), *g;
-
-		for (g = _PyGCHead_NEXT(head); g != head; g = _PyGCHead_NEXT(g))
-			fn(object_of(g), ctx);
-	}
-}
-
 Py_ssize_t pyver_gc_drop(int (*is_dropped)(const void *op))
 {
 	Py_ssize_t n = 0;
