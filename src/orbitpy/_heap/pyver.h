@@ -1,8 +1,10 @@
 /*
  * pyver.h - what orbitpy needs to know about how CPython lays out objects and
  * caches memory, behind one interface.  Everything that differs between
- * 3.11, 3.12 and 3.13 lives in pyver_layout.c (object layout) and
- * pyver_freelists.c (free lists); nothing else includes internal headers.
+ * 3.11, 3.12 and 3.13 lives in pyver_layout.c (object layout),
+ * pyver_freelists.c (free lists), pyver_gc.c (the collector's lists) and
+ * pyver_caches.c (the type attribute cache, ABC caches); nothing else
+ * includes internal headers.
  */
 #ifndef ORBITPY_PYVER_H
 #define ORBITPY_PYVER_H
