@@ -91,9 +91,12 @@ cdef void _after_fork_child(void *ctx) noexcept nogil:
     with gil:
         _child_handler = (<Orbit>ctx).handler
         # Still the fork's private copy of the areas here (they are reset
-        # right after this hook): park what the collector knew at fork time
-        # in the permanent generation, which it never walks, then let it run
-        # over what the orbit makes itself.
+        # right after this hook): cut the links from interpreter-wide state
+        # (caches, module globals' tables, the collector's lists) into the
+        # arenas (_heap/heap_fork_scrub.c); then park what the collector
+        # knew at fork time in the permanent generation, which it never
+        # walks, and let it run over what the orbit makes itself.
+        heap_fork_scrub()
         import gc
         gc.freeze()
         if gc_was_enabled:

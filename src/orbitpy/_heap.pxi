@@ -114,8 +114,28 @@ cdef int heap_precall(CallPlan plan, uint64_t epoch) noexcept:
 cdef dict _heap_areas = {}      # address of heap_area -> HeapArea
 
 
+cdef bint _runtime_outside = False
+
+
+cdef _run_runtime_outside_arenas():
+    # Once: first imports and the showing of warnings run outside the
+    # thread's arena (see _heap/heap_outside.c).  Both entry points are
+    # looked up where they are used each time they run.
+    global _runtime_outside
+    import sys
+    bootstrap = sys.modules["_frozen_importlib"]
+    warnings = sys.modules.get("warnings")
+    if warnings is None:
+        import warnings
+    bootstrap._find_and_load = heap_outside_arenas(bootstrap._find_and_load)
+    warnings._showwarnmsg = heap_outside_arenas(warnings._showwarnmsg)
+    _runtime_outside = True
+
+
 def heap_register_area(Area area):
     h = HeapArea(area)
+    if not _runtime_outside:
+        _run_runtime_outside_arenas()
     _heap_areas[<size_t>h.ha] = h
     return h
 

@@ -1,7 +1,9 @@
 /*
  * heap.h - Python objects in orbit areas: the allocator hooks that place
- * them (heap_hooks.c), the collector's handling of them (heap_gc.c) and
- * the rescue of interpreter tables (heap_rescue.c).  The checks that keep
+ * them (heap_hooks.c), the collector's handling of them (heap_gc.c), the
+ * rescue of interpreter tables (heap_rescue.c), the interpreter's own
+ * work run outside arenas (heap_outside.c) and the scrub of a new orbit's
+ * interpreter (heap_fork_scrub.c).  The checks that keep
  * orbits from reading memory they do not have are in heap_check.h.
  */
 #ifndef ORBITPY_HEAP_H
@@ -77,5 +79,23 @@ void heap_gc_get_stats(struct heap_gc_stats *out);
 /* Move the key tables of module, builtins and interned-string dicts that
  * grew inside an arena block back to the heap.  0, or -1 with an exception. */
 int heap_rescue(void);
+/* Move the key table of d (a dict outside the arenas, not split) out of
+ * the arenas if it is in one.  0, or -1 with an exception. */
+int heap_rescue_dict(PyObject *d);
+
+/* ---- heap_outside.c */
+
+/* A builtin calling fn (its __self__) with the calling thread's arena
+ * scope off; a new reference, or NULL with an exception. */
+PyObject *heap_outside_arenas(PyObject *fn);
+
+/* ---- heap_fork_scrub.c */
+
+/* In a new orbit, before anything else runs there and while it still has
+ * the fork's private copy of the arenas: cut the links from interpreter-wide
+ * state (ABC and type caches, module globals' tables and caches, the
+ * collector's lists) into the arenas.  GIL held, collector off; best effort,
+ * never fails. */
+void heap_fork_scrub(void);
 
 #endif

@@ -13,8 +13,7 @@
 
 #include "heap.h"
 
-/* Move d's key table out of the arenas; 0, or -1 with an exception. */
-static int rescue_dict(PyObject *d)
+int heap_rescue_dict(PyObject *d)
 {
 	struct pyver_dict v;
 	void *t;
@@ -43,11 +42,11 @@ int heap_rescue(void)
 	int rc = 0;
 
 	heap_set_current(NULL);
-	if (rescue_dict(modules) < 0 || rescue_dict(pyver_interned_dict()) < 0 ||
-	    rescue_dict(PyEval_GetBuiltins()) < 0)
+	if (heap_rescue_dict(modules) < 0 || heap_rescue_dict(pyver_interned_dict()) < 0 ||
+	    heap_rescue_dict(PyEval_GetBuiltins()) < 0)
 		rc = -1;
 	while (!rc && PyDict_Next(modules, &pos, &key, &mod))
-		if (PyModule_Check(mod) && rescue_dict(PyModule_GetDict(mod)) < 0)
+		if (PyModule_Check(mod) && heap_rescue_dict(PyModule_GetDict(mod)) < 0)
 			rc = -1;
 	heap_set_current(prev);
 	return rc;

@@ -1,8 +1,10 @@
 /*
  * pyver.h - what orbitpy needs to know about how CPython lays out objects and
  * caches memory, behind one interface.  Everything that differs between
- * 3.11, 3.12 and 3.13 lives in pyver_layout.c (object layout) and
- * pyver_freelists.c (free lists); nothing else includes internal headers.
+ * 3.11, 3.12 and 3.13 lives in pyver_layout.c (object layout),
+ * pyver_freelists.c (free lists), pyver_gc.c (the collector's lists) and
+ * pyver_caches.c (the type attribute cache, ABC caches); nothing else
+ * includes internal headers.
  */
 #ifndef ORBITPY_PYVER_H
 #define ORBITPY_PYVER_H
@@ -89,6 +91,24 @@ Py_ssize_t pyver_gc_park(int gen, int (*is_parked)(const void *op));
 Py_ssize_t pyver_gc_unpark(void);
 /* Objects parked now (walks the list). */
 Py_ssize_t pyver_gc_parked(void);
+/* Only for an orbit's fork image (heap_fork_scrub.c), with the collector
+ * off: unlink the objects for which is_dropped() is true from the
+ * generations and the permanent generation, leaving their own links as
+ * they are (they are not on any list of this process any more). */
+Py_ssize_t pyver_gc_drop(int (*is_dropped)(const void *op));
+
+/* ---- interpreter caches (pyver_caches.c) */
+
+/* Empty the entries of the type attribute cache whose name or value
+ * satisfies pred(); the names they held are not released (an orbit's fork
+ * image must not run deallocators on them). */
+void pyver_type_cache_forget(int (*pred)(const void *p));
+/* abc: the class's _abc_impl (an _abc._abc_data, private to Modules/_abc.c,
+ * the same in 3.11, 3.12 and 3.13).  0 when tp is laid out as the mirror. */
+int pyver_abc_data_layout_ok(PyTypeObject *tp);
+/* Where it keeps its positive and negative caches (sets of weak
+ * references, made on first use: NULL before). */
+void pyver_abc_caches(PyObject *impl, PyObject ***cache, PyObject ***negative);
 
 /* ---- C types of the standard library whose instances arenas may hold.
  * Their structs are private to their modules; pyver_layout.c mirrors them

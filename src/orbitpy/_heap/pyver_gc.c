@@ -115,3 +115,36 @@ Py_ssize_t pyver_gc_parked(void)
 	nparked = n;
 	return n;
 }
+
+/*
+ * For an orbit's fork image (heap_fork_scrub.c): every list the collector
+ * links objects in, the generations and the permanent one (gc.freeze()).
+ */
+#define NLISTS (NUM_GENERATIONS + 1)
+
+static PyGC_Head *list_head(int i)
+{
+	PyInterpreterState *interp = PyInterpreterState_Get();
+
+	if (i < NUM_GENERATIONS)
+		return &interp->gc.generations[i].head;
+	return &interp->gc.permanent_generation.head;
+}
+
+Py_ssize_t pyver_gc_drop(int (*is_dropped)(const void *op))
+{
+	Py_ssize_t n = 0;
+
+	for (int i = 0; i < NLISTS; i++) {
+		PyGC_Head *head = list_head(i), *g, *next;
+
+		for (g = _PyGCHead_NEXT(head); g != head; g = next) {
+			next = _PyGCHead_NEXT(g);
+			if (is_dropped(object_of(g))) {
+				unlink_node(g);
+				n++;
+			}
+		}
+	}
+	return n;
+}

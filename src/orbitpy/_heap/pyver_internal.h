@@ -1,6 +1,7 @@
 /*
- * pyver_internal.h - CPython's internal headers, for the two files that
- * need them (pyver_layout.c, pyver_freelists.c) and nothing else.
+ * pyver_internal.h - CPython's internal headers, for the files that need
+ * them (pyver_layout.c, pyver_freelists.c, pyver_gc.c, pyver_caches.c) and
+ * nothing else.
  */
 #ifndef ORBITPY_PYVER_INTERNAL_H
 #define ORBITPY_PYVER_INTERNAL_H
