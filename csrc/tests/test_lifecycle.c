@@ -391,79 +391,6 @@ static void test_crash_cycles_no_fd_growth(void)
 	CHECK_EQ(check_count_fds(), fds0);
 }
 
-/* ------------------------------------- what a new orbit process inherits */
-
-/* 0: how many descriptors and mappings of orbit bases this process has
- *    (fds * 1000 + mappings);
- * 1: a wild write: the first byte of every page of every shared, writable
- *    base mapping (returns the number of mappings hit). */
-static long entry_scan(void *arg, size_t argsize, void *store)
-{
-	int what = *(int *)arg;
-	char line[512];
-	long fds = 0, maps = 0;
-	FILE *f;
-
-	(void)argsize;
-	(void)store;
-	if (what == 0)
-		fds = check_count_fds_like("memfd:orbit-base");
-	f = fopen("/proc/self/maps", "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-		char perms[8];
-
-		if (!strstr(line, "memfd:orbit-base"))
-			continue;
-		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
-			continue;
-		maps++;
-		if (what == 1 && perms[1] == 'w' && perms[3] == 's')
-			for (unsigned long a = lo; a < hi; a += PG)
-				*(volatile unsigned char *)a = 0x5A;
-	}
-	fclose(f);
-	return what == 0 ? fds * 1000 + maps : maps;
-}
-
-/*
- * An orbit must hold nothing of another orbit: an orbit started after
- * another one got an area inherits main's descriptor of that orbit's base
- * memfd and main's shared, writable mapping of it (also of its staging ring
- * and control page), so a wild write in one orbit changes what another one
- * sees.  (child_setup() closes the other orbits' sockets and pidfds only.)
- */
-static void test_orbit_inherits_no_other_orbit(void)
-{
-	struct orbit_area *a = orbit_area_create(16 * PG, "auto");
-	struct orbit *y = orbit_create("victim", entry_peek, NULL, NULL);
-	struct orbit *x = orbit_create("stray", entry_scan, NULL, NULL);
-	unsigned char *p;
-	long ret = -1;
-	int what;
-
-	REQUIRE(a && x && y);
-	p = (unsigned char *)orbit_area_base(a) + PG;
-	*p = 7;
-	CHECK_EQ(orbit_call(y, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 7);
-	/* x starts now, names no area: it has no base of its own */
-	what = 0;
-	CHECK_EQ(orbit_call(x, 0, NULL, NULL, &what, sizeof(what), &ret), 0);
-	CHECK_EQ(ret, 0);
-	what = 1;
-	CHECK_EQ(orbit_call(x, 0, NULL, NULL, &what, sizeof(what), &ret), 0);
-	CHECK_EQ(ret, 0);
-	/* y's snapshot is main's, whatever x did */
-	CHECK_EQ(orbit_call(y, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 7);
-	orbit_destroy(x);
-	orbit_destroy(y);
-	orbit_area_destroy(a);
-}
-
 /* ------------------------------------------------ bound to main's life */
 
 static int read_full(int fd, void *buf, size_t n, int timeout_ms)
@@ -673,7 +600,6 @@ int main(void)
 	RUN(test_forked_child_leaves_inherited_orbits);
 	RUN(test_forked_child_cannot_wait_inherited_future);
 	RUN(test_destroy_busy_and_idle);
-	RUN(test_orbit_inherits_no_other_orbit);
 	RUN(test_cycles_no_fd_growth);
 	RUN(test_crash_cycles_no_fd_growth);
 	RUN(test_orbit_dies_when_main_killed);

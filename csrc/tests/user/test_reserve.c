@@ -3,6 +3,9 @@
  * (not silently replaced by the default), and a reservation that could not
  * be made reports size 0.  The reservation is made once per process, on
  * first use, so this binary makes no area before these checks.
+ *
+ * Backend-specific: the address-space reservation (ORBITPY_RESERVE,
+ * orbit_reservation_size()) is a userspace backend extra (see orbit.h).
  */
 #include <stdlib.h>
 
