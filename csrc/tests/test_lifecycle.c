@@ -2,6 +2,8 @@
  * test_lifecycle.c - orbit processes come and go: lazy start, init per
  * process, options and hooks, many create/call/destroy cycles without
  * leaking descriptors or children, and orbits that end with their main.
+ * (That an orbit inherits no other orbit's base memfd is the userspace
+ * backend's: user/test_base_memfd.c.)
  */
 #include <errno.h>
 #include <poll.h>
