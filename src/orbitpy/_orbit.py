@@ -298,10 +298,8 @@ class OrbitHandle:
                              f"{_core.MAX_CALL_AREAS} are allowed (the orbit's `areas`, those "
                              f"holding buffers passed, and with arena objects passed every "
                              f"arena holding objects)")
-        for a in live:
-            if a not in self._seen:
-                self._seen.add(a)
-        if self._generation != _fork_generation:
+        self._seen.update(live)
+        if self._inherited():
             self._submit_lock = threading.Lock()  # perhaps held by a thread of the parent
         for attempt in range(10):
             with self._submit_lock:
