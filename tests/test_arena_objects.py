@@ -189,6 +189,30 @@ def test_module_globals_growing_inside_a_block_keep_their_table_outside(
             g.pop(n, None)
 
 
+def test_other_modules_globals_grown_in_a_block_leave_the_arena_before_it_closes(
+        new_arena: Any) -> None:
+    """A block that grows another module's globals (setattr on a module)
+    leaves its key table in the arena until an orbit starts or the arena
+    closes (walking every module at each block's end would cost every
+    block microseconds): close moves it out, so close succeeds and the
+    module stays readable after the arena is unmapped."""
+    import types
+    mod = types.ModuleType("_orbitpy_grown")
+    sys.modules[mod.__name__] = mod
+    names = [f"_g{i}" for i in range(300)]  # made outside: only the table grows
+    a = new_arena(1 << 20)
+    try:
+        with a:
+            for name in names:
+                setattr(mod, name, 7)  # a small int: static, nothing new is made
+        a.close()  # the table is no live allocation of the arena's any more
+        assert a.closed
+        assert [getattr(mod, n) for n in names] == [7] * len(names)
+        mod._after = 1  # type: ignore[attr-defined]  # the table is writable heap memory
+    finally:
+        del sys.modules[mod.__name__]
+
+
 # -------------------------------------------------------------- 2. zero copy
 
 def test_orbit_reads_arena_objects_in_place_as_of_call_time(

@@ -268,6 +268,39 @@ def test_with_arena_not_spanning_a_suspension_is_fine(arena: Any) -> None:
     assert arena.contains(x) and arena.contains(y)
 
 
+def test_blocks_sharing_one_pending_sentinel_each_see_a_suspension(arena: Any) -> None:
+    """The loop's sentinel is shared by every block entered before it runs
+    (a server enters thousands per loop iteration): a block entered after
+    others in the same callback, and one entered after the sentinel ran,
+    are each still caught spanning an await, and short blocks in between
+    are not."""
+    leaked: list[Any] = []
+
+    async def bystander() -> None:
+        leaked.append(["made by another task"])
+
+    async def main() -> None:
+        for _ in range(100):  # many short blocks first: one pending sentinel
+            with arena:
+                pass
+        with pytest.raises(orbitpy.OrbitError, match=r"held across an await"):
+            with arena:
+                t = asyncio.create_task(bystander())
+                await asyncio.sleep(0)
+        await t
+        await asyncio.sleep(0)  # the sentinel has run; the next block arms another
+        with arena:
+            pass
+        with pytest.raises(orbitpy.OrbitError, match=r"held across an await"):
+            with arena:
+                t = asyncio.create_task(bystander())
+                await asyncio.sleep(0)
+        await t
+
+    run(main())
+    assert len(leaked) == 2
+
+
 def test_cancelled_inside_with_arena_warns_and_keeps_the_cancellation(arena: Any) -> None:
     async def holds_the_block() -> None:
         with arena:

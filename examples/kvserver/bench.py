@@ -1,14 +1,17 @@
 """Overhead of the auxiliary tasks: redis-benchmark against --tasks=inline|thread|orbit.
 
-    python bench.py [-n 200000] [--runs 5] [--keys 100000] [--modes inline,thread,orbit]
+    python bench.py [-n 200000] [--runs 5] [--keys 1000000] [--modes inline,thread,orbit]
 
-For each mode it starts the server, preloads --keys keys (10% with a TTL of
-1-60 s, so active expiry has work), sends BGSAVE every --bgsave-every seconds
-and turns the slow log on (threshold 10 ms, as Redis's default), then runs
-``redis-benchmark -t set,get,incr,lpush,lrange -c 50 --csv`` with -P 1 and
--P 16.  Prints a Markdown table of the medians (and spread) of throughput and
-p50/p99 latency over the runs.  Needs redis-benchmark (Debian: redis-tools)
-and the redis client.
+Each run starts a fresh server per mode (the modes' order rotates from run to
+run, so drift on a shared machine does not favour one), preloads --keys keys
+(--volatile of them with a TTL spread over --ttl-min..--ttl-max seconds, so
+active expiry has work during the whole run), sends BGSAVE every
+--bgsave-every seconds, keeps the slow log on (threshold 10 ms, Redis's
+default), and runs ``redis-benchmark -t set,get,incr,lpush,lrange -c 50
+--csv`` with -P 1 and -P 16.  Prints a Markdown table: the median over the
+runs of requests/s (with min-max), of p50 and of p99 latency, and each mode's
+median throughput as a ratio of inline's; --json writes every run's numbers.
+Needs redis-benchmark (Debian: redis-tools) and the redis client.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import random
 import re
 import signal
@@ -26,45 +30,57 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 HERE = Path(__file__).resolve().parent
 
 
-def start(mode: str, directory: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "kvserver", "--port", "0", "--dir", directory,
-                             "--tasks", mode], cwd=HERE, stdout=subprocess.PIPE, text=True)
+def start(mode: str, directory: str, arena_size: int) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, "-m", "kvserver", "--port", "0", "--dir", directory, "--tasks", mode]
+    if arena_size:
+        cmd += ["--arena-size", str(arena_size)]
+    proc = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     m = re.search(r"ready on [\d.]+:(\d+)", line)
     if not m:
         proc.kill()
         raise SystemExit(f"kvserver ({mode}) did not start: {line!r}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain its log
+    threading.Thread(target=_drain, args=(proc, mode), daemon=True).start()
     return proc, int(m.group(1))
 
 
-def preload(port: int, keys: int) -> None:
-    r = redis.Redis(port=port, protocol=2)
+def _drain(proc: subprocess.Popen[str], mode: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server's log: task failures would show here
+        print(f"# [{mode}] {line.rstrip()}", file=sys.stderr)
+
+
+def preload(port: int, keys: int, volatile: float, ttl: tuple[int, int]) -> None:
+    r = redis.Redis(port=port, protocol=2, socket_timeout=300)
+    every = round(1 / volatile) if volatile > 0 else 0
     with r.pipeline(transaction=False) as p:
         for i in range(keys):
-            if i % 10 == 0:
-                p.set(f"pre:{i}", "x" * 32, ex=random.randint(1, 60))
+            if every and i % every == 0:
+                p.set(f"pre:{i}", "x" * 32, ex=random.randint(*ttl))
             else:
                 p.set(f"pre:{i}", "x" * 32)
             if i % 10000 == 9999:
                 p.execute()
         p.execute()
+    r.close()
 
 
 def bgsaver(port: int, every: float, stop: threading.Event) -> None:
-    r = redis.Redis(port=port, protocol=2, socket_timeout=30)
+    r = redis.Redis(port=port, protocol=2, socket_timeout=60)
     while not stop.wait(every):
         try:
             r.bgsave()
         except redis.ResponseError:
-            pass  # one still running
+            pass  # one still running: Redis answers the same
+    r.close()
 
 
 def benchmark(port: int, n: int, pipeline: int) -> dict[str, dict[str, float]]:
@@ -76,44 +92,90 @@ def benchmark(port: int, n: int, pipeline: int) -> dict[str, dict[str, float]]:
                           "p99": float(row["p99_latency_ms"])} for row in rows}
 
 
+def one_run(mode: str, a: argparse.Namespace) -> dict[str, Any]:
+    """A fresh server: preload, tasks firing, both pipelines."""
+    with tempfile.TemporaryDirectory() as d:
+        proc, port = start(mode, d, a.arena_size)
+        stop = threading.Event()
+        try:
+            t0 = time.monotonic()
+            preload(port, a.keys, a.volatile, (a.ttl_min, a.ttl_max))
+            r = redis.Redis(port=port, protocol=2, socket_timeout=60)
+            r.config_set("slowlog-log-slower-than", 10000)
+            loaded = time.monotonic() - t0
+            saver = threading.Thread(target=bgsaver, args=(port, a.bgsave_every, stop))
+            saver.start()
+            t0 = time.monotonic()
+            results = {str(pl): benchmark(port, a.n, pl) for pl in map(int, a.pipelines.split(","))}
+            stop.set()
+            saver.join()
+            info = r.info()
+            r.close()
+            return {"mode": mode, "results": results, "preload_s": loaded,
+                    "bench_s": time.monotonic() - t0,
+                    "bgsaves": info.get("rdb_saves"), "expired": info.get("active_expired_keys"),
+                    "task_failures": info.get("task_failures"), "keys_left": info.get("db0")}
+        finally:
+            stop.set()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=200000)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--keys", type=int, default=100000)
+    ap.add_argument("--keys", type=int, default=1000000)
+    ap.add_argument("--volatile", type=float, default=0.1, help="share of keys with a TTL")
+    ap.add_argument("--ttl-min", type=int, default=30)
+    ap.add_argument("--ttl-max", type=int, default=600)
+    ap.add_argument("--arena-size", type=int, default=1 << 30)
     ap.add_argument("--bgsave-every", type=float, default=5.0)
     ap.add_argument("--modes", default="inline,thread,orbit")
     ap.add_argument("--pipelines", default="1,16")
+    ap.add_argument("--json", help="write every run's numbers here")
     a = ap.parse_args()
-    results: dict[tuple[str, int, str], dict[str, list[float]]] = {}
-    for mode in a.modes.split(","):
-        with tempfile.TemporaryDirectory() as d:
-            proc, port = start(mode, d)
-            stop = threading.Event()
-            try:
-                preload(port, a.keys)
-                redis.Redis(port=port, protocol=2).config_set("slowlog-log-slower-than", 10000)
-                threading.Thread(target=bgsaver, args=(port, a.bgsave_every, stop),
-                                 daemon=True).start()
-                for run in range(a.runs):
-                    for pl in map(int, a.pipelines.split(",")):
-                        for test, m in benchmark(port, a.n, pl).items():
-                            cell = results.setdefault((mode, pl, test), {})
-                            for k, v in m.items():
-                                cell.setdefault(k, []).append(v)
-                        print(f"# {mode} -P {pl} run {run + 1} done", file=sys.stderr)
-            finally:
-                stop.set()
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
-    print("| tasks | -P | test | requests/s (median, min-max) | p50 ms | p99 ms |")
-    print("| --- | ---: | --- | ---: | ---: | ---: |")
-    for (mode, pl, test), cell in results.items():
-        rps = cell["rps"]
-        print(f"| {mode} | {pl} | {test} | {statistics.median(rps):,.0f} "
-              f"({min(rps):,.0f}-{max(rps):,.0f}) | {statistics.median(cell['p50']):.3f} | "
-              f"{statistics.median(cell['p99']):.3f} |")
+    modes = a.modes.split(",")
+    runs: list[dict[str, Any]] = []
+    for run in range(a.runs):
+        for mode in modes[run % len(modes):] + modes[:run % len(modes)]:
+            got = one_run(mode, a)
+            got["run"] = run + 1
+            runs.append(got)
+            print(f"# run {run + 1} {mode}: preload {got['preload_s']:.0f} s, bench "
+                  f"{got['bench_s']:.0f} s, {got['bgsaves']} BGSAVEs, {got['expired']} keys "
+                  f"expired actively, {got['task_failures']} task failures", file=sys.stderr)
+            if a.json:
+                Path(a.json).write_text(json.dumps(runs, indent=1))
+    report(runs, modes)
+
+
+def report(runs: list[dict[str, Any]], modes: list[str]) -> None:
+    cells: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for got in runs:
+        for pl, tests in got["results"].items():
+            for test, m in tests.items():
+                cell = cells.setdefault((pl, test, got["mode"]), {})
+                for k, v in m.items():
+                    cell.setdefault(k, []).append(v)
+    head = " | ".join(f"{m} req/s (min-max) | p50 / p99 ms" for m in modes)
+    ratios = " | ".join(f"{m}/{modes[0]}" for m in modes[1:])
+    print(f"| -P | test | {head} | {ratios} |")
+    print("| ---: | --- |" + " ---: | ---: |" * len(modes) + " ---: |" * (len(modes) - 1))
+    for pl, test in dict.fromkeys((pl, test) for pl, test, _ in cells):
+        row, med = [], {}
+        for m in modes:
+            c = cells.get((pl, test, m))
+            if c is None:
+                row += ["-", "-"]
+                continue
+            med[m] = statistics.median(c["rps"])
+            row += [f"{med[m]:,.0f} ({min(c['rps']):,.0f}-{max(c['rps']):,.0f})",
+                    f"{statistics.median(c['p50']):.2f} / {statistics.median(c['p99']):.2f}"]
+        row += [f"{med[m] / med[modes[0]]:.3f}" if m in med and modes[0] in med else "-"
+                for m in modes[1:]]
+        print(f"| {pl} | {test} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

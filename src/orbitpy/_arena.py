@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -148,6 +149,12 @@ class Arena:
         return self._size
 
     @property
+    def used(self) -> int:
+        """Bytes allocated in the arena now (headers included): cheaper than
+        ``stats()["used"]`` where a service checks it per request."""
+        return int(self._live_area().stats()[1])
+
+    @property
     def snapshot_mode(self) -> str:
         """The backend's name for how it finds the pages written since a
         snapshot (the userspace backend: 'uffd', 'mprotect' or 'full')."""
@@ -180,10 +187,17 @@ class Arena:
         Blocks nest (the innermost arena wins) and are per thread: other
         threads keep allocating where they were.  An allocation the arena has
         no room for raises :class:`ArenaFull`."""
-        heap = self._heap_for_scope()
+        heap = self._heap
+        if heap is None:
+            heap = self._heap_for_scope()
         # The bookkeeping allocates: outside the arena's scope.
-        _blocks().append((self, _scope.watch_block()))
-        _heap.enter(heap)
+        blocks = _blocks()
+        blocks.append((self, _scope.watch_block()))
+        try:
+            _heap.enter(heap)
+        except BaseException:
+            blocks.pop()
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -193,13 +207,19 @@ class Arena:
         watch = None
         try:
             blocks = _blocks()
-            i = self._open_block()
-            watch = blocks[i][1] if i >= 0 else None
-            if i >= 0:
-                del blocks[i]
+            if blocks and blocks[-1][0] is self and blocks[-1][1] is None:
+                del blocks[-1]  # the usual case: no loop, innermost block
+            else:
+                i = self._open_block()
+                if i >= 0:
+                    watch = blocks[i][1]
+                    del blocks[i]
         finally:
             # With a loop running, tasks may have interleaved their blocks.
-            refused = _heap.leave(self._heap, out_of_order=watch is not None)
+            refused = _heap.leave(self._heap, watch is not None)
+        # The globals of the code running the block (and builtins, interned
+        # strings) may have grown a key table in the arena (see heap_rescue.c).
+        _core.rescue_block_tables(sys._getframe(1).f_globals)
         if watch is not None and watch.spanned_await():
             watch.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
@@ -304,6 +324,12 @@ class Arena:
         (after an arena collection has freed what only cycles kept)."""
         if not self._area.alive:
             return
+        if self._heap is not None:
+            # An interpreter table (a module's globals, builtins, interned
+            # strings) that grew inside a block may have its key table here:
+            # move it out, or main would read unmapped memory (and the table
+            # would count as a live allocation).
+            _core.rescue_tables()
         _, _, allocations = self._area.stats()
         if allocations and self._heap is not None:
             _collector.collect_arenas()

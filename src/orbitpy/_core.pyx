@@ -466,3 +466,4 @@ def push(bytes data):
 
 
 include "_heap.pxi"
+include "_heap_scope.pxi"

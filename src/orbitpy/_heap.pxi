@@ -150,6 +150,11 @@ def rescue_tables():
     heap_rescue()
 
 
+def rescue_block_tables(dict globals):
+    """At a block's end: the tables it most likely grew (see heap_rescue.c)."""
+    heap_rescue_block_end(globals)
+
+
 def after_collection():
     heap_after_collection()
 

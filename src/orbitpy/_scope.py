@@ -6,9 +6,10 @@ an ``await`` would put every object the other tasks make meanwhile in the
 arena.  Two tools here:
 
 - ``BlockWatch``: ``with arena:`` entered while an event loop runs in this
-  thread schedules a ``loop.call_soon`` sentinel; if it ran before the block
-  ends, the loop ran other callbacks inside the block, i.e. the block spanned
-  an ``await`` that suspended.  The block's end reports it.
+  thread makes sure a ``loop.call_soon`` sentinel is pending (one per loop,
+  shared by every block entered before it runs: ``LoopTicks``); if it ran
+  before the block ends, the loop ran other callbacks inside the block, i.e.
+  the block spanned an ``await`` that suspended.  The block's end reports it.
 - ``ScopedSteps``: what ``arena.allocating`` wraps coroutines (and
   generators) in: every step (send/throw/close) runs inside the arena's
   scope and the scope is left around each suspension, so the scope follows
@@ -17,49 +18,86 @@ arena.  Two tools here:
 
 from __future__ import annotations
 
+import contextvars
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from . import _heap
+from . import _core, _heap
 from .errors import ArenaFull, OrbitError
 
 if TYPE_CHECKING:
     import asyncio
 
 
+class LoopTicks:
+    """Counts the runs of a sentinel callback on one event loop.
+
+    A block entered while a sentinel is pending (scheduled, not yet run) saw
+    the loop run other callbacks before it ended iff the count moved: the
+    loop runs callbacks in the order they were scheduled, and whatever
+    resumes a suspended task is scheduled after the sentinel.  One sentinel
+    serves every block entered before it runs (a server enters thousands per
+    loop iteration), so a block costs a comparison, not a ``call_soon``."""
+
+    __slots__ = ("loop", "count", "pending", "_context")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.count = 0
+        self.pending = False
+        # The sentinel needs no context variables: passing one saves the
+        # copy_context() call_soon would otherwise make each time.
+        self._context = contextvars.Context()
+
+    def _tick(self) -> None:
+        self.count += 1
+        self.pending = False
+
+    def arm(self) -> int:
+        """Make sure a sentinel is pending; the count to compare with later."""
+        if not self.pending:
+            self.loop.call_soon(self._tick, context=self._context)
+            self.pending = True
+        return self.count
+
+
+_ticks = threading.local()
+
+
 class BlockWatch:
     """One ``with arena:`` block entered while an event loop runs here."""
 
-    __slots__ = ("ran", "handle", "where", "loop", "task")
+    __slots__ = ("ticks", "start", "task", "code", "line")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.ran = False
-        self.loop = loop
-        self.task = sys.modules["asyncio"].current_task(loop)
-        # the `with` statement: above watch_block() and Arena.__enter__
+    def __init__(self, loop: asyncio.AbstractEventLoop, aio: Any) -> None:
+        ticks: LoopTicks | None = getattr(_ticks, "t", None)
+        if ticks is None or ticks.loop is not loop:
+            ticks = _ticks.t = LoopTicks(loop)
+        self.ticks = ticks
+        self.start = ticks.arm()
+        self.task = aio.current_task(loop)
+        # the `with` statement: above watch_block() and Arena.__enter__; only
+        # formatted if the block is reported
         frame = sys._getframe(3)
-        self.where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-        self.handle = loop.call_soon(self._sentinel)
-
-    def _sentinel(self) -> None:
-        self.ran = True
+        self.code, self.line = frame.f_code, frame.f_lineno
 
     def is_current(self) -> bool:
         """Is this block's task the one running now?"""
-        return sys.modules["asyncio"].current_task(self.loop) is self.task
+        return sys.modules["asyncio"].current_task(self.ticks.loop) is self.task
 
     def spanned_await(self) -> bool:
-        """Did the loop run callbacks while the block was open?  (Ends the watch.)"""
-        self.handle.cancel()
-        return self.ran
+        """Did the loop run callbacks while the block was open?"""
+        return self.ticks.count != self.start
 
     def report(self, arena: Any, failing: bool) -> None:
         """The block spanned an await: raise OrbitError, or warn if the block
         is already ending with an exception (e.g. CancelledError), which must
         not be replaced."""
-        msg = (f"a `with arena:` block at {self.where} was held across an await "
+        where = f"{self.code.co_filename}:{self.line} in {self.code.co_name}"
+        msg = (f"a `with arena:` block at {where} was held across an await "
                f"({arena!r}): other tasks ran while it was open, and the objects they made "
                f"meanwhile were put in the arena (the arena scope is per thread, not per "
                f"task). Never await "
@@ -79,7 +117,7 @@ def watch_block() -> BlockWatch | None:
     if aio is None:
         return None
     loop = aio.events._get_running_loop()
-    return BlockWatch(loop) if loop is not None else None
+    return BlockWatch(loop, aio) if loop is not None else None
 
 
 class ScopedSteps(Generator[Any, Any, Any]):
@@ -89,12 +127,14 @@ class ScopedSteps(Generator[Any, Any, Any]):
     MemoryError of an allocation the arena refused raises ArenaFull, as the
     end of a ``with arena:`` block does."""
 
-    __slots__ = ("_arena", "_heap", "_inner")
+    __slots__ = ("_arena", "_heap", "_inner", "_globals")
 
     def __init__(self, arena: Any, heap: Any, inner: Any) -> None:
         self._arena = arena
         self._heap = heap
         self._inner = inner
+        frame = getattr(inner, "cr_frame", None) or getattr(inner, "gi_frame", None)
+        self._globals: dict[str, Any] = frame.f_globals if frame is not None else {}
 
     def __await__(self) -> ScopedSteps:
         return self
@@ -119,6 +159,8 @@ class ScopedSteps(Generator[Any, Any, Any]):
         finally:
             if not left:
                 _heap.leave(self._heap)
+            # As at a block's end (see heap_rescue.c).
+            _core.rescue_block_tables(self._globals)
 
     def send(self, value: Any) -> Any:
         return self._step(self._inner.send, value)

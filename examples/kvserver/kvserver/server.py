@@ -92,7 +92,7 @@ class Server:
             return reply
         # As Redis with maxmemory: refuse a write once the arena is nearly full,
         # before running it, so a command is not left half done.
-        if name in DENYOOM and (self.arena.stats()["used"] + 2 * sum(map(len, argv))
+        if name in DENYOOM and (self.arena.used + 2 * sum(map(len, argv))
                                 > self.maxmemory):
             return OOM
         try:

@@ -13,105 +13,42 @@ from __future__ import annotations
 import datetime
 import functools
 import gc
-import threading
 import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _core
-from ..errors import ArenaEscapeError, ArenaFull, OrbitError
-
-_tls = threading.local()
+from ..errors import ArenaEscapeError, ArenaFull
 
 # Objects of these types cross to orbits by value even when they live in an
 # arena: copying a number or a short string is cheaper than checking it.
 SCALARS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
-def _stack() -> list[Any]:
-    st: list[Any] | None = getattr(_tls, "stack", None)
-    if st is None:
-        st = _tls.stack = []
-    return st
+# Entering and leaving an arena's scope (``with arena:``, the steps of an
+# ``arena.allocating`` coroutine, bookkeeping outside every arena): in the
+# core, since services do it per request (_heap_scope.pxi says how it works).
+enter = _core.scope_enter
+leave = _core.scope_leave
 
 
-def _outer_refusals() -> list[int]:
-    """Per open block: the refusal its enclosing block had when it was
-    entered (the thread has one refusal at a time, see heap_hooks.c)."""
-    rs: list[int] | None = getattr(_tls, "outer_refusals", None)
-    if rs is None:
-        rs = _tls.outer_refusals = []
-    return rs
-
-
-def enter(heap: Any) -> None:
-    if _core.in_orbit():
-        raise OrbitError("an orbit cannot allocate in an arena: its view of the arena is "
-                         "a snapshot, and what it writes there is thrown away")
-    # The bookkeeping is no arena state (and an enclosing arena may be full).
-    _core.heap_set(None)
-    st = _stack()
-    rs = _outer_refusals()
-    st.append(heap)
-    # The block starts with no refusal (so allocating in its arena); the
-    # enclosing block's is set back when this one ends.
-    rs.append(int(_core.heap_take_refused()))
-    _core.heap_set(heap)
-
-
-def leave(heap: Any, out_of_order: bool = False) -> int:
-    """Leave the innermost ``with`` of this thread; returns the size of an
-    allocation the arena refused inside it (0: none).  `out_of_order`: leave
-    the innermost block of `heap` even if others were entered after it (tasks
-    of an event loop that interleaved their blocks).
-
-    Once an arena refused an allocation in a block, the thread's allocations
-    fall back to the usual heap until the block ends (so that CPython can
-    unwind the MemoryError, see heap_hooks.c); leaving takes the refusal,
-    which ends that."""
-    # Out of the arena's scope first: what follows allocates, and a full
-    # arena would refuse it and leave the thread inside the block for good.
-    _core.heap_set(None)
-    st = _stack()
-    rs = _outer_refusals()
-    if st and st[-1] is heap:
-        i = len(st) - 1
-    elif out_of_order and heap in st:
-        i = len(st) - 1 - st[::-1].index(heap)
-    else:
-        err = RuntimeError("arena blocks must be left in the order they were entered")
-        _core.heap_set(st[-1] if st else None)
-        raise err
-    del st[i]
-    outer = rs.pop(i)
-    if i == len(st):
-        refused = int(_core.heap_take_refused())
-        if outer:
-            _core.heap_restore_refused(st[-1] if st else None, outer)
-    else:
-        # A block entered after this one still runs (another task's): its
-        # outer refusal was this block's, and becomes this block's outer one.
-        refused = rs[i]
-        rs[i] = outer
-    _core.heap_set(st[-1] if st else None)
-    if not st:
-        _core.after_collection()  # empties the key-table free list (3.11/3.12)
-        _core.rescue_tables()
-    return refused
+def _innermost() -> Any:
+    """The heap this thread's innermost open scope allocates in (None: outside)."""
+    return _core.scope_stack().innermost()
 
 
 def arena_full(arena: Any, refused: int) -> ArenaFull:
     """The ArenaFull a block ends with after its arena refused `refused`
     bytes; made outside any arena (an enclosing block's may be full too)."""
-    st = _stack()
+    prev = _innermost()
     _core.heap_set(None)
     try:
         stats = arena.stats()
         return ArenaFull(f"arena of {stats['size']} bytes has no room for {refused} more "
                          f"bytes ({stats['used']} in use)")
     finally:
-        _core.heap_set(st[-1] if st else None)
+        _core.heap_set(prev)
 
 
 # ------------------------------------------------------------------ classes
@@ -268,7 +205,7 @@ def _children(heap: Any, obj: Any) -> Iterator[tuple[str, Any]]:
                 pass
     if cls.__dictoffset__ and not isinstance(obj, type):
         # Reading __dict__ may create it: do so in the arena, where it belongs.
-        prev = _stack()[-1] if _stack() else None
+        prev = _innermost()
         _core.heap_set(heap)
         try:
             d = object.__getattribute__(obj, "__dict__")

@@ -77,8 +77,13 @@ void heap_gc_get_stats(struct heap_gc_stats *out);
 /* ---- heap_rescue.c */
 
 /* Move the key tables of module, builtins and interned-string dicts that
- * grew inside an arena block back to the heap.  0, or -1 with an exception. */
+ * grew inside an arena block back to the heap (every module's: before an
+ * orbit fork or an arena's close).  0, or -1 with an exception. */
 int heap_rescue(void);
+/* The same for the tables a block most likely grew, at its end: `globals`
+ * (the block's code's), builtins, sys.modules and the interned strings.
+ * Constant time.  0, or -1 with an exception. */
+int heap_rescue_block_end(PyObject *globals);
 /* Move the key table of d (a dict outside the arenas, not split) out of
  * the arenas if it is in one.  0, or -1 with an exception. */
 int heap_rescue_dict(PyObject *d);

@@ -6,8 +6,14 @@
  * tell a table from an object).  For the interpreter's long-lived dicts that
  * is dangerous: an orbit reads them from its fork (module globals, builtins,
  * interned strings), but it sees arena memory as main has it now, where the
- * table may since have been freed and reused.  So after each `with` block
- * and before each orbit fork, such tables are moved back to the heap.
+ * table may since have been freed and reused; and main would read unmapped
+ * memory once the arena is closed.  So before each orbit fork and before an
+ * arena is closed, every module's table is moved back to the heap.  At the
+ * end of each `with` block only the tables the block most likely grew are
+ * (its code's globals, builtins, sys.modules, interned strings): walking
+ * every module costs microseconds, and a service enters a block per
+ * request; until a fork or a close any other table is valid memory of
+ * main's.
  */
 #include <string.h>
 
@@ -34,7 +40,7 @@ int heap_rescue_dict(PyObject *d)
 	return 0;
 }
 
-int heap_rescue(void)
+static int rescue_tables(PyObject *globals, int every_module)
 {
 	struct heap_area *prev = heap_current();
 	PyObject *modules = PyImport_GetModuleDict(), *key, *mod;
@@ -43,11 +49,21 @@ int heap_rescue(void)
 
 	heap_set_current(NULL);
 	if (heap_rescue_dict(modules) < 0 || heap_rescue_dict(pyver_interned_dict()) < 0 ||
-	    heap_rescue_dict(PyEval_GetBuiltins()) < 0)
+	    heap_rescue_dict(PyEval_GetBuiltins()) < 0 || heap_rescue_dict(globals) < 0)
 		rc = -1;
-	while (!rc && PyDict_Next(modules, &pos, &key, &mod))
+	while (!rc && every_module && PyDict_Next(modules, &pos, &key, &mod))
 		if (PyModule_Check(mod) && heap_rescue_dict(PyModule_GetDict(mod)) < 0)
 			rc = -1;
 	heap_set_current(prev);
 	return rc;
+}
+
+int heap_rescue(void)
+{
+	return rescue_tables(NULL, 1);
+}
+
+int heap_rescue_block_end(PyObject *globals)
+{
+	return rescue_tables(globals, 0);
 }

@@ -19,6 +19,7 @@ cdef extern from "heap.h":
     void heap_after_fork_orbit() nogil
     void heap_after_collection()
     int heap_rescue() except -1
+    int heap_rescue_block_end(object globals) except -1
     void heap_fork_scrub()
     object heap_outside_arenas(object fn)
     void heap_gc_event(int start, int generation)
