@@ -207,8 +207,11 @@ class Arena:
         watch = None
         try:
             blocks = _blocks()
-            if blocks and blocks[-1][0] is self and blocks[-1][1] is None:
-                del blocks[-1]  # the usual case: no loop, innermost block
+            last = blocks[-1] if blocks else None
+            if last is not None and last[0] is self and (
+                    last[1] is None or _scope.is_current(last[1])):
+                watch = last[1]  # the usual case: the innermost block
+                del blocks[-1]
             else:
                 i = self._open_block()
                 if i >= 0:
@@ -220,8 +223,8 @@ class Arena:
         # The globals of the code running the block (and builtins, interned
         # strings) may have grown a key table in the arena (see heap_rescue.c).
         _core.rescue_block_tables(sys._getframe(1).f_globals)
-        if watch is not None and watch.spanned_await():
-            watch.report(self, failing=exc_type is not None)
+        if watch is not None and _scope.spanned_await(watch):
+            _scope.report(self, failing=exc_type is not None)
         if refused and isinstance(exc, MemoryError) and not isinstance(exc, ArenaFull):
             raise _heap.arena_full(self, refused) from exc
 
@@ -231,7 +234,7 @@ class Arena:
         blocks = _blocks()
         for i in range(len(blocks) - 1, -1, -1):
             arena, watch = blocks[i]
-            if arena is self and (watch is None or watch.is_current()):
+            if arena is self and (watch is None or _scope.is_current(watch)):
                 return i
         return -1
 

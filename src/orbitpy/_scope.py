@@ -56,58 +56,17 @@ class LoopTicks:
         self.count += 1
         self.pending = False
 
-    def arm(self) -> int:
-        """Make sure a sentinel is pending; the count to compare with later."""
-        if not self.pending:
-            self.loop.call_soon(self._tick, context=self._context)
-            self.pending = True
-        return self.count
+    def schedule(self) -> None:
+        self.loop.call_soon(self._tick, context=self._context)
+        self.pending = True
 
 
 _ticks = threading.local()
 
-
-class BlockWatch:
-    """One ``with arena:`` block entered while an event loop runs here."""
-
-    __slots__ = ("ticks", "start", "task", "code", "line")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, aio: Any) -> None:
-        ticks: LoopTicks | None = getattr(_ticks, "t", None)
-        if ticks is None or ticks.loop is not loop:
-            ticks = _ticks.t = LoopTicks(loop)
-        self.ticks = ticks
-        self.start = ticks.arm()
-        self.task = aio.current_task(loop)
-        # the `with` statement: above watch_block() and Arena.__enter__; only
-        # formatted if the block is reported
-        frame = sys._getframe(3)
-        self.code, self.line = frame.f_code, frame.f_lineno
-
-    def is_current(self) -> bool:
-        """Is this block's task the one running now?"""
-        return sys.modules["asyncio"].current_task(self.ticks.loop) is self.task
-
-    def spanned_await(self) -> bool:
-        """Did the loop run callbacks while the block was open?"""
-        return self.ticks.count != self.start
-
-    def report(self, arena: Any, failing: bool) -> None:
-        """The block spanned an await: raise OrbitError, or warn if the block
-        is already ending with an exception (e.g. CancelledError), which must
-        not be replaced."""
-        where = f"{self.code.co_filename}:{self.line} in {self.code.co_name}"
-        msg = (f"a `with arena:` block at {where} was held across an await "
-               f"({arena!r}): other tasks ran while it was open, and the objects they made "
-               f"meanwhile were put in the arena (the arena scope is per thread, not per "
-               f"task). Never await "
-               f"inside `with arena:`; to have a coroutine's allocations in the arena, "
-               f"decorate its function with @arena.allocating (the scope then follows the "
-               f"task)")
-        if failing:
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        else:
-            raise OrbitError(msg)
+# One ``with arena:`` block entered while an event loop runs in this thread:
+# (the loop's LoopTicks, its count at the block's start, the task running it).
+# A tuple, not an object: this is made per block on a server's request path.
+BlockWatch = tuple[LoopTicks, int, Any]
 
 
 def watch_block() -> BlockWatch | None:
@@ -117,7 +76,45 @@ def watch_block() -> BlockWatch | None:
     if aio is None:
         return None
     loop = aio.events._get_running_loop()
-    return BlockWatch(loop, aio) if loop is not None else None
+    if loop is None:
+        return None
+    ticks: LoopTicks | None = getattr(_ticks, "t", None)
+    if ticks is None or ticks.loop is not loop:
+        ticks = _ticks.t = LoopTicks(loop)
+    if not ticks.pending:
+        ticks.schedule()
+    return ticks, ticks.count, aio.current_task(loop)
+
+
+def is_current(watch: BlockWatch) -> bool:
+    """Is the watched block's task the one running now?"""
+    return sys.modules["asyncio"].current_task(watch[0].loop) is watch[2]
+
+
+def spanned_await(watch: BlockWatch) -> bool:
+    """Did the loop run callbacks while the watched block was open?"""
+    return watch[0].count != watch[1]
+
+
+def report(arena: Any, failing: bool) -> None:
+    """Called by Arena.__exit__ for a block that spanned an await: raise
+    OrbitError, or warn if the block is already ending with an exception
+    (e.g. CancelledError), which must not be replaced."""
+    # The `with` statement's frame; CPython attributes the __exit__ call to
+    # the `with` line.
+    frame = sys._getframe(2)
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    msg = (f"a `with arena:` block at {where} was held across an await "
+           f"({arena!r}): other tasks ran while it was open, and the objects they made "
+           f"meanwhile were put in the arena (the arena scope is per thread, not per "
+           f"task). Never await "
+           f"inside `with arena:`; to have a coroutine's allocations in the arena, "
+           f"decorate its function with @arena.allocating (the scope then follows the "
+           f"task)")
+    if failing:
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    else:
+        raise OrbitError(msg)
 
 
 class ScopedSteps(Generator[Any, Any, Any]):

@@ -62,8 +62,9 @@ class Server:
             "dbfilename": os.path.basename(dump_path),
         }
 
-    def execute(self, argv: list[bytes]) -> Any:
-        """Run one command and return its reply (never raises for the client's errors)."""
+    def execute(self, argv: list[bytes], wire: bytearray, start: int, end: int) -> Any:
+        """Run one command and return its reply (never raises for the client's
+        errors).  argv came as wire[start:end] (the slow log keeps those bytes)."""
         name = argv[0].lower()
         self.commands_processed += 1
         entry = COMMANDS.get(name)
@@ -88,7 +89,8 @@ class Server:
                 reply = kfn(self.ks, argv)
             except CommandError as e:
                 reply = Error(str(e))
-            self.tasks.record_in_arena(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
+            dur_us = (time.perf_counter_ns() - t0) // 1000
+            self.tasks.record(argv, wire, start, end, start_us, dur_us)
             return reply
         # As Redis with maxmemory: refuse a write once the arena is nearly full,
         # before running it, so a command is not left half done.
@@ -99,7 +101,8 @@ class Server:
             reply = _write_in_arena(self, kfn, argv)
         except MemoryError:  # the arena is full (orbitpy.ArenaFull, or MemoryError inside it)
             return OOM
-        self.tasks.record_in_arena(argv, start_us, (time.perf_counter_ns() - t0) // 1000)
+        dur_us = (time.perf_counter_ns() - t0) // 1000
+        self.tasks.record(argv, wire, start, end, start_us, dur_us)
         return reply
 
 
@@ -137,6 +140,7 @@ class Connection(asyncio.Protocol):
         close = False
         try:
             while True:
+                start = pos
                 argv, pos = parse_command(self.buf, pos)
                 if argv is None:
                     break
@@ -146,7 +150,7 @@ class Connection(asyncio.Protocol):
                     out.append(b"+OK\r\n")
                     close = True
                     break
-                encode(self.server.execute(argv), out)
+                encode(self.server.execute(argv, self.buf, start, pos), out)
         except ProtocolError as e:
             encode(Error(f"ERR {e}"), out)
             close = True

@@ -24,17 +24,16 @@ from typing import Any
 
 import orbitpy
 
+from . import cmdring
 from .dumpfile import write_dump
 from .faults import inject
-from .keyspace import Keyspace, now_ms, own
+from .keyspace import Keyspace, now_ms
 
 EXPIRE_SAMPLE = 20          # keys sampled per round (Redis: ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP)
 EXPIRE_REPEAT_ABOVE = 0.25  # sample again while more than this share was expired
 EXPIRE_BUDGET_S = 0.025     # per cycle (Redis: 25% of a 100 ms cycle)
 TASK_PERIOD_S = 0.1         # expiry and slow-log cycles: 10 per second (Redis's hz)
-RING_SIZE = 4096            # command timings main keeps for the slow-log task
-SLOWLOG_MAX_ARGS = 32       # as Redis: argv kept per entry ...
-SLOWLOG_MAX_ARG_LEN = 128   # ... and bytes per argument
+RING_SLOTS = 4096           # command timings main keeps for the slow-log task
 
 
 # -- the tasks' code (the same in an orbit, a thread, or inline) ---------------
@@ -65,16 +64,15 @@ def expire_cycle(expires: dict[bytes, int], now: int, emit: Callable[[list[bytes
     return found
 
 
-def scan_slowlog(ring: list[Any], start: int, end: int, threshold_us: int,
+def scan_slowlog(ring: memoryview, start: int, end: int, threshold_us: int,
                  emit: Callable[[list[Any]], None], fault: str | None = None) -> int:
     """Emit (in batches) the ring's entries start..end-1 slower than the
     threshold; entries the ring overwrote meanwhile are skipped."""
     inject(fault)
     batch = []
-    for seq in range(max(start, end - len(ring)), end):
-        entry = ring[seq % len(ring)]
-        if entry is not None and entry[0] == seq and entry[2] >= threshold_us:
-            batch.append((entry[1], entry[2], list(entry[3])))
+    for entry in cmdring.entries(ring, start, end):
+        if entry[1] >= threshold_us:
+            batch.append(entry)
             if len(batch) >= 256:
                 emit(batch)
                 batch = []
@@ -95,7 +93,7 @@ def expire_in_orbit(expires: dict[bytes, int], now: int, fault: str | None) -> i
     return expire_cycle(expires, now, orbitpy.push, fault)
 
 
-def slowlog_in_orbit(ring: list[Any], start: int, end: int, threshold_us: int,
+def slowlog_in_orbit(ring: memoryview, start: int, end: int, threshold_us: int,
                      fault: str | None) -> int:
     return scan_slowlog(ring, start, end, threshold_us, orbitpy.push, fault)
 
@@ -108,9 +106,7 @@ class Tasks:
         self.slowlog: collections.deque[list[Any]] = collections.deque(maxlen=128)
         self.slowlog_next_id = 0
         self.slowlog_seen = 0      # ring entries the slow-log task has looked at
-        self.seq = 0               # ring entries written
-        with arena:
-            self.ring: list[Any] = [None] * RING_SIZE
+        self.ring = cmdring.CommandRing(arena, RING_SLOTS)
         self.active_expired = 0
         self.lastsave = int(time.time())
         self.bgsave_in_progress = False
@@ -130,28 +126,14 @@ class Tasks:
             self._bgsave_orbit = orbitpy.orbit(name="kv-bgsave", timeout=600)(bgsave)
 
     # -- the command path ---------------------------------------------------
-    def record(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
-        """Called for every command (inside ``with arena:`` but inline)."""
+    def record(self, argv: list[bytes], wire: bytearray, start: int, end: int,
+               start_us: int, dur_us: int) -> None:
+        """Called for every command, after it ran: argv came as wire[start:end]."""
         if self.mode == "inline":  # Redis: the command path keeps the slow log itself
             if 0 <= self.slowlog_threshold_us <= dur_us:
                 self._log_slow([(start_us, dur_us, _trim(argv))])
             return
-        try:  # argv copied in here, so that calls find nothing to copy into a full arena
-            self.ring[self.seq % RING_SIZE] = (self.seq, start_us, dur_us, tuple(
-                own(a[:SLOWLOG_MAX_ARG_LEN]) for a in argv[:SLOWLOG_MAX_ARGS]))
-        except MemoryError:  # the arena is full: this timing is lost, the command stands
-            self.ring[self.seq % RING_SIZE] = None
-        self.seq += 1
-
-    def record_in_arena(self, argv: list[bytes], start_us: int, dur_us: int) -> None:
-        if self.mode == "inline":  # nothing of it goes to the arena
-            self.record(argv, start_us, dur_us)
-            return
-        try:
-            with self.arena:
-                self.record(argv, start_us, dur_us)
-        except MemoryError:
-            pass
+        self.ring.record(wire, start, end, len(argv), start_us, dur_us)
 
     def _log_slow(self, entries: list[Any]) -> None:
         for start_us, dur_us, argv in entries:
@@ -199,11 +181,11 @@ class Tasks:
     async def _slowlog_loop(self) -> None:
         while True:
             await asyncio.sleep(TASK_PERIOD_S)
-            if self.seq == self.slowlog_seen:
+            if self.ring.seq == self.slowlog_seen:
                 continue
             try:
                 fut = self._slowlog_orbit.call_async(
-                    self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
+                    self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
                     self.take_fault("slowlog"))
                 self.slowlog_seen = await asyncio.wrap_future(fut)
                 for batch in fut.updates():
@@ -224,7 +206,7 @@ class Tasks:
         assert loop is not None
         while not self._stop.wait(TASK_PERIOD_S):
             self.slowlog_seen = scan_slowlog(
-                self.ring, self.slowlog_seen, self.seq, self.slowlog_threshold_us,
+                self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
                 lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
                 self.take_fault("slowlog"))
 
@@ -316,4 +298,4 @@ class Tasks:
 
 
 def _trim(argv: list[bytes]) -> list[bytes]:
-    return [a[:SLOWLOG_MAX_ARG_LEN] for a in argv[:SLOWLOG_MAX_ARGS]]
+    return [a[:cmdring.SLOWLOG_MAX_ARG_LEN] for a in argv[:cmdring.SLOWLOG_MAX_ARGS]]
