@@ -214,6 +214,11 @@ def info(srv: Server, argv: list[bytes]) -> Any:
                   ("expired_keys", srv.ks.expired_keys),
                   ("active_expired_keys", t.active_expired),
                   ("task_failures", t.failures)],
+        # What each task cost the event loop: runs started and main's time
+        # starting them (the orbit call's issue, or fork), in microseconds.
+        "Tasks": [(f"{k}_{task}", v) for task in t.runs
+                  for k, v in (("runs", t.runs[task]),
+                               ("main_usec", t.main_ns[task] // 1000))],
         "Keyspace": [("db0", f"keys={len(srv.ks.data)},expires={len(srv.ks.expires)},"
                              "avg_ttl=0")],
     }

@@ -114,6 +114,11 @@ class Tasks:
         self.saves = 0
         self._fork_pid = 0
         self.failures = 0
+        # Per task: runs started, and main's time starting them (an orbit
+        # call's issue: its check and snapshot; a fork) -- what the task
+        # costs the event loop.
+        self.runs = dict.fromkeys(("expiry", "slowlog", "bgsave"), 0)
+        self.main_ns = dict.fromkeys(("expiry", "slowlog", "bgsave"), 0)
         self.faults: dict[str, str] = {}  # task -> fault its next run gets
         self._last_failure: dict[str, str] = {}
         self._stop = threading.Event()
@@ -166,12 +171,16 @@ class Tasks:
         while True:
             await asyncio.sleep(TASK_PERIOD_S)
             if self.mode == "inline":
+                t0 = time.perf_counter_ns()
                 expire_cycle(self.ks.expires, now_ms(), self._apply_expired,
                              self.take_fault("expiry"))
+                self._started("expiry", t0)
                 continue
             try:
+                t0 = time.perf_counter_ns()
                 fut = self._expire_orbit.call_async(self.ks.expires, now_ms(),
                                                     self.take_fault("expiry"))
+                self._started("expiry", t0)
                 await asyncio.wrap_future(fut)
                 for keys in fut.updates():
                     self._apply_expired(keys)
@@ -184,9 +193,11 @@ class Tasks:
             if self.ring.seq == self.slowlog_seen:
                 continue
             try:
+                t0 = time.perf_counter_ns()
                 fut = self._slowlog_orbit.call_async(
                     self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
                     self.take_fault("slowlog"))
+                self._started("slowlog", t0)
                 self.slowlog_seen = await asyncio.wrap_future(fut)
                 for batch in fut.updates():
                     self._log_slow(batch)
@@ -227,11 +238,14 @@ class Tasks:
         if self.mode == "orbit":
             # The snapshot is taken before call_async returns: the file will
             # hold the dataset as of this command.
+            t0 = time.perf_counter_ns()
             fut = self._bgsave_orbit.call_async(self.ks.data, self.ks.expires, self.dump_path,
                                                 self.take_fault("bgsave"))
+            self._started("bgsave", t0)
             self._bg.append(loop.create_task(self._await_bgsave(asyncio.wrap_future(fut))))
             return None
         fault = self.take_fault("bgsave")
+        t0 = time.perf_counter_ns()
         pid = os.fork()
         if pid == 0:  # the child: write and leave without running any of main's clean-up
             code = 1
@@ -240,6 +254,7 @@ class Tasks:
                 code = 0
             finally:
                 os._exit(code)
+        self._started("bgsave", t0)
         self._fork_pid = pid
         if self.mode == "thread":
             waiter = loop.run_in_executor(None, os.waitpid, pid, 0)
@@ -270,6 +285,10 @@ class Tasks:
         if ok:
             self.lastsave = int(time.time())
             self.saves += 1
+
+    def _started(self, task: str, t0: int) -> None:
+        self.runs[task] += 1
+        self.main_ns[task] += time.perf_counter_ns() - t0
 
     def take_fault(self, task: str) -> str | None:
         return self.faults.pop(task, None)
