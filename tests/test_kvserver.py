@@ -158,6 +158,18 @@ def test_slowlog_is_filled_by_the_orbit(server: KVServer) -> None:
             e for e in r.slowlog_get(128) if e["command"] == b"SET sl:key sl-value"])
         assert entry[0]["duration"] >= 0 and entry[0]["start_time"] > 0
         assert r.slowlog_len() >= 1
+        # Kept as Redis keeps them: arguments cut to 128 bytes, at most 32 of
+        # them (the ring keeps a request's first 224 bytes: the rest is
+        # counted, not kept)
+        r.set("sl:long", "v" * 200)
+        r.rpush("sl:many", *[str(i) for i in range(40)])
+        want_long = [b"SET", b"sl:long", b"v" * 128 + b"... (72 more bytes)"]
+        long = wait_for("the long SET", lambda: [
+            e for e in r.slowlog_get(128) if e["command"] == b" ".join(want_long)])
+        many = wait_for("the long RPUSH", lambda: [
+            e for e in r.slowlog_get(128) if e["command"].startswith(b"RPUSH sl:many 0 1 2")])
+        assert long and many[0]["command"].endswith(b" more arguments)")
+        assert len(many[0]["command"].split(b" ")) <= 32 + 3  # "... (N more arguments)"
     finally:
         r.config_set("slowlog-log-slower-than", 10000)
 
