@@ -279,23 +279,22 @@ def test_blocks_sharing_one_pending_sentinel_each_see_a_suspension(arena: Any) -
     async def bystander() -> None:
         leaked.append(["made by another task"])
 
+    async def spans_an_await() -> None:
+        with pytest.raises(orbitpy.OrbitError, match=r"held across an await"):
+            with arena:
+                t = asyncio.create_task(bystander())
+                await asyncio.sleep(0)
+        await t
+
     async def main() -> None:
         for _ in range(100):  # many short blocks first: one pending sentinel
             with arena:
                 pass
-        with pytest.raises(orbitpy.OrbitError, match=r"held across an await"):
-            with arena:
-                t = asyncio.create_task(bystander())
-                await asyncio.sleep(0)
-        await t
+        await spans_an_await()
         await asyncio.sleep(0)  # the sentinel has run; the next block arms another
         with arena:
             pass
-        with pytest.raises(orbitpy.OrbitError, match=r"held across an await"):
-            with arena:
-                t = asyncio.create_task(bystander())
-                await asyncio.sleep(0)
-        await t
+        await spans_an_await()
 
     run(main())
     assert len(leaked) == 2
