@@ -4,13 +4,14 @@
 
 Each run starts a fresh server per mode (the modes' order rotates from run to
 run, so drift on a shared machine does not favour one), preloads --keys keys
-(--volatile of them with a TTL spread over --ttl-min..--ttl-max seconds, so
-active expiry has work during the whole run), sends BGSAVE every
---bgsave-every seconds, keeps the slow log on (threshold 10 ms, Redis's
-default), and runs ``redis-benchmark -t set,get,incr,lpush,lrange -c 50
---csv`` with -P 1 and -P 16.  Prints a Markdown table: the median over the
-runs of requests/s (with min-max), of p50 and of p99 latency, and each mode's
-median throughput as a ratio of inline's; --json writes every run's numbers.
+(made by the server: DEBUG POPULATE; --volatile of them then get a TTL spread
+over --ttl-min..--ttl-max seconds, so active expiry has work during the whole
+run), sends BGSAVE every --bgsave-every seconds, keeps the slow log on
+(threshold 10 ms, Redis's default), and runs ``redis-benchmark -t
+set,get,incr,lpush,lrange_100 -c 50 --csv`` (--tests) with -P 1 and -P 16.
+Prints a Markdown table: the median over the runs of requests/s (with
+min-max), of p50 and of p99 latency, and each mode's median throughput as a
+ratio of inline's; --json writes every run's numbers.
 Needs redis-benchmark (Debian: redis-tools) and the redis client.
 """
 
@@ -59,17 +60,18 @@ def _drain(proc: subprocess.Popen[str], mode: str) -> None:
 
 
 def preload(port: int, keys: int, volatile: float, ttl: tuple[int, int]) -> None:
+    """--keys keys of 32 bytes made by the server (DEBUG POPULATE, as with
+    Redis), then a TTL on every 1/volatile-th of them (pipelined EXPIREs)."""
     r = redis.Redis(port=port, protocol=2, socket_timeout=300)
+    r.execute_command("DEBUG", "POPULATE", keys, "pre", 32)
     every = round(1 / volatile) if volatile > 0 else 0
-    with r.pipeline(transaction=False) as p:
-        for i in range(keys):
-            if every and i % every == 0:
-                p.set(f"pre:{i}", "x" * 32, ex=random.randint(*ttl))
-            else:
-                p.set(f"pre:{i}", "x" * 32)
-            if i % 10000 == 9999:
-                p.execute()
-        p.execute()
+    if every:
+        with r.pipeline(transaction=False) as p:
+            for i in range(0, keys, every):
+                p.expire(f"pre:{i}", random.randint(*ttl))
+                if i % (10000 * every) == 0:
+                    p.execute()
+            p.execute()
     r.close()
 
 
@@ -83,8 +85,8 @@ def bgsaver(port: int, every: float, stop: threading.Event) -> None:
     r.close()
 
 
-def benchmark(port: int, n: int, pipeline: int) -> dict[str, dict[str, float]]:
-    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set,get,incr,lpush,lrange",
+def benchmark(port: int, n: int, pipeline: int, tests: str) -> dict[str, dict[str, float]]:
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", tests,
                           "-n", str(n), "-c", "50", "-P", str(pipeline), "--csv"],
                          capture_output=True, text=True, timeout=3600, check=True).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -106,7 +108,8 @@ def one_run(mode: str, a: argparse.Namespace) -> dict[str, Any]:
             saver = threading.Thread(target=bgsaver, args=(port, a.bgsave_every, stop))
             saver.start()
             t0 = time.monotonic()
-            results = {str(pl): benchmark(port, a.n, pl) for pl in map(int, a.pipelines.split(","))}
+            results = {str(pl): benchmark(port, a.n, pl, a.tests)
+                       for pl in map(int, a.pipelines.split(","))}
             stop.set()
             saver.join()
             info = r.info()
@@ -134,6 +137,9 @@ def main() -> None:
     ap.add_argument("--bgsave-every", type=float, default=5.0)
     ap.add_argument("--modes", default="inline,thread,orbit")
     ap.add_argument("--pipelines", default="1,16")
+    ap.add_argument("--tests", default="set,get,incr,lpush,lrange_100",
+                    help="redis-benchmark -t (its 'lrange' adds LRANGE_300/500/600, "
+                         "minutes per run here)")
     ap.add_argument("--json", help="write every run's numbers here")
     a = ap.parse_args()
     modes = a.modes.split(",")
