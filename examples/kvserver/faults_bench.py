@@ -9,7 +9,7 @@ For every (mode, task, fault) it starts a fresh server (``python -m kvserver
 --load``) on a preloaded dataset (--keys keys, --volatile of them with TTLs of
 1-30 s, so active expiry has work), then:
 
-1. runs load: ``redis-benchmark -t set,get,incr,lpush -c 50 -P 1 -q -l`` in
+1. runs load: ``redis-benchmark -t set,get,incr,lpush -n 5000 -c 50 -P 1 -q -l`` in
    the background, and a "model" client (redis-py, one connection) that
    SETs, INCRs and RPUSHes keys of its own (``model:*``) and GETs them back,
    checking every reply against the model it keeps (a timeout or an error
@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -178,9 +180,15 @@ class Server:
         return left
 
 
+def client(port: int, timeout: float) -> redis.Redis:
+    """A client that reports a timeout or a lost connection instead of
+    retrying (redis-py retries by default, which would send a write twice)."""
+    return redis.Redis(port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       protocol=2, retry=Retry(NoBackoff(), 0))
+
+
 def ping(port: int) -> bool:
-    r = redis.Redis(port=port, socket_timeout=PING_TIMEOUT_S,
-                    socket_connect_timeout=PING_TIMEOUT_S, protocol=2)
+    r = client(port, PING_TIMEOUT_S)
     try:
         return bool(r.ping())
     except redis.RedisError:
@@ -209,13 +217,11 @@ class ModelClient:
             self.first_errors.append(what)
 
     def _run(self) -> None:
-        r = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, protocol=2)
+        r = client(self.port, 2)
         rnd = random.Random(1)
         while not self.stop.is_set():
-            op, i = rnd.randrange(4), rnd.randrange(self.nkeys)
-            key = f"model:{'sclg'[op]}:{i}".encode()
-            if op == 3:
-                key = f"model:s:{i}".encode()
+            op, i = rnd.randrange(4), rnd.randrange(self.nkeys)  # SET, INCR, RPUSH, GET
+            key = f"model:{('s', 'c', 'l', 's')[op]}:{i}".encode()
             if key in self.uncertain:
                 continue
             t0 = time.monotonic()
@@ -269,6 +275,7 @@ class Outcome:
     rss: str = ""
     left: str = ""
     notes: list[str] = field(default_factory=list)
+    lines0: int = 0  # the server's output lines before the fault
 
 
 def preload(directory: str, keys: int, volatile: float) -> dict[bytes, bytes]:
@@ -337,19 +344,21 @@ def run_case(a: argparse.Namespace, mode: str, task: str, fault: str) -> Outcome
                 model.thread.join(timeout=5)
             left = srv.kill()
             o.left = "none" if not left else f"{len(left)} process(es)"
+            if o.lines0:
+                o.logged = what_it_said(srv.lines[o.lines0:], task, o.server == "kept going")
     return o
 
 
 def _case(a: argparse.Namespace, o: Outcome, srv: Server, d: str,
           persistent: dict[bytes, bytes], model: ModelClient, task: str, fault: str) -> None:
     port = srv.port
-    r = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=5, protocol=2)
+    r = client(port, 5)
     r.config_set("slowlog-log-slower-than", a.slowlog_us)
     r.config_set("kvserver-bgsave-timeout", a.bgsave_timeout)
     out_path, err_path = os.path.join(d, "bench.out"), os.path.join(d, "bench.err")
     with open(out_path, "wb") as bout, open(err_path, "wb") as berr:
         bench = subprocess.Popen(
-            ["redis-benchmark", "-p", str(port), "-t", "set,get,incr,lpush", "-n", "20000",
+            ["redis-benchmark", "-p", str(port), "-t", "set,get,incr,lpush", "-n", "5000",
              "-c", "50", "-P", "1", "-q", "-l"], stdout=bout, stderr=berr,
             stdin=subprocess.DEVNULL)
     bench_code: int | None = None
@@ -357,9 +366,8 @@ def _case(a: argparse.Namespace, o: Outcome, srv: Server, d: str,
         model.thread.start()
         time.sleep(a.warmup)
         rss0 = srv.rss()
-        lines0 = len(srv.lines)
+        o.lines0 = len(srv.lines)
         failures0 = int(info(r, "stats")["task_failures"])
-        saves0 = int(info(r, "persistence")["rdb_saves"])
         r.execute_command("DEBUG", "TASKFAULT", task, fault)
         if task == "bgsave":
             r.bgsave()
@@ -368,13 +376,16 @@ def _case(a: argparse.Namespace, o: Outcome, srv: Server, d: str,
             window = max(window, (a.bgsave_timeout if task == "bgsave" else TASK_TIMEOUT_S) + 2.5)
         watch(o, srv, window)
         alive = o.server == "kept going"
-        o.rss = f"{(srv.rss() - rss0) / 2**20:+.0f} MiB" if alive else "-"
-        o.logged = what_it_said(srv.lines[lines0:], task, alive)
+        o.resumed = "-"
         if alive:  # the expiry and slow-log tasks are checked under load
             try:
-                check_resumed_under_load(a, o, r, task)
+                # A runaway allocation in a thread competes with main for the
+                # GIL: it takes a while to reach its cap, and the task resumes after.
+                check_resumed_under_load(a, o, r, task, 4 * a.resume_timeout
+                                         if fault == "memory" else a.resume_timeout)
             except redis.RedisError as e:
                 o.resumed = f"? (the server stopped answering: {type(e).__name__})"
+        o.rss = f"{(srv.rss() - rss0) / 2**20:+.0f} MiB" if srv.proc.poll() is None else "-"
         model.stop.set()
         model.thread.join(timeout=10)
         bench_code = bench.poll()
@@ -385,7 +396,10 @@ def _case(a: argparse.Namespace, o: Outcome, srv: Server, d: str,
     out = Path(out_path).read_bytes().decode(errors="replace").replace("\r", "\n")
     err = Path(err_path).read_bytes().decode(errors="replace").strip()
     errors = [ln for ln in out.splitlines() + err.splitlines() if "rror" in ln]
+    rps = sorted(float(m) for m in re.findall(r"^\w+: ([\d.]+) requests per second", out, re.M))
     o.bench = "ran" if bench_code is None else f"exited ({bench_code})"
+    if rps:
+        o.bench += f", {rps[len(rps) // 2]:,.0f} req/s"
     if errors:
         o.bench += f", {len(errors)} error line(s): {errors[0][:60]}"
     o.client = (f"0 / {model.ops} ops" if not model.errors else
@@ -399,7 +413,7 @@ def _case(a: argparse.Namespace, o: Outcome, srv: Server, d: str,
     try:
         check_dataset(a, o, r, model, persistent)
         if task == "bgsave":
-            check_next_bgsave(o, r, d, model, persistent, saves0)
+            check_next_bgsave(o, r, d, model, persistent)
         failures = int(info(r, "stats")["task_failures"]) - failures0
         if failures:
             o.notes.append(f"task_failures +{failures}")
@@ -437,7 +451,7 @@ def what_it_said(lines: list[str], task: str, alive: bool) -> str:
 
 
 def check_resumed_under_load(a: argparse.Namespace, o: Outcome, r: redis.Redis,
-                             task: str) -> None:
+                             task: str, timeout: float) -> None:
     if task == "expiry":  # keys nobody reads must still be deleted
         def expired() -> int:
             return int(info(r, "stats")["active_expired_keys"])
@@ -446,18 +460,17 @@ def check_resumed_under_load(a: argparse.Namespace, o: Outcome, r: redis.Redis,
             for i in range(500):
                 p.set(f"probe:{i}", "v", px=200)
             p.execute()
-        ok = wait_until(lambda: expired() >= before + 50, a.resume_timeout)
-        o.resumed = "yes" if ok else (
-            f"no ({expired() - before} keys in {a.resume_timeout:g} s)")
+        ok = wait_until(lambda: expired() >= before + 50, timeout)
+        o.resumed = "yes" if ok else f"no ({expired() - before} keys in {timeout:g} s)"
     elif task == "slowlog":  # a slow command must reach SLOWLOG GET
         r.slowlog_reset()
         marker = f"slowprobe:{uuid.uuid4().hex}:*".encode()
         r.keys(marker)
         ok = wait_until(lambda: any(e["command"] == b"KEYS " + marker
-                                    for e in r.slowlog_get(128)), a.resume_timeout)
-        o.resumed = "yes" if ok else "no (not in SLOWLOG GET)"
+                                    for e in r.slowlog_get(128)), timeout)
+        o.resumed = "yes" if ok else f"no (not in SLOWLOG GET in {timeout:g} s)"
     else:  # the faulted BGSAVE: how did it end?
-        wait_until(lambda: info(r, "persistence")["rdb_bgsave_in_progress"] == 0, 1)
+        wait_until(lambda: info(r, "persistence")["rdb_bgsave_in_progress"] == 0, timeout)
         p = info(r, "persistence")
         o.notes.append("the faulted save: " + (
             "still running" if p["rdb_bgsave_in_progress"] else p["rdb_last_bgsave_status"]))
@@ -477,9 +490,10 @@ def check_dataset(a: argparse.Namespace, o: Outcome, r: redis.Redis, model: Mode
 
 
 def check_next_bgsave(o: Outcome, r: redis.Redis, d: str, model: ModelClient,
-                      persistent: dict[bytes, bytes], saves0: int) -> None:
+                      persistent: dict[bytes, bytes]) -> None:
     """With the load stopped: the next BGSAVE must succeed and its file hold
     every model key and every preloaded key without TTL."""
+    saves0 = int(info(r, "persistence")["rdb_saves"])
     try:
         r.bgsave()
     except redis.ResponseError as e:
