@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,49 @@ def test_commands_and_redis_error_wording(server: KVServer) -> None:
     with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
         r.incr("c:txt")
     assert r.ping() is True
+
+
+def redis_cli(port: int, *args: str, stdin: str | None = None) -> str:
+    """redis-cli's output (it prints error replies too, on stdout)."""
+    exe = shutil.which("redis-cli")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-cli is missing (.ci/run installs Debian's redis-tools)")
+        pytest.skip("redis-cli is not installed (Debian: redis-tools)")
+    done = subprocess.run([exe, "-p", str(port), *args], input=stdin, capture_output=True,
+                          text=True, timeout=30)
+    assert not done.stderr or "Warning" in done.stderr, done.stderr
+    return done.stdout
+
+
+def test_redis_cli_gets_the_answers_redis_gives(server: KVServer) -> None:
+    p = server.port
+    # Raw output (redis-cli's default when its output is not a terminal).
+    assert redis_cli(p, "SET", "cli:k", "v") == "OK\n"
+    assert redis_cli(p, "GET", "cli:k") == "v\n"
+    assert redis_cli(p, "GET", "cli:absent") == "\n"
+    assert redis_cli(p, "LPUSH", "cli:l", "a", "b", "c") == "3\n"
+    assert redis_cli(p, "LRANGE", "cli:l", "0", "-1") == "c\nb\na\n"
+    assert redis_cli(p, "INCR", "cli:n") == "1\n"
+    assert redis_cli(p, "LPUSH", "cli:k", "x").rstrip("\n") == \
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    # As on a terminal (--no-raw): quoted strings, typed replies.
+    assert redis_cli(p, "--no-raw", "GET", "cli:k") == '"v"\n'
+    assert redis_cli(p, "--no-raw", "GET", "cli:absent") == "(nil)\n"
+    assert redis_cli(p, "--no-raw", "INCR", "cli:n") == "(integer) 2\n"
+    assert redis_cli(p, "--no-raw", "LRANGE", "cli:l", "0", "-1") == \
+        '1) "c"\n2) "b"\n3) "a"\n'
+    assert redis_cli(p, "--no-raw", "LRANGE", "cli:absent", "0", "-1") == "(empty array)\n"
+    assert redis_cli(p, "--no-raw", "GET") == \
+        "(error) ERR wrong number of arguments for 'get' command\n"
+    assert redis_cli(p, "--no-raw", "NOSUCH", "a") == \
+        "(error) ERR unknown command 'NOSUCH', with args beginning with: 'a' \n"
+    # Commands read from stdin, one a line, answers in order.
+    assert redis_cli(p, stdin="SET cli:s 1\nINCR cli:s\nGET cli:s\nDEL cli:s\nEXISTS cli:s\n"
+                     ) == "OK\n2\n2\n1\n0\n"
+    r = server.client  # what redis-cli wrote, as the Python client sees it
+    assert r.get("cli:k") == b"v" and r.lrange("cli:l", 0, -1) == [b"c", b"b", b"a"]
+    assert r.get("cli:n") == b"2"
 
 
 def test_active_expiry_deletes_keys_through_the_orbit(server: KVServer) -> None:
@@ -260,6 +304,8 @@ def test_sigterm_shuts_down_cleanly_with_no_orphans(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_a_fault_in_each_task_leaves_the_server_serving_and_the_task_resumes(
         tmp_path: Path) -> None:
+    """Every fault kind, each task hit: the orbit fails, main keeps serving,
+    the task carries on (the memory kind: past the orbit's memory_limit)."""
     srv = KVServer(tmp_path)
     try:
         r = srv.client
@@ -268,32 +314,51 @@ def test_a_fault_in_each_task_leaves_the_server_serving_and_the_task_resumes(
         def failures() -> int:
             return int(r.info("stats")["task_failures"])
 
-        # Active expiry: its orbit segfaults; the next cycles expire keys again.
+        def expiry_works(tag: str) -> None:
+            before = r.info("stats")["active_expired_keys"]
+            with r.pipeline(transaction=False) as p:
+                for i in range(100):
+                    p.set(f"f:{tag}{i}", "v", px=20)
+                p.execute()
+            wait_for(f"expiry after the {tag}",
+                     lambda: r.info("stats")["active_expired_keys"] >= before + 80)
+
+        # Active expiry: its orbit segfaults, then raises; the next cycles
+        # expire keys again.
         assert r.execute_command("DEBUG", "TASKFAULT", "expiry", "segfault") == b"OK"
         wait_for("the expiry orbit's crash", lambda: failures() >= 1)
-        before = r.info("stats")["active_expired_keys"]
-        with r.pipeline(transaction=False) as p:
-            for i in range(100):
-                p.set(f"f:e{i}", "v", px=20)
-            p.execute()
-        wait_for("expiry after the crash",
-                 lambda: r.info("stats")["active_expired_keys"] >= before + 80)
+        expiry_works("segfault")
+        r.execute_command("DEBUG", "TASKFAULT", "expiry", "exception")
+        wait_for("the expiry task's exception", lambda: failures() >= 2)
+        expiry_works("exception")
+        assert "InjectedFault: fault injected on request" in "".join(srv.output)
 
         # Slow log: its orbit aborts; later slow commands are logged.
         r.config_set("slowlog-log-slower-than", 0)
         r.execute_command("DEBUG", "TASKFAULT", "slowlog", "abort")
         wait_for("the slow-log orbit's crash",
-                 lambda: r.set("f:tick", "1") and failures() >= 2)
+                 lambda: r.set("f:tick", "1") and failures() >= 3)
         r.slowlog_reset()
         r.set("f:after", "abort")
         wait_for("slow log after the crash", lambda: any(
             e["command"] == b"SET f:after abort" for e in r.slowlog_get(128)))
 
-        # BGSAVE: its orbit calls sys.exit(); that save fails, the next one works.
-        r.execute_command("DEBUG", "TASKFAULT", "bgsave", "exit")
-        assert r.bgsave()
-        wait_for("the failed BGSAVE", lambda: (lambda p: p["rdb_bgsave_in_progress"] == 0 and
-                 p["rdb_last_bgsave_status"] == "err")(r.info("persistence")), 120)
+        # BGSAVE: its orbit calls sys.exit(), runs out of memory (a runaway
+        # allocation past the orbit's memory_limit), hangs (past the save's
+        # timeout); each of those saves fails, the next one works.
+        for n, kind in enumerate(("exit", "memory", "hang"), 4):
+            # (a hang: a short timeout, but not so short that the runaway
+            # allocation on a loaded machine overran it)
+            r.config_set("kvserver-bgsave-timeout", 1 if kind == "hang" else 600)
+            r.execute_command("DEBUG", "TASKFAULT", "bgsave", kind)
+            assert r.bgsave()
+            wait_for(f"the failed BGSAVE ({kind})", lambda: failures() >= n and (  # noqa: B023
+                lambda p: p["rdb_bgsave_in_progress"] == 0 and
+                p["rdb_last_bgsave_status"] == "err")(r.info("persistence")), 120)
+            assert r.get("f:data") == b"kept" and r.ping()
+        log = "".join(srv.output)
+        assert "ran out of memory" in log and "OrbitTimeout" in log, log
+        r.config_set("kvserver-bgsave-timeout", 600)
         assert r.bgsave()
         wait_for("the next BGSAVE", lambda: (lambda p: p["rdb_bgsave_in_progress"] == 0 and
                  p["rdb_last_bgsave_status"] == "ok")(r.info("persistence")), 120)

@@ -174,12 +174,17 @@ def config(srv: Server, argv: list[bytes]) -> Any:
         if any(fnmatch.fnmatchcase("slowlog-log-slower-than", p.decode().lower())
                for p in argv[2:]):
             out += ["slowlog-log-slower-than", str(srv.tasks.slowlog_threshold_us)]
+        if any(fnmatch.fnmatchcase("kvserver-bgsave-timeout", p.decode().lower())
+               for p in argv[2:]):
+            out += ["kvserver-bgsave-timeout", str(srv.tasks.bgsave_timeout)]
         return out
     if sub == b"set" and len(argv) >= 4 and len(argv) % 2 == 0:
         for i in range(2, len(argv), 2):
             k = argv[i].decode().lower()
             if k == "slowlog-log-slower-than":
                 srv.tasks.slowlog_threshold_us = to_int(argv[i + 1])
+            elif k == "kvserver-bgsave-timeout":  # whole seconds a BGSAVE orbit may run
+                srv.tasks.bgsave_timeout = max(1, to_int(argv[i + 1]))
             elif k == "slowlog-max-len":
                 import collections
                 srv.tasks.slowlog = collections.deque(srv.tasks.slowlog,
@@ -272,14 +277,13 @@ def client(srv: Server, argv: list[bytes]) -> Any:
 
 @server_command("debug", -2)
 def debug(srv: Server, argv: list[bytes]) -> Any:
-    """DEBUG TASKFAULT <expiry|slowlog|bgsave> <segfault|abort|exception|exit|hang>"""
+    """DEBUG TASKFAULT <expiry|slowlog|bgsave> <segfault|abort|exception|exit|hang|memory>"""
     if argv[1].lower() == b"taskfault" and len(argv) == 4:
         task, kind = argv[2].decode().lower(), argv[3].decode().lower()
         if task in TASKS and kind in KINDS:
             srv.tasks.faults[task] = kind
             return OK
-    return Error("ERR DEBUG TASKFAULT <expiry|slowlog|bgsave> "
-                 "<segfault|abort|exception|exit|hang>")
+    return Error(f"ERR DEBUG TASKFAULT <{'|'.join(TASKS)}> <{'|'.join(KINDS)}>")
 
 
 @server_command("command", -1)

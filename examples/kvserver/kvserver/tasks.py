@@ -33,6 +33,9 @@ EXPIRE_SAMPLE = 20          # keys sampled per round (Redis: ACTIVE_EXPIRE_CYCLE
 EXPIRE_REPEAT_ABOVE = 0.25  # sample again while more than this share was expired
 EXPIRE_BUDGET_S = 0.025     # per cycle (Redis: 25% of a 100 ms cycle)
 TASK_PERIOD_S = 0.1         # expiry and slow-log cycles: 10 per second (Redis's hz)
+TASK_TIMEOUT_S = 5          # an expiry or slow-log call running longer is killed
+BGSAVE_TIMEOUT_S = 600      # a BGSAVE in an orbit (CONFIG SET kvserver-bgsave-timeout)
+TASK_MEMORY_MIN = 512 << 20  # each task orbit's memory_limit: this, or the arena's size if larger
 RING_SLOTS = 4096           # command timings main keeps for the slow-log task
 
 
@@ -125,18 +128,32 @@ class Tasks:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bg: list[asyncio.Task[None]] = []
         self._threads: list[threading.Thread] = []
+        self.bgsave_timeout = BGSAVE_TIMEOUT_S
         if mode == "orbit":
-            self._expire_orbit = orbitpy.orbit(name="kv-expiry", timeout=5)(expire_in_orbit)
-            self._slowlog_orbit = orbitpy.orbit(name="kv-slowlog", timeout=5)(slowlog_in_orbit)
-            self._bgsave_orbit = orbitpy.orbit(name="kv-bgsave", timeout=600)(bgsave)
+            # A task's private memory (a BGSAVE's copy of the key index, a
+            # sample of keys) is a fraction of the dataset, which the arena
+            # bounds: a task past the limit is a runaway, and its orbit dies
+            # (MemoryError inside it, exit status 77) and restarts.
+            limit = max(TASK_MEMORY_MIN, arena.stats()["size"])
+            self._expire_orbit = orbitpy.orbit(name="kv-expiry", timeout=TASK_TIMEOUT_S,
+                                               memory_limit=limit)(expire_in_orbit)
+            self._slowlog_orbit = orbitpy.orbit(name="kv-slowlog", timeout=TASK_TIMEOUT_S,
+                                                memory_limit=limit)(slowlog_in_orbit)
+            self._bgsave_orbit = orbitpy.orbit(name="kv-bgsave", timeout=BGSAVE_TIMEOUT_S,
+                                               memory_limit=limit)(bgsave)
 
     # -- the command path ---------------------------------------------------
     def record(self, argv: list[bytes], wire: bytearray, start: int, end: int,
                start_us: int, dur_us: int) -> None:
         """Called for every command, after it ran: argv came as wire[start:end]."""
         if self.mode == "inline":  # Redis: the command path keeps the slow log itself
-            if 0 <= self.slowlog_threshold_us <= dur_us:
-                self._log_slow([(start_us, dur_us, _trim(argv))])
+            try:
+                if "slowlog" in self.faults:  # so a fault of the slow log's strikes here
+                    inject(self.take_fault("slowlog"))
+                if 0 <= self.slowlog_threshold_us <= dur_us:
+                    self._log_slow([(start_us, dur_us, _trim(argv))])
+            except Exception as e:  # the command stands; log, go on (as the other modes)
+                self._failed("slowlog", e)
             return
         self.ring.record(wire, start, end, len(argv), start_us, dur_us)
 
@@ -172,8 +189,11 @@ class Tasks:
             await asyncio.sleep(TASK_PERIOD_S)
             if self.mode == "inline":
                 t0 = time.perf_counter_ns()
-                expire_cycle(self.ks.expires, now_ms(), self._apply_expired,
-                             self.take_fault("expiry"))
+                try:
+                    expire_cycle(self.ks.expires, now_ms(), self._apply_expired,
+                                 self.take_fault("expiry"))
+                except Exception as e:  # a bug in the cycle: log, go on (as in an orbit)
+                    self._failed("expiry", e)
                 self._started("expiry", t0)
                 continue
             try:
@@ -208,18 +228,24 @@ class Tasks:
         loop = self._loop
         assert loop is not None
         while not self._stop.wait(TASK_PERIOD_S):
-            expire_cycle(self.ks.expires, now_ms(),
-                         lambda keys: loop.call_soon_threadsafe(self._apply_expired, keys),
-                         self.take_fault("expiry"))
+            try:
+                expire_cycle(self.ks.expires, now_ms(),
+                             lambda keys: loop.call_soon_threadsafe(self._apply_expired, keys),
+                             self.take_fault("expiry"))
+            except Exception as e:  # log, go on with the next cycle (as in an orbit)
+                self._failed("expiry", e)
 
     def _slowlog_thread(self) -> None:
         loop = self._loop
         assert loop is not None
         while not self._stop.wait(TASK_PERIOD_S):
-            self.slowlog_seen = scan_slowlog(
-                self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
-                lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
-                self.take_fault("slowlog"))
+            try:
+                self.slowlog_seen = scan_slowlog(
+                    self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
+                    lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
+                    self.take_fault("slowlog"))
+            except Exception as e:
+                self._failed("slowlog", e)
 
     # -- saving ------------------------------------------------------------------
     def save(self) -> None:
@@ -239,8 +265,8 @@ class Tasks:
             # The snapshot is taken before call_async returns: the file will
             # hold the dataset as of this command.
             t0 = time.perf_counter_ns()
-            fut = self._bgsave_orbit.call_async(self.ks.data, self.ks.expires, self.dump_path,
-                                                self.take_fault("bgsave"))
+            fut = self._bgsave_orbit.with_options(timeout=self.bgsave_timeout).call_async(
+                self.ks.data, self.ks.expires, self.dump_path, self.take_fault("bgsave"))
             self._started("bgsave", t0)
             self._bg.append(loop.create_task(self._await_bgsave(asyncio.wrap_future(fut))))
             return None
