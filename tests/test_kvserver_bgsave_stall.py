@@ -21,6 +21,8 @@ KVSERVER = Path(__file__).resolve().parent.parent / "examples" / "kvserver"
 sys.path.insert(0, str(KVSERVER))
 from kvserver.dumpfile import read_dump  # noqa: E402
 
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.fixture(params=["inline", "orbit"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[redis.Redis, Path]]:
@@ -81,12 +83,13 @@ def test_debug_populate_and_the_bgsave_stall_in_info(
     assert len(data) == 1010 and data[b"key:999"] == b"value:999" + b"\0" * 7
 
 
+@pytest.mark.timeout(400)
 def test_bgsave_stall_experiment_runs_and_its_dumps_verify(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(KVSERVER / "bgsave_stall.py"), "--size", "4M", "--saves", "2",
          "--gap", "0.3", "--settle", "0.5", "--write-rate", "200", "--value-size", "200",
          "--dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=380)
     assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     out = r.stdout
     assert "| dumps verified | 1/1 | 1/1 | 1/1 | 1/1 | |" in out, out + r.stderr
