@@ -107,6 +107,21 @@ class Keyspace:
             if key in expires:
                 self.expires[k] = int(expires[key])
 
+    def populate(self, count: int, prefix: bytes, size: int) -> int:
+        """DEBUG POPULATE, as Redis: keys prefix:0 .. prefix:count-1 that do
+        not exist yet get the value b"value:N" (zero-padded or cut to `size`
+        bytes when size > 0).  Call inside ``with arena:``; returns the number
+        of keys added."""
+        data, added = self.data, 0
+        for j in range(count):
+            key = b"%s:%d" % (prefix, j)
+            if key in data:
+                continue
+            value = b"value:%d" % j
+            data[key] = value if size <= 0 else value[:size].ljust(size, b"\0")
+            added += 1
+        return added
+
     def logical(self) -> tuple[dict[bytes, Any], dict[bytes, int]]:
         """The dataset with lists in their Redis order (for dump files)."""
         return ({k: (v[::-1] if type(v) is list else v) for k, v in self.data.items()},

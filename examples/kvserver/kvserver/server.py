@@ -208,7 +208,8 @@ def info(srv: Server, argv: list[bytes]) -> Any:
                    ("process_id", os.getpid()),
                    ("uptime_in_seconds", int(time.time() - srv.started))],
         "Clients": [("connected_clients", srv.connections)],
-        "Memory": [("used_memory", st["used"]), ("maxmemory", srv.maxmemory),
+        "Memory": [("used_memory", st["used"]), ("used_memory_rss", _rss()),
+                   ("maxmemory", srv.maxmemory),
                    ("maxmemory_policy", "noeviction")],
         "Persistence": [("rdb_changes_since_last_save", 0),
                         ("rdb_bgsave_in_progress", int(t.bgsave_in_progress)),
@@ -218,7 +219,12 @@ def info(srv: Server, argv: list[bytes]) -> Any:
         "Stats": [("total_commands_processed", srv.commands_processed),
                   ("expired_keys", srv.ks.expired_keys),
                   ("active_expired_keys", t.active_expired),
-                  ("task_failures", t.failures)],
+                  ("task_failures", t.failures),
+                  # main's stall starting the last BGSAVE: fork() or the orbit
+                  # call (its pre-call check, and the pages its snapshot copied)
+                  ("latest_fork_usec", t.latest_fork_usec),
+                  ("latest_bgsave_check_usec", t.latest_bgsave_check_usec),
+                  ("latest_bgsave_pages_copied", t.latest_bgsave_pages_copied)],
         # What each task cost the event loop: runs started and main's time
         # starting them (the orbit call's issue, or fork), in microseconds.
         "Tasks": [(f"{k}_{task}", v) for task in t.runs
@@ -233,6 +239,12 @@ def info(srv: Server, argv: list[bytes]) -> Any:
         lines += [f"{k}:{v}" for k, v in fields]
         lines.append("")
     return "\r\n".join(lines).encode()
+
+
+def _rss() -> int:
+    """This process's resident set size in bytes (Redis's used_memory_rss)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @server_command("save", 1)
@@ -277,7 +289,20 @@ def client(srv: Server, argv: list[bytes]) -> Any:
 
 @server_command("debug", -2)
 def debug(srv: Server, argv: list[bytes]) -> Any:
-    """DEBUG TASKFAULT <expiry|slowlog|bgsave> <segfault|abort|exception|exit|hang|memory>"""
+    """DEBUG TASKFAULT <expiry|slowlog|bgsave> <segfault|abort|exception|exit|hang|memory>,
+    DEBUG POPULATE count [prefix] [size] (Redis's: fill the dataset quickly)"""
+    if argv[1].lower() == b"populate" and 3 <= len(argv) <= 5:
+        count = to_int(argv[2])
+        prefix = argv[3] if len(argv) > 3 else b"key"
+        size = to_int(argv[4]) if len(argv) > 4 else 0
+        if count < 0 or size < 0:
+            return Error("ERR count and size must be positive")
+        try:
+            with srv.arena:  # the keys and values are made in the arena, as SET's
+                srv.ks.populate(count, prefix, size)
+        except MemoryError:  # the arena filled up: what was added stays
+            return OOM
+        return OK
     if argv[1].lower() == b"taskfault" and len(argv) == 4:
         task, kind = argv[2].decode().lower(), argv[3].decode().lower()
         if task in TASKS and kind in KINDS:

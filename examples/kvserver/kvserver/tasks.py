@@ -116,6 +116,9 @@ class Tasks:
         self.last_bgsave_ok = True
         self.saves = 0
         self._fork_pid = 0
+        self.latest_fork_usec = 0           # main's time in start_bgsave's fork() or call
+        self.latest_bgsave_check_usec = 0   # of it, the orbit call's pre-call check
+        self.latest_bgsave_pages_copied = 0  # arena pages that call's snapshot copied
         self.failures = 0
         # Per task: runs started, and main's time starting them (an orbit
         # call's issue: its check and snapshot; a fork) -- what the task
@@ -264,10 +267,15 @@ class Tasks:
         if self.mode == "orbit":
             # The snapshot is taken before call_async returns: the file will
             # hold the dataset as of this command.
+            fault, handle = self.take_fault("bgsave"), self._bgsave_orbit.orbit
+            check_ns, copied = _check_ns(self.arena), handle.stats()["pages_copied"]
             t0 = time.perf_counter_ns()
             fut = self._bgsave_orbit.with_options(timeout=self.bgsave_timeout).call_async(
-                self.ks.data, self.ks.expires, self.dump_path, self.take_fault("bgsave"))
+                self.ks.data, self.ks.expires, self.dump_path, fault)
             self._started("bgsave", t0)
+            self.latest_fork_usec = (time.perf_counter_ns() - t0) // 1000
+            self.latest_bgsave_check_usec = (_check_ns(self.arena) - check_ns) // 1000
+            self.latest_bgsave_pages_copied = handle.stats()["pages_copied"] - copied
             self._bg.append(loop.create_task(self._await_bgsave(asyncio.wrap_future(fut))))
             return None
         fault = self.take_fault("bgsave")
@@ -281,6 +289,7 @@ class Tasks:
             finally:
                 os._exit(code)
         self._started("bgsave", t0)
+        self.latest_fork_usec = (time.perf_counter_ns() - t0) // 1000
         self._fork_pid = pid
         if self.mode == "thread":
             waiter = loop.run_in_executor(None, os.waitpid, pid, 0)
@@ -340,6 +349,11 @@ class Tasks:
         for t in self._threads:
             t.join(timeout=5)
         orbitpy.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_ns(arena: orbitpy.Arena) -> int:
+    """ns main has spent in orbitpy's pre-call checks so far (all arenas)."""
+    return int(arena.stats()["checks"]["ns"])
 
 
 def _trim(argv: list[bytes]) -> list[bytes]:
