@@ -136,8 +136,9 @@ async def debug_tasks(request: Request) -> JSONResponse:
 
 
 async def debug_fault(request: Request) -> JSONResponse:
-    """Make the next run of a task fail: ?task=watchdog|metrics|expiry&kind=exit|segv|raise|hang
-    (only with --faults).  In thread mode exit and segv end the whole service."""
+    """Make the next run of a task fail: ?task=watchdog|metrics|expiry&kind=<a FAULT_KINDS
+    kind: segv, abort, hang, memory, raise, exit, osexit> (only with --faults; see
+    tasks.inject).  In thread mode segv, abort, osexit and exit end the whole service."""
     s = svc()
     if not s.settings.faults:
         return _error(404, "fault injection is off (start with --faults)")
