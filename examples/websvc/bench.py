@@ -68,10 +68,10 @@ def spread(values: list[float]) -> str:
 
 
 def spread_ms(values: list[float]) -> str:
-    fmt = (lambda v: f"{v:.1f}") if max(values) < 100 else (lambda v: f"{v:.0f}")
-    med = statistics.median(values)
-    return f"{fmt(med)} ({fmt(min(values))}-{fmt(max(values))})" if len(values) > 1 \
-        else fmt(med)
+    digits = 1 if max(values) < 100 else 0
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    return (f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})" if len(values) > 1
+            else f"{med:.{digits}f}")
 
 
 def main() -> None:

@@ -99,7 +99,7 @@ class Wrk:
         self.duration = duration
         self.proc = subprocess.Popen(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-             "--latency", "--timeout", "5s", "-s", str(script), url],
+             "--latency", "-s", str(script), url],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
         self.started = time.monotonic()
@@ -130,12 +130,14 @@ def request(url: str, method: str = "GET", path: str = "/", body: Any = None,
         conn.request(method, path, None if body is None else json.dumps(body), headers)
         r = conn.getresponse()
         data = r.read()
-        try:
-            return r.status, json.loads(data)
-        except ValueError:
-            return r.status, data.decode(errors="replace")
+    except http.client.HTTPException as e:  # e.g. the connection closed mid-answer
+        raise ConnectionError(f"{type(e).__name__}: {e}") from e
     finally:
         conn.close()
+    try:
+        return r.status, json.loads(data)
+    except ValueError:
+        return r.status, data.decode(errors="replace")
 
 
 def get(url: str, path: str, timeout: float = 10.0) -> Any:
@@ -238,8 +240,14 @@ def orphans(known: Iterable[int]) -> list[Proc]:
     """Live children of this script other than those it started itself:
     processes re-parented here after their parent died."""
     me, skip = os.getpid(), set(known)
-    return [p for p in proc_table().values()
-            if p.ppid == me and p.pid not in skip and p.state not in "ZX"]
+    mine = [p for p in proc_table().values() if p.ppid == me and p.pid not in skip]
+    for p in mine:
+        if p.state in "ZX":  # an orphan that ended since: reap it
+            try:
+                os.waitpid(p.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+    return [p for p in mine if p.state not in "ZX"]
 
 
 def kill_and_reap(procs: Iterable[Proc]) -> None:
