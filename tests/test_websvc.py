@@ -344,3 +344,40 @@ def test_gunicorn_workers_each_run_their_own_orbits(preload: bool, tmp_path: Pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+WRK_SUMMARY = """\
+Running 5s test @ http://127.0.0.1:8000
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   120.52ms   40.11ms   1.40s    70.00%
+    Req/Sec   200.10     50.22   300.00     68.00%
+  Latency Distribution
+     50%  115.00ms
+     75%  140.00ms
+     90%  170.00ms
+     99%    1.25s
+  2000 requests in 5.01s, 1.20MB read
+  Socket errors: connect 1, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:    399.20
+Transfer/sec:    245.00KB
+"""
+
+
+def test_the_experiment_scripts_read_wrk_summaries() -> None:
+    """bench.py, faults_bench.py and shutdown_bench.py read wrk's summary
+    through benchlib.parse_wrk: the numbers the README's tables come from."""
+    sys.path.insert(0, str(WEBSVC))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(WEBSVC))
+    res = benchlib.parse_wrk(WRK_SUMMARY)
+    assert res == pytest.approx({"rps": 399.2, "p50_ms": 115.0, "p99_ms": 1250.0,
+                                 "requests": 2000.0, "non2xx": 7.0, "socket_errors": 6.0,
+                                 "connect": 1.0, "read": 3.0, "write": 0.0, "timeout": 2.0})
+    clean = benchlib.parse_wrk(WRK_SUMMARY.replace("  Socket errors: connect 1, read 3, "
+                                                   "write 0, timeout 2\n", "")
+                               .replace("  Non-2xx or 3xx responses: 7\n", ""))
+    assert clean["non2xx"] == 0 and clean["socket_errors"] == 0 and clean["rps"] == 399.2
