@@ -122,15 +122,16 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"\n{args.runs} rounds per configuration, wrk -t{args.threads} "
           f"-c{args.connections} -d{args.duration}s; median (min-max)\n")
-    print("| server | metrics load | tasks | requests/s | p50 ms | p99 ms | non-2xx "
-          "| socket errors | watchdog runs/s | task failures |")
+    print("| server | metrics load | tasks | requests/s | p50 ms | p99 ms "
+          "| non-2xx (session reads 404) | socket errors | watchdog runs/s | task failures |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, runs in results.items():
         server, load, mode = key.split("|")
         col = {k: [r[k] for r in runs] for k in runs[0]}
         print(f"| {server} | {int(load):,} | {mode} | {spread(col['rps'])} "
               f"| {spread_ms(col['p50_ms'])} | {spread_ms(col['p99_ms'])} "
-              f"| {sum(col['non2xx']):.0f} | {sum(col['socket_errors']):.0f} "
+              f"| {sum(col['non2xx']):.0f} ({sum(col['session_404']):.0f}) "
+              f"| {sum(col['socket_errors']):.0f} "
               f"| {statistics.median(col['watchdog_runs_per_s']):.1f} "
               f"| {sum(col['task_failures']):.0f} |")
     if "thread" in modes and "orbit" in modes:

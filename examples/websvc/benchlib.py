@@ -83,6 +83,10 @@ def parse_wrk(out: str) -> dict[str, float]:
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         res["non2xx"] = float(m.group(1))
+    # mixed.lua's own count: reads of a session the worker asked does not
+    # have (under gunicorn, the other worker made it)
+    m = re.search(r"Session reads 404: (\d+)", out)
+    res["session_404"] = float(m.group(1)) if m else 0.0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         for key, value in zip(("connect", "read", "write", "timeout"), m.groups(), strict=True):
@@ -145,6 +149,23 @@ def get(url: str, path: str, timeout: float = 10.0) -> Any:
     if status != 200:
         raise RuntimeError(f"GET {path}: {status} {data!r}"[:300])
     return data
+
+
+def stalls_in_flight(url: str, workers: int, want: int, timeout: float = 5.0) -> int:
+    """Ask /debug/inflight until `want` GET /stall requests are in flight
+    over the `workers` workers (each answer is one worker's), or `timeout`;
+    how many were seen."""
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = get(url, "/debug/inflight", timeout=5)
+        except (OSError, RuntimeError):
+            break
+        seen[got["worker"]] = got["inflight"].get("GET /stall", 0)
+        if len(seen) >= workers and sum(seen.values()) >= want:
+            break
+    return sum(seen.values())
 
 
 def tasks_of_workers(url: str, workers: int, tries: int = 40) -> dict[int, dict[str, Any]]:

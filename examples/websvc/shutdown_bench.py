@@ -16,7 +16,9 @@ uvicorn-main (SIGTERM to uvicorn's process alone).
 Each run starts the service, records its process tree (workers, orbits) and
 keeps sampling it, starts ``wrk -t2 -c50 --latency -s mixed.lua``, and after
 `--load-before` seconds sends `--stalls` requests GET /stall?ms=`--stall-ms`
-on connections of their own; `--stall-lead` seconds later it sends SIGTERM.
+on connections of their own, waits until the service has them in flight
+(GET /debug/inflight, up to 5 s), and `--stall-lead` seconds later sends
+SIGTERM.
 It reports how long the root process and each worker took to end (the
 graceful timeout is 10 s: gunicorn's graceful_timeout, uvicorn's
 timeout_graceful_shutdown), when the last orbit process ended, processes of
@@ -54,6 +56,7 @@ from benchlib import (
     machine,
     orphans,
     request,
+    stalls_in_flight,
 )
 
 SCENARIOS = {  # name -> (server, signal the whole process group?)
@@ -96,6 +99,11 @@ def run(scenario: str, mode: str, args: argparse.Namespace, logdir: Path) -> dic
         wrk = Wrk(svc.url, args.duration, args.threads, args.connections)
         time.sleep(args.load_before)
         threads, answers = stall_requests(svc.url, args.stalls, args.stall_ms)
+        # SIGTERM once they are in flight in the service (accepted, their
+        # handler running), not merely sent: a connection still in the
+        # listen backlog when the server closes its socket is reset, which
+        # says nothing about the service's shutdown.
+        row["stalls_in_flight"] = stalls_in_flight(svc.url, svc.nworkers, args.stalls)
         time.sleep(args.stall_lead)
         tree = svc.tree()
         workers = [p for p in tree if p.ppid == svc.pid] if server == "gunicorn" else []
@@ -181,8 +189,8 @@ def main() -> None:
                    help="seconds of load before the long requests (3)")
     p.add_argument("--stalls", type=int, default=8, help="long requests in flight (8)")
     p.add_argument("--stall-ms", type=int, default=1000, help="their length (1000 ms)")
-    p.add_argument("--stall-lead", type=float, default=0.3,
-                   help="seconds between sending them and SIGTERM (0.3)")
+    p.add_argument("--stall-lead", type=float, default=0.2,
+                   help="seconds between their being in flight and SIGTERM (0.2)")
     p.add_argument("--linger", type=float, default=5.0,
                    help="seconds after the root's end for its processes to end (5)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
@@ -198,8 +206,8 @@ def main() -> None:
     logdir.mkdir(parents=True, exist_ok=True)
     print(f"# shutdown_bench.py: {machine()}", flush=True)
     print(f"# wrk -t{args.threads} -c{args.connections}; SIGTERM after {args.load_before:g} s "
-          f"of load, {args.stalls} x /stall?ms={args.stall_ms} sent {args.stall_lead:g} s "
-          f"before it; graceful timeout {GRACEFUL_TIMEOUT:g} s", flush=True)
+          f"of load, {args.stall_lead:g} s after {args.stalls} x /stall?ms={args.stall_ms} are "
+          f"in flight; graceful timeout {GRACEFUL_TIMEOUT:g} s", flush=True)
     rows = []
     for i in range(args.rounds):
         for scenario in args.scenarios.split(","):
@@ -229,6 +237,7 @@ def main() -> None:
               f"| {fmt(r['root_exit_s'])} | {fmt(r['workers_exit_s'])}{within} "
               f"| {r['orbits_seen']} | {fmt(r['last_orbit_exit_s'])} "
               f"| {len(r['orphans'])} | {r['stalls_ok']}/{r['stalls']} "
+              f"({r['stalls_in_flight']} in flight) "
               f"| {r['non2xx']:.0f} | {r['socket_errors']:.0f} (c {sock['connect']:.0f}, "
               f"r {sock['read']:.0f}, w {sock['write']:.0f}, t {sock['timeout']:.0f}) "
               f"| {r['log_errors']} |")
