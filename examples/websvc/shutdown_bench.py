@@ -17,7 +17,7 @@ Each run starts the service, records its process tree (workers, orbits) and
 keeps sampling it, starts ``wrk -t2 -c50 --latency -s mixed.lua``, and after
 `--load-before` seconds sends `--stalls` requests GET /stall?ms=`--stall-ms`
 on connections of their own, waits until the service has them in flight
-(GET /debug/inflight, up to 5 s), and `--stall-lead` seconds later sends
+(GET /debug/inflight, up to half their length), and `--stall-lead` seconds later sends
 SIGTERM.
 It reports how long the root process and each worker took to end (the
 graceful timeout is 10 s: gunicorn's graceful_timeout, uvicorn's
@@ -103,7 +103,8 @@ def run(scenario: str, mode: str, args: argparse.Namespace, logdir: Path) -> dic
         # handler running), not merely sent: a connection still in the
         # listen backlog when the server closes its socket is reset, which
         # says nothing about the service's shutdown.
-        row["stalls_in_flight"] = stalls_in_flight(svc.url, svc.nworkers, args.stalls)
+        row["stalls_in_flight"] = stalls_in_flight(svc.url, svc.nworkers, args.stalls,
+                                                   timeout=0.5 * args.stall_ms / 1000)
         time.sleep(args.stall_lead)
         tree = svc.tree()
         workers = [p for p in tree if p.ppid == svc.pid] if server == "gunicorn" else []
@@ -159,7 +160,7 @@ def run(scenario: str, mode: str, args: argparse.Namespace, logdir: Path) -> dic
             stalls_ok=sum(a.get("ok", False) for a in answers),
             stalls=len(answers),
             stall_failures=sorted({str(a.get("status")) for a in answers if not a.get("ok")}),
-            wrk_requests=res["requests"], non2xx=res["non2xx"],
+            wrk_requests=res["requests"], non2xx=res["non2xx"], session_404=res["session_404"],
             socket_errors=res["socket_errors"],
             socket_detail={k: res[k] for k in ("connect", "read", "write", "timeout")},
             log_errors=len(errors), first_errors=errors[:3])
@@ -188,7 +189,9 @@ def main() -> None:
     p.add_argument("--load-before", type=float, default=3.0,
                    help="seconds of load before the long requests (3)")
     p.add_argument("--stalls", type=int, default=8, help="long requests in flight (8)")
-    p.add_argument("--stall-ms", type=int, default=1000, help="their length (1000 ms)")
+    p.add_argument("--stall-ms", type=int, default=3000,
+                   help="their length (3000 ms: under load, a new connection may wait "
+                        "a second to be accepted, and the script's polls too)")
     p.add_argument("--stall-lead", type=float, default=0.2,
                    help="seconds between their being in flight and SIGTERM (0.2)")
     p.add_argument("--linger", type=float, default=5.0,
@@ -224,7 +227,7 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=1))
     print("\n| SIGTERM to | tasks | round | root | root ended s | workers ended s (<= 10) "
           "| orbits seen | last orbit ended s | orphans | /stall answered 200 "
-          "| wrk non-2xx | wrk socket errors | log error lines |")
+          "| wrk non-2xx (session reads 404) | wrk socket errors | log error lines |")
     print("| --- " * 13 + "|")
     for r in rows:
         if "failed" in r:
@@ -238,7 +241,8 @@ def main() -> None:
               f"| {r['orbits_seen']} | {fmt(r['last_orbit_exit_s'])} "
               f"| {len(r['orphans'])} | {r['stalls_ok']}/{r['stalls']} "
               f"({r['stalls_in_flight']} in flight) "
-              f"| {r['non2xx']:.0f} | {r['socket_errors']:.0f} (c {sock['connect']:.0f}, "
+              f"| {r['non2xx']:.0f} ({r['session_404']:.0f}) "
+              f"| {r['socket_errors']:.0f} (c {sock['connect']:.0f}, "
               f"r {sock['read']:.0f}, w {sock['write']:.0f}, t {sock['timeout']:.0f}) "
               f"| {r['log_errors']} |")
     for r in rows:
