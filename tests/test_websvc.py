@@ -362,6 +362,7 @@ Running 5s test @ http://127.0.0.1:8000
   Non-2xx or 3xx responses: 7
 Requests/sec:    399.20
 Transfer/sec:    245.00KB
+Session reads 404: 5
 """
 
 
@@ -376,8 +377,11 @@ def test_the_experiment_scripts_read_wrk_summaries() -> None:
     res = benchlib.parse_wrk(WRK_SUMMARY)
     assert res == pytest.approx({"rps": 399.2, "p50_ms": 115.0, "p99_ms": 1250.0,
                                  "requests": 2000.0, "non2xx": 7.0, "socket_errors": 6.0,
-                                 "connect": 1.0, "read": 3.0, "write": 0.0, "timeout": 2.0})
+                                 "connect": 1.0, "read": 3.0, "write": 0.0, "timeout": 2.0,
+                                 "session_404": 5.0})
     clean = benchlib.parse_wrk(WRK_SUMMARY.replace("  Socket errors: connect 1, read 3, "
                                                    "write 0, timeout 2\n", "")
-                               .replace("  Non-2xx or 3xx responses: 7\n", ""))
+                               .replace("  Non-2xx or 3xx responses: 7\n", "")
+                               .replace("Session reads 404: 5\n", ""))
     assert clean["non2xx"] == 0 and clean["socket_errors"] == 0 and clean["rps"] == 399.2
+    assert clean["session_404"] == 0
