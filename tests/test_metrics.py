@@ -64,6 +64,36 @@ def test_counters_and_latency_follow_calls_and_a_crash_restart(make_orbit: Any) 
     assert crashed[("orbitpy_call_duration_seconds_count", "metrics-probe")] == 4
 
 
+def test_latency_counts_acall_calls_and_their_failures(make_orbit: Any) -> None:
+    """orbitpy_call_duration_seconds counts the calls awaited with
+    fn.acall(), as it counts the others (it missed them: websvc's orbits,
+    called only with acall, showed a count of 0)."""
+    import asyncio
+
+    registry = prometheus_client.CollectorRegistry()
+    orbitpy.metrics.register(registry)
+
+    @make_orbit(name="metrics-acall")
+    def probe(x: int) -> int:
+        if x < 0:
+            os._exit(3)
+        return x + 1
+
+    async def calls() -> None:
+        assert await probe.acall(1) == 2  # starts the orbit (issued off the loop)
+        assert await probe.acall(2) == 3  # issued on the loop
+        with pytest.raises(orbitpy.OrbitCrashed):
+            await probe.acall(-1)
+
+    asyncio.run(asyncio.wait_for(calls(), 30))
+    m = scrape(registry)
+    assert m[("orbitpy_calls_total", "metrics-acall")] == 2
+    assert m[("orbitpy_call_failures_total", "metrics-acall")] == 1
+    assert m[("orbitpy_call_duration_seconds_count", "metrics-acall")] == 3
+    assert m[("orbitpy_call_duration_seconds_bucket{le=+Inf}", "metrics-acall")] == 3
+    assert m[("orbitpy_call_duration_seconds_sum", "metrics-acall")] > 0
+
+
 def test_synced_pages_are_counted(make_orbit: Any) -> None:
     registry = prometheus_client.CollectorRegistry()
     orbitpy.metrics.register(registry)

@@ -14,13 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 WEBSVC = Path(__file__).resolve().parent.parent / "examples" / "websvc"
 pytestmark = pytest.mark.timeout(180)
@@ -51,7 +47,10 @@ def start(tmp_path: Path, *options: str) -> Server:
                 [sys.executable, "-m", "websvc", "--port", str(port), "--faults",
                  "--stuck-after", "0.5", "--log-level", "info", *options],
                 cwd=WEBSVC, stdout=out, stderr=subprocess.STDOUT, text=True,
-                start_new_session=True)
+                start_new_session=True,
+                # the "memory" fault: an orbit dies at 128 MiB, a thread holds 256 MiB
+                env=dict(os.environ, WEBSVC_TASK_MEMORY_MB="128",
+                         WEBSVC_FAULT_MEMORY_CAP_MB="256"))
         server = Server(proc, port, log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
@@ -218,28 +217,35 @@ def test_service_in_orbits_answers_reports_and_survives_crashes(
         assert sample(m, "websvc_task_failures_total", task=task, mode="orbit") == 0, task
 
     # Injected crashes: a SIGSEGV in the watchdog's orbit, os._exit in the
-    # metrics orbit.  Both restart; the service answers throughout.
+    # metrics orbit, runaway memory in the expiry orbit (its memory_limit
+    # stops it).  All three restart; the service answers throughout.
     before = orbit_pids(server)
-    for task, kind in (("watchdog", "segv"), ("metrics", "exit")):
+    faults = {"watchdog": "segv", "metrics": "osexit", "expiry": "memory"}
+    for task, kind in faults.items():
         r = c.post("/debug/fault", params={"task": task, "kind": kind})
         assert r.status_code == 200, r.text
     exercise(server, 1.0)
+    ok_after: dict[str, float] = {}
 
     def restarted() -> bool:
         tasks = c.get("/debug/tasks").json()["tasks"]
+        for t in faults:
+            if tasks[t]["failures"] == 1 and t not in ok_after:
+                ok_after[t] = tasks[t]["last_ok"]
         return all(tasks[t]["crashes"] == 1 and tasks[t]["failures"] == 1
-                   and tasks[t]["last_ok"] > 0 and tasks[t]["calls"] > 0
-                   for t in ("watchdog", "metrics"))
+                   and tasks[t]["last_ok"] > ok_after.get(t, float("inf"))
+                   and tasks[t]["fault_pending"] is None for t in faults)
     until(restarted, "tasks crashed and restarted", server)
     runs = c.get("/debug/tasks").json()["tasks"]["watchdog"]["runs"]
     until(lambda: c.get("/debug/tasks").json()["tasks"]["watchdog"]["runs"] > runs + 5,
           "watchdog runs again", server)
     m = scrape(server)
-    assert sample(m, "orbitpy_crashes_total", orbit="websvc-watchdog") == 1
-    assert sample(m, "orbitpy_crashes_total", orbit="websvc-metrics") == 1
+    for task in faults:
+        assert sample(m, "orbitpy_crashes_total", orbit=f"websvc-{task}") == 1, task
     assert sample(m, "orbitpy_restarts_total", orbit="websvc-watchdog") >= 1
     out = server.output()
     assert "SIGSEGV" in out and "exited with status 70" in out
+    assert "ran out of memory (its memory_limit)" in out
     exercise(server, 0.5)
 
     # SIGTERM: the server ends, and with it every orbit process it had.
@@ -291,7 +297,6 @@ def children(pid: int) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
 def test_gunicorn_workers_each_run_their_own_orbits(preload: bool, tmp_path: Path) -> None:
-    pytest.importorskip("gunicorn")
     port = free_port()
     log = tmp_path / "gunicorn.log"
     env = dict(os.environ, WEBSVC_BIND=f"127.0.0.1:{port}", WEBSVC_WORKERS="2",
@@ -339,3 +344,44 @@ def test_gunicorn_workers_each_run_their_own_orbits(preload: bool, tmp_path: Pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+WRK_SUMMARY = """\
+Running 5s test @ http://127.0.0.1:8000
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   120.52ms   40.11ms   1.40s    70.00%
+    Req/Sec   200.10     50.22   300.00     68.00%
+  Latency Distribution
+     50%  115.00ms
+     75%  140.00ms
+     90%  170.00ms
+     99%    1.25s
+  2000 requests in 5.01s, 1.20MB read
+  Socket errors: connect 1, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:    399.20
+Transfer/sec:    245.00KB
+Session reads 404: 5
+"""
+
+
+def test_the_experiment_scripts_read_wrk_summaries() -> None:
+    """bench.py, faults_bench.py and shutdown_bench.py read wrk's summary
+    through benchlib.parse_wrk: the numbers the README's tables come from."""
+    sys.path.insert(0, str(WEBSVC))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(WEBSVC))
+    res = benchlib.parse_wrk(WRK_SUMMARY)
+    assert res == pytest.approx({"rps": 399.2, "p50_ms": 115.0, "p99_ms": 1250.0,
+                                 "requests": 2000.0, "non2xx": 7.0, "socket_errors": 6.0,
+                                 "connect": 1.0, "read": 3.0, "write": 0.0, "timeout": 2.0,
+                                 "session_404": 5.0})
+    clean = benchlib.parse_wrk(WRK_SUMMARY.replace("  Socket errors: connect 1, read 3, "
+                                                   "write 0, timeout 2\n", "")
+                               .replace("  Non-2xx or 3xx responses: 7\n", "")
+                               .replace("Session reads 404: 5\n", ""))
+    assert clean["non2xx"] == 0 and clean["socket_errors"] == 0 and clean["rps"] == 399.2
+    assert clean["session_404"] == 0

@@ -19,6 +19,7 @@ import asyncio
 import os
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -52,6 +53,9 @@ class AsyncOrbitFuture(asyncio.Future, Generic[R]):  # type: ignore[type-arg]
         self._core_future: Any = None
         self._cancel_requested = False
         self._issued = threading.Event()  # set once issued, or once it never will be
+        # For the orbit's call latency (orbitpy.metrics): from acall() to the
+        # loop taking the answer, as a sync call counts from issuing to its return.
+        self._started = time.perf_counter()
 
     # -- issuing (loop thread, or the issuer thread)
 
@@ -101,6 +105,7 @@ class AsyncOrbitFuture(asyncio.Future, Generic[R]):  # type: ignore[type-arg]
     def _settle(self, ret: int, data: bytes) -> None:
         if self.done():
             return  # cancelled while it ran to the end ("finish"): discarded
+        self._handle.latency.observe(time.perf_counter() - self._started)
         try:
             value = self._handle._decode(ret, data)
         except BaseException as e:  # noqa: BLE001 - the orbit's exception
@@ -113,7 +118,8 @@ class AsyncOrbitFuture(asyncio.Future, Generic[R]):  # type: ignore[type-arg]
             return
         if e.code == _core.E_CANCELLED:  # a later call's cancel_queued
             super().cancel()
-        else:
+        else:  # a crash, a timeout: the failed call counts in the latency too
+            self._handle.latency.observe(time.perf_counter() - self._started)
             super().set_exception(self._handle._error(e, self._timeout))
 
     def _fail(self, e: BaseException) -> None:

@@ -135,9 +135,18 @@ async def debug_tasks(request: Request) -> JSONResponse:
     return JSONResponse(svc().describe_tasks())
 
 
+async def debug_inflight(request: Request) -> JSONResponse:
+    """This worker's requests in flight, per handler (this one included)."""
+    counts: dict[str, int] = {}
+    for handler, _started, _worker in list(svc().state.inflight.values()):
+        counts[handler] = counts.get(handler, 0) + 1
+    return JSONResponse({"worker": os.getpid(), "inflight": counts})
+
+
 async def debug_fault(request: Request) -> JSONResponse:
-    """Make the next run of a task fail: ?task=watchdog|metrics|expiry&kind=exit|segv|raise|hang
-    (only with --faults).  In thread mode exit and segv end the whole service."""
+    """Make the next run of a task fail: ?task=watchdog|metrics|expiry&kind=<a FAULT_KINDS
+    kind: segv, abort, hang, memory, raise, exit, osexit> (only with --faults; see
+    tasks.inject).  In thread mode segv, abort, osexit and exit end the whole service."""
     s = svc()
     if not s.settings.faults:
         return _error(404, "fault injection is off (start with --faults)")
@@ -161,6 +170,7 @@ ROUTES = [
     Route("/metrics", metrics),
     Route("/debug/stuck", debug_stuck),
     Route("/debug/tasks", debug_tasks),
+    Route("/debug/inflight", debug_inflight),
     Route("/debug/fault", debug_fault, methods=["POST"]),
 ]
 

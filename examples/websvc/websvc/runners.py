@@ -41,21 +41,28 @@ def _push_reports(task: Task) -> Callable[..., int]:
 async def _await_orbit(fn: orbitpy.OrbitFunction[..., int], *args: Any,
                        **kwargs: Any) -> list[Any]:
     """Run fn in its orbit without blocking the event loop; its pushed reports.
-    The call's snapshot is taken here, synchronously, in the loop's thread:
-    no request handler runs meanwhile, so the tables are consistent.
-    (With orbitpy's coming ``fn.acall()`` this becomes one await.)"""
-    future = fn.call_async(*args, **kwargs)
-    await asyncio.wrap_future(future)
-    return list(future.updates(timeout=5))  # the call has ended: all are there
+    ``fn.acall`` issues the call, and takes the call's snapshot, right here,
+    synchronously, in the loop's thread: no request handler runs meanwhile,
+    so the tables are as the handlers left them between two requests' steps.
+    A call that must start the orbit process (the first, the first after a
+    crash) orbitpy issues from a thread of its own, so that the fork does not
+    stall the loop: that snapshot is consistent only between two bytecodes
+    of the handlers (which is why the metrics task skips ring records newer
+    than the `head` it was given).  Cancelling the awaiting task (the service
+    stopping) cancels the call, killing the orbit if it runs."""
+    call = fn.acall(*args, **kwargs)
+    await call
+    return [report async for report in call.aupdates()]  # the call has ended: all are there
 
 
 class OrbitRunner:
     mode = "orbit"
 
-    def __init__(self, tasks: dict[str, Task], timeout: float = 5.0) -> None:
+    def __init__(self, tasks: dict[str, Task], timeout: float = 5.0,
+                 memory_limit: int | None = None) -> None:
         self.status = {name: TaskStatus() for name in tasks}
         self.orbits = {name: orbitpy.orbit(_push_reports(task), name=f"websvc-{name}",
-                                           timeout=timeout)
+                                           timeout=timeout, memory_limit=memory_limit)
                        for name, task in tasks.items()}
 
     async def run(self, name: str, *args: Any, **kwargs: Any) -> list[Any]:
@@ -111,8 +118,12 @@ class ThreadRunner:
 Runner = OrbitRunner | ThreadRunner
 
 
-def make_runner(mode: str, tasks: dict[str, Task]) -> Runner:
-    return OrbitRunner(tasks) if mode == "orbit" else ThreadRunner(tasks)
+def make_runner(mode: str, tasks: dict[str, Task], timeout: float = 5.0,
+                memory_limit: int | None = None) -> Runner:
+    """memory_limit: bytes each task orbit may take (threads have no limit)."""
+    if mode == "orbit":
+        return OrbitRunner(tasks, timeout, memory_limit)
+    return ThreadRunner(tasks, timeout)
 
 
 def note_ok(status: TaskStatus) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from .settings import Settings
 from .state import State
 
 log = logging.getLogger("websvc")
-FAULT_KINDS = ("exit", "segv", "raise", "hang")
+FAULT_KINDS = tasks.FAULT_KINDS
 
 
 class Service:
@@ -33,8 +34,10 @@ class Service:
         self.state = State(settings.ring_size, settings.arena_mb)
         self.runner = make_runner(settings.tasks, {"watchdog": tasks.watchdog,
                                                    "metrics": tasks.metrics,
-                                                   "expiry": tasks.expiry})
-        self.faults: dict[str, str] = {}  # task -> fault for its next run
+                                                   "expiry": tasks.expiry},
+                                  timeout=settings.task_timeout,
+                                  memory_limit=settings.task_memory_mb << 20)
+        self.faults: dict[str, str] = {}  # task -> fault kind for its next run
         self.stuck: list[dict[str, Any]] = []
         self.stuck_checked = 0.0
         self._stuck_logged: set[int] = set()
@@ -78,10 +81,14 @@ class Service:
                           status.last_error)
             await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
+    def _fault(self, task: str) -> tasks.Fault | None:
+        kind = self.faults.pop(task, None)
+        return None if kind is None else (kind, self.settings.fault_memory_cap_mb << 20)
+
     async def _watchdog(self) -> None:
         s = self.settings
         reports = await self.runner.run("watchdog", self.state.inflight, time.time(),
-                                        s.stuck_after, fault=self.faults.pop("watchdog", None))
+                                        s.stuck_after, fault=self._fault("watchdog"))
         self.stuck = reports
         self.stuck_checked = time.time()
         for r in reports:
@@ -95,7 +102,7 @@ class Service:
         st = self.state
         (report,) = await self.runner.run("metrics", st.ring, st.head, self.metrics_seen,
                                           self.settings.metrics_load,
-                                          fault=self.faults.pop("metrics", None))
+                                          fault=self._fault("metrics"))
         for route, counts in report["new"].items():
             got = self.histograms.get(route)
             if got is None:
@@ -109,7 +116,7 @@ class Service:
 
     async def _expiry(self) -> None:
         batches = await self.runner.run("expiry", self.state.sessions, time.time(),
-                                        fault=self.faults.pop("expiry", None))
+                                        fault=self._fault("expiry"))
         for batch in batches:
             self.expired += self.state.expire_sessions(batch)
 
@@ -126,8 +133,9 @@ class Service:
         for name, status in self.runner.status.items():
             out[name] = {"runs": status.runs, "failures": status.failures,
                          "last_error": status.last_error, "last_ok": status.last_ok,
+                         "fault_pending": self.faults.get(name),
                          **self.runner.describe(name)}
-        return {"mode": self.runner.mode, "tasks": out}
+        return {"mode": self.runner.mode, "worker": os.getpid(), "tasks": out}
 
 
 class _ServiceCollector:

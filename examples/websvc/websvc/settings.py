@@ -19,6 +19,9 @@ class Settings:
     metrics_load: int = 0           # extra synthetic records per metrics run (CPU-heavy mode)
     faults: bool = False            # enable POST /debug/fault (fault injection)
     arena_mb: int = 256             # the arena's size
+    task_timeout: float = 5.0       # seconds a task run may take (orbit: then killed)
+    task_memory_mb: int = 512       # each task orbit's memory_limit, MiB
+    fault_memory_cap_mb: int = 2048  # what the "memory" fault takes at most, MiB
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,4 +40,8 @@ class Settings:
             metrics_load=int(env.get("WEBSVC_METRICS_LOAD", cls.metrics_load)),
             faults=env.get("WEBSVC_FAULTS", "") == "1",
             arena_mb=int(env.get("WEBSVC_ARENA_MB", cls.arena_mb)),
+            task_timeout=float(env.get("WEBSVC_TASK_TIMEOUT", cls.task_timeout)),
+            task_memory_mb=int(env.get("WEBSVC_TASK_MEMORY_MB", cls.task_memory_mb)),
+            fault_memory_cap_mb=int(env.get("WEBSVC_FAULT_MEMORY_CAP_MB",
+                                            cls.fault_memory_cap_mb)),
         )

@@ -11,6 +11,7 @@ import bisect
 import ctypes
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,20 +22,61 @@ BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
 
 
-def inject(fault: str | None) -> None:
+# The fault kinds POST /debug/fault can inject (the six of the key-value
+# issue, plus os._exit):
+#   segv    a NULL read through ctypes (SIGSEGV)
+#   abort   os.abort() (SIGABRT)
+#   hang    an endless busy loop (the orbit's timeout kills it)
+#   memory  runaway allocation: 64 MiB blocks kept until MemoryError (in an
+#           orbit: at its memory_limit) or until `memory_cap` bytes are held
+#           (in a thread there is no limit but the machine's: the cap stands
+#           for it, and what was taken stays taken, a leak)
+#   raise   an exception
+#   exit    sys.exit(3)
+#   osexit  os._exit(70) (the process ends at once, no cleanup)
+FAULT_KINDS: tuple[str, ...] = ("segv", "abort", "hang", "memory", "raise", "exit", "osexit")
+MEMORY_BLOCK = 64 << 20
+_held: list[bytes] = []  # what the "memory" fault took (in the process it ran in)
+
+
+def runaway_memory(cap: int) -> int:
+    """Allocate and touch MEMORY_BLOCK blocks, keeping them, until
+    MemoryError or `cap` bytes held; the bytes held."""
+    while len(_held) * MEMORY_BLOCK < cap:
+        _held.append(b"\x01" * MEMORY_BLOCK)  # written, so resident: not just reserved
+    return len(_held) * MEMORY_BLOCK
+
+
+# A fault for a task's next run: (kind, memory cap in bytes for "memory").
+Fault = tuple[str, int]
+
+
+def inject(fault: Fault | None) -> None:
     """A fault asked for with POST /debug/fault, at the start of a task run."""
-    if fault == "exit":
-        os._exit(70)
-    if fault == "segv":
+    if fault is None:
+        return
+    kind, memory_cap = fault
+    if kind == "segv":
         ctypes.string_at(0)  # a real SIGSEGV
-    if fault == "raise":
+    elif kind == "abort":
+        os.abort()
+    elif kind == "hang":
+        while True:  # busy: in a thread it takes its share of the GIL for ever
+            pass
+    elif kind == "memory":
+        runaway_memory(memory_cap)
+    elif kind == "raise":
         raise RuntimeError("fault injected into the task")
-    if fault == "hang":
-        time.sleep(3600)  # the orbit's timeout kills it
+    elif kind == "exit":
+        sys.exit(3)
+    elif kind == "osexit":
+        os._exit(70)
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
 
 
 def watchdog(inflight: dict[int, tuple[str, float, int]], now: float, stuck_after: float,
-             fault: str | None = None) -> Iterator[dict[str, Any]]:
+             fault: Fault | None = None) -> Iterator[dict[str, Any]]:
     """The requests in flight for longer than `stuck_after` seconds, oldest
     first, with a diagnosis."""
     inject(fault)
@@ -59,7 +101,7 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 def metrics(ring: list[tuple[int, str, int, float, float] | None], head: int, seen: int,
-            load: int = 0, fault: str | None = None) -> Iterator[dict[str, Any]]:
+            load: int = 0, fault: Fault | None = None) -> Iterator[dict[str, Any]]:
     """Per route: bucket counts of the records newer than seq `seen` (main
     adds them up into its histograms), and latency quantiles over every
     record in the ring.  `load`: synthetic records added to the quantile
@@ -74,6 +116,8 @@ def metrics(ring: list[tuple[int, str, int, float, float] | None], head: int, se
         if rec is None:
             continue
         seq, route, _status, seconds, _ended = rec
+        if seq > head:
+            continue  # stored after main read `head` (see runners._await_orbit): next run's
         durations.setdefault(route, []).append(seconds)
         if seq > seen:
             counts = new.get(route)
@@ -95,7 +139,7 @@ def metrics(ring: list[tuple[int, str, int, float, float] | None], head: int, se
 
 
 def expiry(sessions: dict[str, dict[str, Any]], now: float,
-           fault: str | None = None) -> Iterator[list[str]]:
+           fault: Fault | None = None) -> Iterator[list[str]]:
     """The ids of expired sessions, in batches."""
     inject(fault)
     batch: list[str] = []
