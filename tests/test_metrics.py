@@ -7,13 +7,12 @@ import subprocess
 import sys
 from typing import Any
 
+import prometheus_client
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import orbitpy
 import orbitpy.metrics
-
-prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 
 def scrape(registry: Any) -> dict[tuple[str, str], float]:
