@@ -51,13 +51,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench import start as start_server  # noqa: E402
 from kvserver.dumpfile import FILENAME, read_dump  # noqa: E402
 
 LOG = struct.Struct("<iqq")  # writer log record: key index, value's stamp (ns), acked at (ns)
@@ -164,26 +164,7 @@ def writer(port: int, nkeys: int, rate: int, size: int, logpath: str, stop: Any)
     c.close()
 
 
-# -- the server ---------------------------------------------------------------------------
-def start_server(mode: str, directory: str, arena_size: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "kvserver", "--port", "0", "--dir", directory,
-                             "--tasks", mode, "--arena-size", str(arena_size)],
-                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"ready on [\d.]+:(\d+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"kvserver ({mode}) did not start: {line!r}")
-
-    def drain() -> None:  # show what the server says (task failures) as it says it
-        assert proc.stdout is not None
-        for text in proc.stdout:
-            print(f"  [server] {text.rstrip()}", file=sys.stderr, flush=True)
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, int(m.group(1))
-
-
+# -- the server (started by bench.start) -------------------------------------------------
 def populate(c: Conn, size: int, value_size: int) -> tuple[int, float]:
     """DEBUG POPULATE until the arena holds `size` bytes; (keys, seconds)."""
     t0 = time.monotonic()
