@@ -277,22 +277,20 @@ def test_service_with_thread_tasks_reports_a_stall(run_service: Callable[..., Se
     terminate(server)
 
 
+def _benchlib() -> Any:
+    """examples/websvc/benchlib.py (the experiment scripts' helpers)."""
+    sys.path.insert(0, str(WEBSVC))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(WEBSVC))
+    return benchlib
+
+
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, comm) of the live children of `pid`."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] not in "ZX":
-            out.append((int(d), comm))
-    return out
+    return [(p.pid, p.comm) for p in _benchlib().proc_table().values()
+            if p.ppid == pid and p.state not in "ZX"]
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
@@ -369,11 +367,7 @@ Session reads 404: 5
 def test_the_experiment_scripts_read_wrk_summaries() -> None:
     """bench.py, faults_bench.py and shutdown_bench.py read wrk's summary
     through benchlib.parse_wrk: the numbers the README's tables come from."""
-    sys.path.insert(0, str(WEBSVC))
-    try:
-        import benchlib
-    finally:
-        sys.path.remove(str(WEBSVC))
+    benchlib = _benchlib()
     res = benchlib.parse_wrk(WRK_SUMMARY)
     assert res == pytest.approx({"rps": 399.2, "p50_ms": 115.0, "p99_ms": 1250.0,
                                  "requests": 2000.0, "non2xx": 7.0, "socket_errors": 6.0,
