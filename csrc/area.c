@@ -111,6 +111,11 @@ size_t orbit_reservation_size(void)
 	return orbit_sys->reservation_size ? orbit_sys->reservation_size() : SIZE_MAX;
 }
 
+long orbit_set_background_sync(unsigned ms)
+{
+	return orbit_sys->set_background_sync ? orbit_sys->set_background_sync(ms) : -ENOTSUP;
+}
+
 void *orbit_alloc(struct orbit_area *a, size_t size)
 {
 	void *p;

@@ -371,6 +371,15 @@ int orbit_rearm_fault_handler(void);
  * address-space limit below it); SIZE_MAX when the backend has no such limit.
  */
 size_t orbit_reservation_size(void);
+/*
+ * Copying between calls: every `ms` milliseconds the backend copies the
+ * pages main wrote, and has not written again since, into the copies of
+ * the orbits that are between calls, so that a call copies only what was
+ * written lately (its snapshot is the same).  0 stops it.  The default is
+ * ORBITPY_BGSYNC_MS, else 50.  Returns the previous period, or -ENOTSUP
+ * when the backend does no such copying.
+ */
+long orbit_set_background_sync(unsigned ms);
 
 #ifdef __cplusplus
 }

@@ -135,6 +135,7 @@ struct orbit_sys_ops {
 	/* Backend extras (see orbit.h): each may be NULL, meaning "none". */
 	size_t (*reservation_size)(void);	/* NULL: no limit (SIZE_MAX) */
 	int (*rearm_fault_handler)(void);	/* NULL: no handler to keep on top */
+	long (*set_background_sync)(unsigned ms);	/* NULL: no copying between calls */
 
 	/* main: orbit processes */
 	int (*create)(const struct orbit_spawn *sp, struct orbit_sys **out);

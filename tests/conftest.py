@@ -102,3 +102,15 @@ SNAPSHOT_MODES = ["uffd", "mprotect", "full"]
 def mode(request: pytest.FixtureRequest) -> str:
     """Each snapshot mode in turn."""
     return str(request.param)
+
+
+@pytest.fixture
+def no_background_sync() -> Iterator[None]:
+    """Stop the copying between calls (the userspace backend's
+    background_sync) for a test that counts the pages each call copies: with
+    it on, pages main wrote a while before a call may be copied before it."""
+    from orbitpy import _core
+
+    prev = _core.set_background_sync(0)
+    yield
+    _core.set_background_sync(prev)

@@ -16,6 +16,9 @@ import pytest
 
 import orbitpy
 
+# The pages each call copies are counted: nothing may be copied between calls.
+pytestmark = pytest.mark.usefixtures("no_background_sync")
+
 PAGE = 4096
 N = 20_000
 

@@ -474,6 +474,7 @@ def test_declared_areas_are_synced_without_being_passed(mode: str, make_orbit: A
 
 # ------------------------------------------------- 8. two orbits, one arena
 
+@pytest.mark.usefixtures("no_background_sync")  # counts each call's copies
 def test_two_orbits_over_one_arena_have_independent_snapshots(mode: str, make_orbit: Any,
                                                               new_arena: Any) -> None:
     a = new_arena(1 << 20, mode)
@@ -556,6 +557,7 @@ def test_two_orbits_interleaved_async_calls(mode: str, make_orbit: Any,
     assert slow.orbit.stats()["full_syncs"] == fast.orbit.stats()["full_syncs"] == 1
 
 
+@pytest.mark.usefixtures("no_background_sync")  # counts each call's copies
 def test_restarted_orbit_gets_a_full_snapshot(mode: str, make_orbit: Any,
                                               new_arena: Any) -> None:
     a = new_arena(1 << 20, mode)

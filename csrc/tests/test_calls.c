@@ -186,6 +186,8 @@ static void test_full(void) { run_mode("full"); }
 
 int main(void)
 {
+	/* These count each call's copies: none between calls. */
+	orbit_set_background_sync(0);
 	RUN(test_uffd);
 	RUN(test_mprotect);
 	RUN(test_full);

@@ -38,6 +38,7 @@ void us_area_put(struct orbit_sys_area *a)
 		pthread_mutex_destroy(&a->lock);
 		free(a->ever);
 		free(a->changed);
+		free(a->recent);
 		free(a);
 	}
 }
@@ -124,6 +125,7 @@ static int links_sweep(struct orbit_sys *s)
 		*pp = l->next_in_orbit;
 		us_area_put(l->area);
 		free(l);	/* released by us_area_release_links */
+		atomic_fetch_sub_explicit(&s->nlinks, 1, memory_order_relaxed);
 		swept++;
 	}
 	atomic_fetch_sub_explicit(&s->dead_links, swept, memory_order_relaxed);
@@ -137,6 +139,7 @@ void us_links_free(struct orbit_sys *s)
 		struct orbit_sys_area *a = l->area;
 
 		s->links = l->next_in_orbit;
+		atomic_fetch_sub_explicit(&s->nlinks, 1, memory_order_relaxed);
 		pthread_mutex_lock(&a->lock);
 		for (struct us_link **pp = &a->links; *pp; pp = &(*pp)->next_in_area)
 			if (*pp == l) {
@@ -220,9 +223,19 @@ static void collect_cb(void *ctx, size_t first, size_t n)
 	for (size_t pg = first; pg < first + n; pg++) {
 		a->ever[pg / 64] |= 1ULL << (pg % 64);
 		a->changed[pg / 64] |= 1ULL << (pg % 64);
+		a->recent[pg / 64] |= 1ULL << (pg % 64);
 	}
 	for (struct us_link *l = a->links; l; l = l->next_in_area)
 		pending_set(l, first, n);
+}
+
+/* Collect the pages written since the previous collect; a->lock held. */
+int us_area_collect(struct orbit_sys_area *a)
+{
+	int err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+
+	a->last_collect_ns = us_now_ns();
+	return err;
 }
 
 /*
@@ -235,7 +248,7 @@ int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, u
 	int err;
 
 	pthread_mutex_lock(&a->lock);
-	err = a->dead ? -EINVAL : a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+	err = a->dead ? -EINVAL : us_area_collect(a);
 	a->scanned_by = err ? 0 : scan;
 	if (!err)
 		bitmap_for_each_run(a->changed, 0, (a->npages + 63) / 64, 1, fn, ctx);
@@ -292,7 +305,10 @@ static int link_get(struct orbit_sys *s, struct orbit_sys_area *a, struct us_lin
 		a->links = l;
 		l->next_in_orbit = s->links;
 		s->links = l;
+		atomic_fetch_add_explicit(&s->nlinks, 1, memory_order_relaxed);
 		a->refs++;
+		if (a->trk->mode == DIRTY_TRACK_UFFD)
+			us_bgsync_wanted();
 	}
 	*out = l;
 	return 0;
@@ -347,7 +363,7 @@ int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const 
 			 * this misses is faulted in by the copy. */
 			if (!err && !l->fd_sent && !l->prefaulted &&
 			    a->trk->mode == DIRTY_TRACK_UFFD)
-				err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+				err = us_area_collect(a);
 			if (!err && !l->fd_sent && !l->prefaulted) {
 				base_allocate(l, a);
 				l->prefaulted = 1;
@@ -424,6 +440,64 @@ static void copy_direct(void *ctx, struct us_link *l, size_t first, size_t n)
 	}
 }
 
+struct quiet_ctx {
+	struct us_link *l;
+	struct direct_ctx *dc;
+};
+
+static void quiet_run(void *ctx, size_t first, size_t n)
+{
+	struct quiet_ctx *q = ctx;
+
+	copy_direct(q->dc, q->l, first, n);
+}
+
+/*
+ * Between calls (background_sync): copy into the base the pending pages
+ * that no collect since the area's `recent` was cleared has reported, about
+ * max_pages of them at most.  Pages main keeps writing stay pending for the
+ * next call: copied now, they would be copied again.  The orbit has
+ * answered every call sent to it, so it reads no base, and none can be sent
+ * meanwhile (a->lock and the orbit's send_lock held); its next call, named
+ * or not, takes the area (bg_written).  Returns the pages copied; *same
+ * counts those the base had already.
+ */
+size_t us_link_sync_quiet(struct us_link *l, size_t max_pages, uint64_t *same)
+{
+	struct orbit_sys_area *a = l->area;
+	struct direct_ctx *dc = aligned_alloc(64, sizeof(*dc));
+	struct quiet_ctx q = { l, dc };
+	struct bitmap_runs runs;
+	size_t done = 0;
+
+	if (!dc)
+		return 0;
+	dc->same = 0;
+	bitmap_runs_start(&runs, quiet_run, &q);
+	for (size_t w = l->lo; w < l->hi && done < max_pages; w++) {
+		uint64_t x = l->pending[w] & ~a->recent[w];
+
+		if (!x)
+			continue;
+		bitmap_runs_word(&runs, w, x);
+		l->pending[w] &= ~x;
+		done += (size_t)__builtin_popcountll(x);
+	}
+	bitmap_runs_end(&runs);
+	if (done)
+		atomic_store_explicit(&l->bg_written, 1, memory_order_relaxed);
+	l->npending -= done;
+	while (l->lo < l->hi && !l->pending[l->lo])
+		l->lo++;
+	while (l->hi > l->lo && !l->pending[l->hi - 1])
+		l->hi--;
+	if (l->lo == l->hi)
+		l->lo = l->hi = 0;
+	*same += dc->same;
+	free(dc);
+	return done;
+}
+
 struct stage_ctx {
 	struct orbit_sys *s;
 	uint64_t pos;		/* next staging position */
@@ -493,10 +567,31 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		if (j == n)
 			areas[n++] = areas_in[i];
 	}
-	qsort(areas, n, sizeof(areas[0]), area_cmp);
+	/* From here to the send, background_sync leaves this orbit's bases
+	 * alone; the areas whose bases it wrote since their last call join
+	 * this one, whether named or not: a base it wrote holds pages of
+	 * different moments, and only a call makes it one snapshot again. */
+	pthread_mutex_lock(&s->send_lock);
 	err = links_sweep(s);
 	if (err)
-		return err;
+		goto unlock_send;
+	for (struct us_link *l = s->links; l; l = l->next_in_orbit) {
+		size_t j;
+
+		if (!atomic_load_explicit(&l->bg_written, memory_order_relaxed) ||
+		    atomic_load_explicit(&l->dead, memory_order_relaxed))
+			continue;
+		for (j = 0; j < n && areas[j] != l->area; j++)
+			;
+		if (j < n)
+			continue;
+		if (n == ORBIT_MAX_CALL_AREAS) {
+			err = -E2BIG;
+			goto unlock_send;
+		}
+		areas[n++] = l->area;
+	}
+	qsort(areas, n, sizeof(areas[0]), area_cmp);
 
 	for (size_t i = 0; i < n; i++) {
 		struct orbit_sys_area *a = areas[i];
@@ -514,7 +609,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		 * wrote it since (the check's promise): the pending sets are
 		 * current.  A scan is ~2 ns per page of the area. */
 		if (!scan || a->scanned_by != scan)
-			err = a->trk->collect(a->trk_state, a->addr, a->size, collect_cb, a);
+			err = us_area_collect(a);
 		a->scanned_by = 0;
 		if (err)
 			goto out;
@@ -606,13 +701,17 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		err = us_send_all(s->sock, all, argsize ? 3 : 2, fds, nfds);
 	}
 	if (!err) {
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			links[i]->fd_sent = 1;
+			atomic_store_explicit(&links[i]->bg_written, 0, memory_order_relaxed);
+		}
 		s->nforget = 0;
 		atomic_fetch_add(&s->ctl->req_count, 1);
 	}
 out:
 	for (size_t i = 0; i < locked; i++)
 		pthread_mutex_unlock(&areas[i]->lock);
+unlock_send:
+	pthread_mutex_unlock(&s->send_lock);
 	return err;
 }

@@ -18,6 +18,7 @@
  * The files:
  *   us_sys.c      the operation table (orbit_sys.h), and where to start
  *   snapshot.c    main's half of a call: the pages it copies, and where
+ *   background_sync.c  the same copies into idle orbits' bases, between calls
  *   orbit_view.c  the orbit's half: its views of the areas, its messages
  *   channel.c     framed messages over the socket
  *   dirty_track.c choosing a tracker; dirty_track_{uffd,mprotect,full}.c
@@ -56,6 +57,9 @@ struct orbit_sys_area {
 	uint64_t scanned_by;	/* the call's check whose area_changed scanned last */
 	orbit_copy_filter_fn filter;	/* rewrites the copies (under lock) */
 	void *filter_ctx;
+	uint64_t *recent;	/* pages written since background_sync last looked */
+	uint64_t last_collect_ns;	/* when a collect last ran */
+	struct orbit_sys_area *next_sync;	/* background_sync's list (its lock) */
 	int refs;		/* 1 for main + one per link */
 	int dead;
 };
@@ -70,6 +74,7 @@ struct us_link {
 	char *base;		/* main's MAP_SHARED view of the orbit's copy */
 	int fd_sent;
 	int prefaulted;		/* us_prefault allocated the base's pages */
+	_Atomic int bg_written;	/* background_sync wrote the base since the last call */
 	uint64_t *pending;	/* pages to send this orbit, one bit each */
 	size_t lo, hi;		/* pending words that may be non-zero: [lo, hi) */
 	size_t npending;
@@ -81,6 +86,7 @@ struct us_link {
 
 struct us_ctl {
 	_Atomic uint64_t req_count;	/* calls main has sent */
+	_Atomic uint64_t calls_done;	/* calls the orbit has answered */
 	_Atomic uint64_t resp_count;	/* messages the orbit has sent in full */
 	_Atomic uint64_t stage_tail;	/* staging bytes the orbit has released */
 	_Atomic uint64_t cancel_below;	/* calls below this seq are cancelled */
@@ -156,9 +162,14 @@ struct orbit_sys {
 	size_t scratch_cap;
 	struct orbit_sys *next;	/* registry of live orbits */
 	_Atomic uint64_t dead_links;	/* links whose area was destroyed, not swept yet */
+	_Atomic size_t nlinks;	/* on the links list */
 	uint32_t *forget;	/* destroyed areas the orbit has a view of, to tell it */
 	size_t nforget, forget_cap;
 	int killed;		/* us_kill_orbit ended its tree */
+	/* Held while a call is made and sent (until req_count counts it),
+	 * and by background_sync while it writes this orbit's bases: the
+	 * orbit reads no base while every call sent is answered. */
+	pthread_mutex_t send_lock;
 
 	/* shared */
 	struct us_ctl *ctl;
@@ -225,6 +236,15 @@ void us_area_release_links(struct orbit_sys_area *a);
 void us_area_put(struct orbit_sys_area *a);
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan);
 void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
+int us_area_collect(struct orbit_sys_area *a);
+size_t us_link_sync_quiet(struct us_link *l, size_t max_pages, uint64_t *same);
+
+/* background_sync.c (main): copy the pages main wrote into idle orbits'
+ * bases between calls, so that a call copies only what was written lately */
+void us_bgsync_area_add(struct orbit_sys_area *a);
+void us_bgsync_area_remove(struct orbit_sys_area *a);
+void us_bgsync_wanted(void);
+long us_bgsync_set_period(unsigned ms);
 
 /* orbit_view.c (orbit) */
 int us_view_recv(struct orbit_sys *s, struct orbit_request *rq);

@@ -45,11 +45,13 @@ static int us_area_create(size_t size, const char *mode,
 	if (a) {
 		a->ever = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 		a->changed = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		a->recent = calloc((size / PM_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 	}
-	if (!a || !a->ever || !a->changed) {
+	if (!a || !a->ever || !a->changed || !a->recent) {
 		if (a) {
 			free(a->ever);
 			free(a->changed);
+			free(a->recent);
 		}
 		free(a);
 		return -ENOMEM;
@@ -58,6 +60,7 @@ static int us_area_create(size_t size, const char *mode,
 	if (err) {
 		free(a->ever);
 		free(a->changed);
+		free(a->recent);
 		free(a);
 		return err;
 	}
@@ -78,6 +81,7 @@ static int us_area_create(size_t size, const char *mode,
 	pthread_mutex_lock(&area_id_lock);
 	a->id = next_area_id++;
 	pthread_mutex_unlock(&area_id_lock);
+	us_bgsync_area_add(a);
 	*out = a;
 	*base = addr;
 	return 0;
@@ -85,12 +89,14 @@ fail:
 	us_reserve_release(addr, size);
 	free(a->ever);
 	free(a->changed);
+	free(a->recent);
 	free(a);
 	return err;
 }
 
 static void us_area_destroy(struct orbit_sys_area *a)
 {
+	us_bgsync_area_remove(a);
 	pthread_mutex_lock(&a->lock);
 	a->dead = 1;
 	a->trk->detach(a->trk_state, a->addr, a->size);
@@ -114,8 +120,10 @@ static int us_create(const struct orbit_spawn *sp, struct orbit_sys **out)
 		return -ENOMEM;
 	s->sock = s->osock = s->pidfd = -1;
 	s->stage_size = staging_size();
+	pthread_mutex_init(&s->send_lock, NULL);
 	err = us_spawn(s, sp);
 	if (err) {
+		pthread_mutex_destroy(&s->send_lock);
 		free(s);
 		return err;
 	}
@@ -177,6 +185,7 @@ static void us_destroy(struct orbit_sys *s, int grace_ms, int *status)
 	free(s->rx.payload);
 	free(s->scratch);
 	us_shared_free(s);
+	pthread_mutex_destroy(&s->send_lock);
 	free(s);
 }
 
@@ -197,6 +206,8 @@ static int us_ret(struct orbit_sys *s, const struct orbit_request *rq, long retv
 	int rc = us_out_send(s, ORBIT_MSG_RESULT, rq->seq, retval,
 			     rq->pages_reset | (rq->cancelled ? US_SKIPPED : 0), data, len);
 
+	/* Done with the views until the next call (background_sync's cue). */
+	atomic_fetch_add_explicit(&s->ctl->calls_done, 1, memory_order_release);
 	if (rc)
 		us_orbit_end_children();
 	return rc;
@@ -229,6 +240,7 @@ static const struct orbit_sys_ops us_ops = {
 	.area_set_copy_filter = us_area_set_copy_filter,
 	.reservation_size = us_reserve_size,
 	.rearm_fault_handler = dirty_track_mprotect_rearm,
+	.set_background_sync = us_bgsync_set_period,
 	.create = us_create,
 	.pid = us_pid,
 	.call = us_snapshot_call,

@@ -244,6 +244,17 @@ def reservation_size():
     return orbit_reservation_size()
 
 
+def set_background_sync(unsigned int ms):
+    """Set the period (ms) of the copying between calls; 0 stops it (and
+    waits for a pass in progress).  Returns the previous period."""
+    cdef long prev
+    with nogil:
+        prev = orbit_set_background_sync(ms)
+    if prev < 0:
+        raise OSError(-prev, "this backend does no copying between calls")
+    return prev
+
+
 def memory_at(size_t addr, Py_ssize_t n, bint readonly=False):
     """A memoryview of n bytes at addr (in this process's address space)."""
     return PyMemoryView_FromMemory(<char *>addr, n, PyBUF_READ if readonly else PyBUF_WRITE)

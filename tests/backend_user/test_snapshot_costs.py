@@ -29,10 +29,14 @@ from snapshot_util import (
     populated_pages,
 )
 
+# Each call here copies what main wrote since the previous call: counted
+# exactly, with nothing copied in between.
+pytestmark = pytest.mark.usefixtures("no_background_sync")
+
 
 def run_python(code: str, env: dict[str, str] | None = None, args: list[str] | None = None,
                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
+    full_env = dict(os.environ, ORBITPY_BGSYNC_MS="0")  # as no_background_sync
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *(args or [])],
                           env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -70,6 +70,7 @@ cdef extern from "orbit.h":
     size_t orbit_area_size(const orbit_area *area)
     const char *orbit_area_mode(const orbit_area *area)
     size_t orbit_reservation_size()
+    long orbit_set_background_sync(unsigned ms) nogil
     int orbit_rearm_fault_handler()
     void *orbit_alloc(orbit_area *area, size_t size)
     void orbit_free(orbit_area *area, void *ptr)
