@@ -109,7 +109,10 @@ class Tasks:
         self.slowlog: collections.deque[list[Any]] = collections.deque(maxlen=128)
         self.slowlog_next_id = 0
         self.slowlog_seen = 0      # ring entries the slow-log task has looked at
-        self.ring = cmdring.CommandRing(arena, RING_SLOTS)
+        # The ring has an arena of its own: a slow-log call then names only
+        # that small arena, and never scans or copies the dataset's pages.
+        self.ring_arena = orbitpy.arena(RING_SLOTS * cmdring.SLOT + (1 << 20))
+        self.ring = cmdring.CommandRing(self.ring_arena, RING_SLOTS)
         self.active_expired = 0
         self.lastsave = int(time.time())
         self.bgsave_in_progress = False
