@@ -17,6 +17,8 @@ struct orbit_area {
 	size_t size;
 	pthread_mutex_t lock;	/* the allocator */
 	pid_t owner;
+	int confined;		/* orbit_area_confine_writes */
+	size_t write_limit;	/* told the backend: no write at or above (lock) */
 };
 
 pid_t orbit_area_owner(const struct orbit_area *a)
@@ -116,6 +118,41 @@ long orbit_set_background_sync(unsigned ms)
 	return orbit_sys->set_background_sync ? orbit_sys->set_background_sync(ms) : -ENOTSUP;
 }
 
+/*
+ * Raise the backend's write limit past the allocator's top (a->lock held).
+ * In steps of WRITE_LIMIT_STEP, so that a growing heap tells the backend
+ * once per step, not once per block.
+ */
+#define WRITE_LIMIT_STEP (2UL << 20)
+
+static void write_limit_raise(struct orbit_area *a)
+{
+	size_t top = area_alloc_top(a->base), lim;
+
+	if (top <= a->write_limit)
+		return;
+	lim = (top + WRITE_LIMIT_STEP - 1) & ~(WRITE_LIMIT_STEP - 1);
+	if (lim > a->size)
+		lim = a->size;
+	a->write_limit = lim;
+	orbit_sys->area_set_write_limit(a->sys, lim);
+}
+
+int orbit_area_confine_writes(struct orbit_area *a)
+{
+	if (!a)
+		return -EINVAL;
+	if (orbit_in_orbit() || orbit_foreign(a->owner))
+		return -EPERM;
+	if (!orbit_sys->area_set_write_limit)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	a->confined = 1;
+	write_limit_raise(a);
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+}
+
 void *orbit_alloc(struct orbit_area *a, size_t size)
 {
 	void *p;
@@ -126,6 +163,8 @@ void *orbit_alloc(struct orbit_area *a, size_t size)
 	}
 	pthread_mutex_lock(&a->lock);
 	p = area_alloc(a->base, size);
+	if (p && a->confined)
+		write_limit_raise(a);
 	pthread_mutex_unlock(&a->lock);
 	if (!p)
 		errno = ENOMEM;

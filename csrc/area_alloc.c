@@ -117,6 +117,11 @@ static void bin_remove(struct heap *h, void *base, uint64_t off)
 		blk(base, b->next)->prev = b->prev;
 }
 
+size_t area_alloc_top(const void *base)
+{
+	return (size_t)((const struct heap *)base)->top;
+}
+
 void area_alloc_init(void *base, size_t size)
 {
 	struct heap *h = base;

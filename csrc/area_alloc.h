@@ -19,5 +19,7 @@ void area_alloc_usage(void *base, size_t *used, size_t *count);
 int area_alloc_owns(void *base, const void *ptr);
 /* Payload bytes of the live block at ptr, 0 if ptr is not one. */
 size_t area_alloc_usable(void *base, const void *ptr);
+/* Offset of the first byte never handed out: every block lies below it. */
+size_t area_alloc_top(const void *base);
 
 #endif

@@ -114,6 +114,11 @@ struct orbit_sys_ops {
 	void (*area_destroy)(struct orbit_sys_area *a);
 	/* What the area does, as a static name (orbit_area_mode). */
 	const char *(*area_mode)(const struct orbit_sys_area *a);
+	/* Main writes no byte of the area at or above `bytes` (a multiple of
+	 * page_size) until a higher limit is set; limits only grow.  May be
+	 * called from any thread that allocates.  NULL: the backend finds
+	 * written pages without looking at every page. */
+	void (*area_set_write_limit)(struct orbit_sys_area *a, size_t bytes);
 	/*
 	 * Pages main wrote since the previous area_changed (see
 	 * orbit_area_changed in orbit.h), as runs, then forgotten.

@@ -58,6 +58,7 @@ struct orbit_sys_area {
 	orbit_copy_filter_fn filter;	/* rewrites the copies (under lock) */
 	void *filter_ctx;
 	uint64_t *recent;	/* pages written since background_sync last looked */
+	_Atomic size_t write_limit;	/* main writes no byte at or above (bytes) */
 	uint64_t last_collect_ns;	/* when a collect last ran */
 	struct orbit_sys_area *next_sync;	/* background_sync's list (its lock) */
 	int refs;		/* 1 for main + one per link */
@@ -237,6 +238,7 @@ void us_area_put(struct orbit_sys_area *a);
 int us_area_changed(struct orbit_sys_area *a, orbit_page_run_fn fn, void *ctx, uint64_t scan);
 void us_area_set_copy_filter(struct orbit_sys_area *a, orbit_copy_filter_fn fn, void *ctx);
 int us_area_collect(struct orbit_sys_area *a);
+void us_area_set_write_limit(struct orbit_sys_area *a, size_t bytes);
 size_t us_link_sync_quiet(struct us_link *l, size_t max_pages, uint64_t *same);
 
 /* background_sync.c (main): copy the pages main wrote into idle orbits'

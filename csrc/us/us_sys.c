@@ -72,6 +72,7 @@ static int us_area_create(size_t size, const char *mode,
 	a->addr = addr;
 	a->size = size;
 	a->npages = size >> PM_PAGE_SHIFT;
+	a->write_limit = size;
 	a->trk = t;
 	a->refs = 1;
 	pthread_mutex_init(&a->lock, NULL);
@@ -236,6 +237,7 @@ static const struct orbit_sys_ops us_ops = {
 	.area_create = us_area_create,
 	.area_destroy = us_area_destroy,
 	.area_mode = us_area_mode,
+	.area_set_write_limit = us_area_set_write_limit,
 	.area_changed = us_area_changed,
 	.area_set_copy_filter = us_area_set_copy_filter,
 	.reservation_size = us_reserve_size,

@@ -126,6 +126,9 @@ class Arena:
             if err is not None:
                 raise err from None
             raise
+        # An arena is written only through its buffers and objects, all
+        # allocations: orbit calls need not scan the pages above them.
+        self._area.confine_writes()
         _owners[self._area] = os.getpid()
         self._size = self._area.size
         self._heap: Any = None  # registered with the allocator hooks on first `with`

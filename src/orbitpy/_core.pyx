@@ -195,6 +195,14 @@ cdef class Area:
         if self.a is NULL:
             raise ValueError("the area is closed")
 
+    def confine_writes(self):
+        # Main writes this area only inside its allocations (orbit.h): the
+        # backend need not look above the allocator's high-water mark.
+        self._check()
+        cdef int rc = orbit_area_confine_writes(self.a)
+        if rc < 0:
+            raise OSError(-rc, strerror(-rc).decode())
+
     def free(self, size_t addr):
         if self.a is not NULL:
             orbit_free(self.a, <void *>addr)

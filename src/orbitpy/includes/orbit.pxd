@@ -66,6 +66,7 @@ cdef extern from "orbit.h":
     const char *orbit_backend_name()
     orbit_area *orbit_area_create(size_t size, const char *mode)
     void orbit_area_destroy(orbit_area *area)
+    int orbit_area_confine_writes(orbit_area *area)
     void *orbit_area_base(const orbit_area *area)
     size_t orbit_area_size(const orbit_area *area)
     const char *orbit_area_mode(const orbit_area *area)
