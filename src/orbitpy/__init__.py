@@ -10,6 +10,7 @@ Auxiliary Execution" (Jing & Huang, OSDI '22).
 from typing import TYPE_CHECKING, Any
 
 from ._arena import Arena, arena
+from ._core import Ring, ring_records
 from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
 from ._future import OrbitFuture
 from ._in_orbit import in_orbit, push
@@ -39,9 +40,9 @@ __all__ = [
     "OrbitClosed",
     "OrbitCrashed", "OrbitError", "OrbitExit",
     "OrbitFunction", "OrbitFuture", "OrbitHandle", "OrbitStaleGlobalWarning", "OrbitTimeout",
-    "RemoteTraceback",
+    "RemoteTraceback", "Ring",
     "arena", "arena_collection_stats", "collect_arenas", "default_snapshot_mode", "in_orbit",
-    "orbit", "push", "set_arena_collection", "shutdown",
+    "orbit", "push", "ring_records", "set_arena_collection", "shutdown",
 ]
 __version__ = "0.1.0"
 

@@ -184,6 +184,26 @@ class Arena:
             raise ValueError("the arena is closed: cannot allocate in it") from None
         return memoryview(block)
 
+    def ring(self, slots: int, fields: int = 3, payload: int = 0) -> _core.Ring:
+        """A ring of `slots` records in a new buffer of this arena: main
+        appends one per event with ``ring.append(a, b, c, d, data, start,
+        end)`` (the first `fields` ints, up to 4, and up to `payload` bytes
+        of data), allocating nothing; an orbit given ``ring.buffer`` reads
+        the records added since its last call with
+        ``orbitpy.ring_records(buffer, start)``.  Older records are
+        overwritten once `slots` more were appended."""
+        for name, v in (("slots", slots), ("fields", fields), ("payload", payload)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"ring {name} must be an int, got {type(v).__name__}")
+        if slots <= 0:
+            raise ValueError(f"a ring needs at least 1 slot, got {slots}")
+        if not 0 <= fields <= 4:
+            raise ValueError(f"ring fields must be 0..4, got {fields}")
+        if payload < 0:
+            raise ValueError(f"ring payload must be >= 0 bytes, got {payload}")
+        return _core.Ring(self.buffer(_core.Ring.size_for(slots, fields, payload)), slots,
+                          fields, payload)
+
     def __enter__(self) -> Arena:
         """Objects this thread creates until the block ends live in the arena.
 

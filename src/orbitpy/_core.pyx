@@ -486,3 +486,4 @@ def push(bytes data):
 
 include "_heap.pxi"
 include "_heap_scope.pxi"
+include "_ring.pxi"

@@ -111,8 +111,9 @@ class Tasks:
         self.slowlog_seen = 0      # ring entries the slow-log task has looked at
         # The ring has an arena of its own: a slow-log call then names only
         # that small arena, and never scans or copies the dataset's pages.
-        self.ring_arena = orbitpy.arena(RING_SLOTS * cmdring.SLOT + (1 << 20))
-        self.ring = cmdring.CommandRing(self.ring_arena, RING_SLOTS)
+        self.ring_arena = orbitpy.arena(cmdring.ring_bytes(RING_SLOTS) + (1 << 20))
+        self.ring = cmdring.command_ring(self.ring_arena, RING_SLOTS)
+        self._append = self.ring.append
         self.active_expired = 0
         self.lastsave = int(time.time())
         self.bgsave_in_progress = False
@@ -161,7 +162,7 @@ class Tasks:
             except Exception as e:  # the command stands; log, go on (as the other modes)
                 self._failed("slowlog", e)
             return
-        self.ring.record(wire, start, end, len(argv), start_us, dur_us)
+        self._append(start_us, dur_us, len(argv), 0, wire, start, end)
 
     def _log_slow(self, entries: list[Any]) -> None:
         for start_us, dur_us, argv in entries:
@@ -216,12 +217,12 @@ class Tasks:
     async def _slowlog_loop(self) -> None:
         while True:
             await asyncio.sleep(TASK_PERIOD_S)
-            if self.ring.seq == self.slowlog_seen:
+            if self.ring.next == self.slowlog_seen:
                 continue
             try:
                 t0 = time.perf_counter_ns()
                 fut = self._slowlog_orbit.call_async(
-                    self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
+                    self.ring.buffer, self.slowlog_seen, self.ring.next, self.slowlog_threshold_us,
                     self.take_fault("slowlog"))
                 self._started("slowlog", t0)
                 self.slowlog_seen = await asyncio.wrap_future(fut)
@@ -247,7 +248,7 @@ class Tasks:
         while not self._stop.wait(TASK_PERIOD_S):
             try:
                 self.slowlog_seen = scan_slowlog(
-                    self.ring.buf, self.slowlog_seen, self.ring.seq, self.slowlog_threshold_us,
+                    self.ring.buffer, self.slowlog_seen, self.ring.next, self.slowlog_threshold_us,
                     lambda batch: loop.call_soon_threadsafe(self._log_slow, batch),
                     self.take_fault("slowlog"))
             except Exception as e:
