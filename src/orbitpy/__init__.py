@@ -10,8 +10,8 @@ Auxiliary Execution" (Jing & Huang, OSDI '22).
 from typing import TYPE_CHECKING, Any
 
 from ._arena import Arena, arena
-from ._core import Ring, ring_records
 from ._collector import arena_collection_stats, collect_arenas, set_arena_collection
+from ._core import Ring, ring_records
 from ._future import OrbitFuture
 from ._in_orbit import in_orbit, push
 from ._orbit import (
