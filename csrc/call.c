@@ -238,3 +238,64 @@ int orbit_future_cancel(struct orbit_future *f, int flags)
 		orbit_resend_requeued(ob);
 	return rc;
 }
+
+/*
+ * Start the process if none runs and give it copies of `areas` now, before
+ * any call needs them: the backend keeps them current between calls (its
+ * prefault, which the first call would otherwise run), so a first call made
+ * later copies only what main wrote lately, not every page of the areas.
+ * Called with the interpreter lock held, like a call: starting the process
+ * runs the fork hooks; the copies are set up without it (blk_begin).
+ */
+int orbit_warm(struct orbit *ob, size_t narea, struct orbit_area *const *areas)
+{
+	struct orbit_sys_area *sa[ORBIT_MAX_CALL_AREAS];
+	struct orbit_sys *sys;
+	uint64_t spawned;
+	int rc;
+
+	if (!ob || (narea && !areas))
+		return -EINVAL;
+	if (orbit_in_orbit())
+		return -EPERM;
+	if (orbit_foreign(ob->owner))
+		return -ECHILD;
+	if (narea > ORBIT_MAX_CALL_AREAS)
+		return -E2BIG;
+	for (size_t i = 0; i < narea; i++) {
+		if (!areas[i])
+			return -EINVAL;
+		if (orbit_foreign(orbit_area_owner(areas[i])))
+			return -EXDEV;
+		sa[i] = orbit_area_sys(areas[i]);
+	}
+	orbit_enter(ob);
+	orbit_submit_begin(ob);
+	rc = orbit_start_and_resend(ob);
+	if (!rc) {
+		pthread_mutex_lock(&ob->lock);
+		sys = ob->sys;
+		spawned = ob->spawned;
+		if (sys)
+			send_begin(ob, sys);
+		pthread_mutex_unlock(&ob->lock);
+		if (!sys) {
+			rc = -ORBIT_E_CRASHED;
+		} else if (orbit_sys->prefault && narea) {
+			void *st = blk_begin(ob);
+
+			rc = orbit_sys->prefault(sys, narea, sa);
+			blk_end(ob, st);
+		}
+		if (sys) {
+			pthread_mutex_lock(&ob->lock);
+			send_end(ob);
+			if (!rc && ob->sys == sys)
+				ob->prefaulted = spawned;
+			pthread_mutex_unlock(&ob->lock);
+		}
+	}
+	orbit_submit_end(ob);
+	orbit_leave(ob);
+	return rc;
+}

@@ -270,6 +270,17 @@ struct orbit_future *orbit_call_async_checked(struct orbit *ob, int flags, size_
 					      orbit_entry entry, const void *arg,
 					      size_t argsize, orbit_check_fn check,
 					      void *check_ctx);
+/*
+ * Start the orbit's process if none runs and give it its copies of `areas`
+ * now: the backend then keeps them current between calls, and the first
+ * call naming them copies only what main wrote lately instead of every page
+ * main ever wrote (seconds for a GiB).  For an orbit called rarely, or
+ * first called long after its areas were filled.  After a restart the new
+ * process has no copies until its first call or the next orbit_warm().
+ * 0, or -errno (-ECHILD for an orbit inherited by fork, -EXDEV for an area
+ * inherited by fork).
+ */
+int orbit_warm(struct orbit *ob, size_t narea, struct orbit_area *const *areas);
 /* Synchronous call; stores the entry's return value in *ret. */
 int orbit_call(struct orbit *ob, size_t narea, struct orbit_area *const *areas,
 	       orbit_entry entry, const void *arg, size_t argsize, long *ret);

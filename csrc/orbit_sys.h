@@ -167,11 +167,13 @@ struct orbit_sys_ops {
 		    const void *arg, size_t argsize, uint64_t scan,
 		    struct orbit_sync_stats *st);
 	/*
-	 * Before the first call that sends `areas` to a new orbit process:
-	 * make room for their copies (allocate the pages `call` will write),
-	 * changing no content, so that `call` -- run with the hooks' lock
-	 * held -- only copies.  May block: the caller brackets it with the
-	 * block hooks.  May be NULL (nothing to prepare).
+	 * Before the first call that sends `areas` to a new orbit process,
+	 * or from orbit_warm() long before it: make room for their copies
+	 * (allocate the pages `call` will write), changing nothing the orbit
+	 * sees, so that `call` -- run with the hooks' lock held -- only
+	 * copies.  A backend that copies between calls may start filling the
+	 * copies from here.  May block: the caller brackets it with the block
+	 * hooks.  May be NULL (nothing to prepare).
 	 */
 	int (*prefault)(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const *areas);
 	/* Next message from the orbit, waiting up to timeout_ms (-1 forever):

@@ -10,7 +10,8 @@
  * orbit has answered every call sent to it (it reads no base then):
  * every period it collects each area (unless a call or a check did so
  * lately) and copies into each idle orbit's base the pending pages that no
- * collect has reported since its previous pass.  Pages main keeps writing
+ * collect has reported since its previous pass; also into a base not yet
+ * sent (orbit_warm, or a first call's prefault), which needs every page.  Pages main keeps writing
  * wait for the call: copied now, they would be copied again.  The call
  * still collects what was written since and copies what is pending, so its
  * snapshot is exactly as before; only where the copying happens moves.
@@ -147,8 +148,8 @@ static int area_round(struct orbit_sys_area *a, uint64_t period, int first)
 
 		/* The orbit's next call takes every base written here: keep
 		 * that within a call's limit whatever the call names. */
-		if (atomic_load_explicit(&l->dead, memory_order_relaxed) || !l->fd_sent ||
-		    !l->npending ||
+		if (atomic_load_explicit(&l->dead, memory_order_relaxed) ||
+		    (!l->fd_sent && !l->ever_queued) || !l->npending ||
 		    atomic_load_explicit(&s->nlinks, memory_order_relaxed) > BGSYNC_MAX_LINKS)
 			continue;
 		if (pthread_mutex_trylock(&s->send_lock))

@@ -383,6 +383,14 @@ int us_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const 
 				base_allocate(l, a);
 				l->prefaulted = 1;
 			}
+			/* From now on the pending set holds every page the new
+			 * base lacks (collects add later writes to it), so
+			 * background_sync can fill the base before the first
+			 * call, which then copies only what is left. */
+			if (!err && !l->fd_sent && !l->ever_queued) {
+				pending_set_ever(l, a);
+				l->ever_queued = 1;
+			}
 		}
 		pthread_mutex_unlock(&a->lock);
 	}
@@ -628,7 +636,7 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		a->scanned_by = 0;
 		if (err)
 			goto out;
-		if (!links[i]->fd_sent)
+		if (!links[i]->fd_sent && !links[i]->ever_queued)
 			pending_set_ever(links[i], a);
 		need_pages += links[i]->npending;
 	}

@@ -75,6 +75,7 @@ struct us_link {
 	char *base;		/* main's MAP_SHARED view of the orbit's copy */
 	int fd_sent;
 	int prefaulted;		/* us_prefault allocated the base's pages */
+	int ever_queued;	/* a new base's pages are all in `pending` */
 	_Atomic int bg_written;	/* background_sync wrote the base since the last call */
 	uint64_t *pending;	/* pages to send this orbit, one bit each */
 	size_t lo, hi;		/* pending words that may be non-zero: [lo, hi) */

@@ -386,6 +386,23 @@ cdef class Orbit:
         (<CoreFuture>fut).owner = self
         return fut
 
+    def warm(self, list areas):
+        # Start the process if none runs and set up its copies of `areas`
+        # now (orbit_warm); the GIL is held for the start, released by the
+        # core's block hooks for the copies.
+        cdef orbit_area *arr[ORBIT_MAX_CALL_AREAS]
+        cdef Py_ssize_t n = len(areas), i
+        cdef int rc
+        self._check()
+        if n > ORBIT_MAX_CALL_AREAS:
+            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} areas per call")
+        for i in range(n):
+            (<Area>areas[i])._check()
+            arr[i] = (<Area>areas[i]).a
+        rc = orbit_warm(self.ob, <size_t>n, arr)
+        if rc < 0:
+            raise CoreError(-rc)
+
     def restart(self):
         self._check()
         orbit_restart(self.ob)

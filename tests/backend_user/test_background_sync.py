@@ -212,3 +212,67 @@ def test_fork_while_the_thread_copies(make_orbit: Any, new_arena: Any) -> None:
             time.sleep(0.01)
         assert os.waitstatus_to_exitcode(status) == 0, rnd
     assert check(buf) == digest(buf)
+
+
+@pytest.mark.usefixtures("fast_sync")
+def test_warm_makes_a_late_first_call_copy_little(make_orbit: Any, new_arena: Any) -> None:
+    """An orbit warmed before its arena is filled gets its copy filled
+    between calls: its first call copies little, and sees everything."""
+    a = new_arena(64 << 20)
+    buf = a.buffer(4001 * PAGE)
+
+    @make_orbit(areas=[a])
+    def check(b: memoryview) -> str:
+        return digest(b)
+
+    check.orbit.warm()
+    pid = check.orbit.pid
+    assert pid > 0
+    assert check.orbit.stats()["calls"] == 0
+    for n, off in enumerate(page_starts(buf, 4000)):
+        buf[off] = n % 251 + 1
+    settle()
+    assert check(buf) == digest(buf)
+    st = check.orbit.stats()
+    assert check.orbit.pid == pid
+    assert st["full_syncs"] == 1  # the copy made by warm(), sent with this call
+    assert st["pages_copied"] < 400  # of 4,000 written (an idle machine: ~0)
+    check.orbit.warm(a)  # again: nothing to do, the same process
+    assert check.orbit.pid == pid
+
+
+def test_warm_without_the_thread_still_gives_whole_snapshots(make_orbit: Any,
+                                                              new_arena: Any) -> None:
+    a = new_arena(16 << 20)
+    buf = a.buffer(501 * PAGE)
+    prev = _core.set_background_sync(0)
+    try:
+        @make_orbit
+        def check(b: memoryview) -> str:
+            return digest(b)
+
+        check.orbit.warm(a)
+        for off in page_starts(buf, 500):
+            buf[off] = 3
+        assert check(buf) == digest(buf)
+        assert check.orbit.stats()["pages_copied"] >= 500
+    finally:
+        _core.set_background_sync(prev)
+
+
+def test_warm_refuses_what_is_not_an_arena(make_orbit: Any, new_arena: Any) -> None:
+    import orbitpy
+
+    @make_orbit
+    def f() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="orbitpy arenas"):
+        f.orbit.warm(b"not an arena")  # type: ignore[arg-type]
+    a = new_arena(1 << 20)
+    a.close()
+    with pytest.raises(ValueError, match="closed"):
+        f.orbit.warm(a)
+    f.orbit.close()
+    with pytest.raises(orbitpy.OrbitClosed):
+        f.orbit.warm()

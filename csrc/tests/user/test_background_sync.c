@@ -8,6 +8,7 @@
  * Backend-specific: the counts are the userspace backend's (pages_copied
  * counts a call's copies, not the thread's).
  */
+#include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -151,6 +152,28 @@ static void fork_while_copying(void)
 	orbit_area_destroy(a);
 }
 
+/* orbit_warm: a copy made before the area is filled is filled between
+ * calls; the first call copies little and sees every page. */
+static void warm_before_filling(void)
+{
+	struct orbit_area *a = check_area(2100 * PG, "uffd");
+	struct orbit *ob = orbit_create("bgsync-warm", entry_sum, NULL, NULL);
+	struct orbit_stats st;
+
+	REQUIRE(a && ob);
+	CHECK_EQ(orbit_warm(ob, 1, &a), 0);
+	CHECK(orbit_pid(ob) > 0);
+	write_pages(a, 1, 2000, 2);
+	check_sleep_ms(SETTLE_MS);
+	CHECK_EQ(call_sum(ob, a, 1, 2000), 2L * 2000 * 2001 / 2);
+	stats(ob, &st);
+	CHECK_EQ(st.full_syncs, 1);
+	CHECK(st.pages_copied < 200);	/* of 2,000 written */
+	CHECK_EQ(orbit_warm(NULL, 0, NULL), -EINVAL);
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
 int main(void)
 {
 	check_watchdog(55);
@@ -159,5 +182,6 @@ int main(void)
 	RUN(stopped);
 	RUN(hot_page_waits_for_the_call);
 	RUN(fork_while_copying);
+	RUN(warm_before_filling);
 	return CHECK_DONE();
 }

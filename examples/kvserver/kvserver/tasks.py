@@ -190,6 +190,10 @@ class Tasks:
             self._bg.append(loop.create_task(self._expire_loop()))
             if self.mode == "orbit":
                 self._bg.append(loop.create_task(self._slowlog_loop()))
+                # BGSAVE's orbit is called rarely: start it now with its copy
+                # of the arena, which orbitpy keeps current between calls, so
+                # that the first BGSAVE does not copy the whole dataset.
+                self._bgsave_orbit.orbit.warm()
 
     async def _expire_loop(self) -> None:
         while True:
@@ -319,11 +323,20 @@ class Tasks:
         except Exception as e:  # an orbit error: the orbit restarts, the next BGSAVE runs
             self._failed("bgsave", e)
             ok = False
+            if self.mode == "orbit":  # its new process: warm it, off the loop's thread
+                self._bg.append(asyncio.ensure_future(self._rewarm_bgsave()))
         self.bgsave_in_progress = False
         self.last_bgsave_ok = ok
         if ok:
             self.lastsave = int(time.time())
             self.saves += 1
+
+    async def _rewarm_bgsave(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._bgsave_orbit.orbit.warm)
+        except Exception as e:  # the next BGSAVE starts it the usual way
+            self._failed("bgsave", e)
 
     def _started(self, task: str, t0: int) -> None:
         self.runs[task] += 1

@@ -82,6 +82,7 @@ cdef extern from "orbit.h":
                         const orbit_options *opts)
     int orbit_destroy(orbit *ob)
     int orbit_restart(orbit *ob)
+    int orbit_warm(orbit *ob, size_t narea, orbit_area **areas)
     int orbit_pid(orbit *ob)
     void orbit_stats(orbit *ob, c_orbit_stats *st)
     orbit_future *orbit_call_async(orbit *ob, int flags, size_t narea,
