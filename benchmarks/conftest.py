@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.benchmark_columns = ["median", "iqr", "min", "mean", "max", "rounds"]
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Modules whose benchmarks open `with arena:` blocks in this process
     # (INSTALLS_ARENA_HOOKS = True) run last: the first such block installs

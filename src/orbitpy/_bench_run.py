@@ -92,7 +92,7 @@ def run_pytest(bench: Path, out: Path, quick: bool, extra: list[str]) -> int:
            f"--benchmark-json={out / 'bench.json'}", "--benchmark-save-data",
            "-p", "no:cacheprovider", "-q", "-o", "timeout=1800", *extra]
     log_path = out / "pytest.log"
-    bar = tqdm(total=0, unit="bench", dynamic_ncols=True, file=sys.stderr,
+    bar = tqdm(total=None, unit="bench", dynamic_ncols=True, file=sys.stderr,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] "
                           "{postfix}")
     buf = b""
