@@ -105,3 +105,57 @@ def close_all(fns: Iterable[Any], closers: Iterable[Callable[[], Any]] = ()) -> 
         fn.orbit.close()
     for c in closers:
         c()
+
+
+# ------------------------------------------------------------ suite-wide knobs
+
+def quick() -> bool:
+    """True in the suite's quick mode (``python -m orbitpy bench --quick``
+    sets ORBITPY_BENCH_QUICK=1): fewer sizes, rounds and seconds, so that the
+    whole suite finishes in under 3 minutes on a 2-core machine."""
+    return os.environ.get("ORBITPY_BENCH_QUICK", "") not in ("", "0")
+
+
+def by_mode(quick_value: Any, full_value: Any) -> Any:
+    """`quick_value` in quick mode, else `full_value`."""
+    return quick_value if quick() else full_value
+
+
+# ------------------------------------------------------------ a 4 KiB-page heap
+
+class SmallPageHeap:
+    """`mb` MiB of main's memory made of 4 KiB pages, every page written
+    (resident), like CPython's object heap.
+
+    A private anonymous mapping with MADV_NOHUGEPAGE: a big bytearray or NumPy
+    array gets transparent huge pages where THP is on, and fork then copies
+    512 times fewer page-table entries (a fork with an 8 GB heap costs ~16 ms
+    instead of ~260 ms), which is not what a Python program's heap of objects
+    costs.  ``rewrite()`` writes every page again (after a fork: each write
+    copies the page in main)."""
+
+    def __init__(self, mb: int) -> None:
+        import mmap
+
+        self.mb = mb
+        self.map = mmap.mmap(-1, mb << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        nohuge = getattr(mmap, "MADV_NOHUGEPAGE", None)
+        if nohuge is not None:
+            self.map.madvise(nohuge)
+        self.rewrite(1)
+
+    def rewrite(self, value: int = 2) -> None:
+        m = self.map
+        for off in range(0, len(m), PAGE):
+            m[off] = value
+
+    def close(self) -> None:
+        self.map.close()
+
+
+def memory_of(pid: int) -> dict[str, int]:
+    """USS, PSS and RSS of process `pid`, in bytes (psutil, Linux smaps)."""
+    import psutil
+
+    mi = psutil.Process(pid).memory_full_info()
+    return {"uss": int(mi.uss), "pss": int(getattr(mi, "pss", 0)), "rss": int(mi.rss)}

@@ -73,7 +73,7 @@ import pytest
 
 import orbitpy
 
-from ._benchutil import rss_bytes
+from ._benchutil import quick, rss_bytes
 
 N = 1_000_000
 ARENA_BYTES = 512 << 20
@@ -86,6 +86,12 @@ POOL_ROUNDS = 3  # ~5 s each: pickling 1M slotted objects, unpickling them in th
 FORK_ROUNDS = 10
 
 pytestmark = pytest.mark.benchmark(group="arena-objects")
+# `with arena:` blocks in this process: conftest.py runs this module after
+# the others (the allocator hooks it installs stay for the rest of the run).
+INSTALLS_ARENA_HOOKS = True
+
+if quick():  # ~80 s and 1.5 GB: the full suite only
+    pytest.skip("bench_arena_objects runs in the full mode only", allow_module_level=True)
 
 
 class Record:

@@ -26,6 +26,9 @@ import pytest
 import orbitpy
 
 ROUNDS = 1000
+# `with arena:` blocks in this process: conftest.py runs this module after
+# the others (the allocator hooks it installs stay for the rest of the run).
+INSTALLS_ARENA_HOOKS = True
 
 
 @pytest.fixture(scope="module")

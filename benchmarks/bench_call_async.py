@@ -33,30 +33,33 @@ import pytest
 
 import orbitpy
 
-from ._benchutil import PAGE, busy_wait, settle_time
+from ._benchutil import PAGE, busy_wait, by_mode, settle_time
 
 ARENA = 16 << 20
 BUFFER = 8 << 20
 STRIDE = 2 * PAGE  # dirty pages are never adjacent
 KS = [0, 1, 10, 100, 1000]
 MODES = ["uffd", "mprotect", "full"]
-ROUNDS = 400
+ROUNDS = by_mode(100, 400)
 WARMUP = 20
 
 assert KS[-1] * STRIDE <= BUFFER
 
 
 class Rig:
-    """An arena, a buffer in it and an orbit function over it, in one mode."""
+    """An arena, a buffer in it and an orbit function over it, in one mode.
+    (bench_snapshot_scaling.py uses it with other sizes and no busy rounds.)"""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, arena: int = ARENA, buffer: int = BUFFER,
+                 warm: bool = True) -> None:
         self.mode = mode
+        self.size = buffer
         try:
-            self.arena = orbitpy.arena(ARENA, snapshot=mode)
+            self.arena = orbitpy.arena(arena, snapshot=mode)
         except OSError as e:
             pytest.skip(f"snapshot mode {mode} unavailable: {e}")
-        self.buf = self.arena.buffer(BUFFER)
-        for off in range(0, BUFFER, PAGE):  # resident, like live data
+        self.buf = self.arena.buffer(buffer)
+        for off in range(0, buffer, PAGE):  # resident, like live data
             self.buf[off] = 1
         # The orbit blocks on this pipe in "busy" rounds.  Created before the
         # orbit process is forked, so the orbit inherits it.
@@ -71,7 +74,8 @@ class Rig:
         self.fut: Any = None
         self.blocker: Any = None
         self.fn.call_async(self.buf).result()  # start the orbit, first full sync
-        self.warm_staging()
+        if warm:
+            self.warm_staging()
 
     def warm_staging(self) -> None:
         """Stage more than the whole staging ring once, so that the busy
@@ -82,7 +86,7 @@ class Rig:
             ring = int(os.environ.get("ORBITPY_STAGING") or "0", 0) or 64 << 20
         except ValueError:
             ring = 64 << 20
-        for r in range(ring // BUFFER + 2):
+        for r in range(ring // self.size + 2):
             self.blocker = self.fn.call_async(self.buf, True)
             self.dirty_all(r & 0xFF)
             self.fut = self.fn.call_async(self.buf)  # staged: the orbit is busy
@@ -100,7 +104,7 @@ class Rig:
 
     def dirty_all(self, value: int) -> None:
         buf = self.buf
-        for off in range(0, BUFFER, PAGE):
+        for off in range(0, self.size, PAGE):
             buf[off] = value
 
     def dirty(self, k: int, value: int) -> None:
@@ -139,6 +143,12 @@ def test_call_async(benchmark: Any, rig: Rig, state: str, k: int) -> None:
         pytest.skip("the hot state is measured in uffd mode only")
     benchmark.group = f"call_async {rig.mode}"
     benchmark.extra_info.update(kind="call_async", mode=rig.mode, state=state, k=k)
+    measure(benchmark, rig, state, k, ROUNDS)
+
+
+def measure(benchmark: Any, rig: Rig, state: str, k: int, rounds: int) -> None:
+    """Time `rounds` calls ``rig.fn.call_async(buf)``, each after dirtying k
+    pages (see the module's docstring); checks the pages each one copied."""
     settle = 0.0 if state == "hot" else settle_time()
     call_async = rig.fn.call_async
     buf = rig.buf
@@ -161,7 +171,8 @@ def test_call_async(benchmark: Any, rig: Rig, state: str, k: int) -> None:
         rig.fut = call_async(buf)
 
     rig.drain()
-    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=min(WARMUP, rounds),
+                       iterations=1)
     copied.append(stats()["pages_copied"] - mark[0])
     rig.drain()
     # What was measured: pages each timed call copied (k; in full mode every

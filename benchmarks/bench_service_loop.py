@@ -27,7 +27,8 @@ how many full (generation 2) collections main ran (``gc.callbacks``).
 session (a sweep, no writes) costs the next call: its time, the pages it
 copied (pages_copied) and the pages its check looked at again.
 
-pytest runs a short loop (10 s, ``ORBITPY_BENCH_SERVICE_S`` to change it):
+pytest runs a short loop (10 s, 3 s in quick mode; ``ORBITPY_BENCH_SERVICE_S`` to
+change it):
 
     python -m pytest benchmarks/bench_service_loop.py --benchmark-only
 
@@ -66,6 +67,9 @@ ALLOCS_PER_S = 20_000
 ALLOCS_PER_REQUEST = 4  # request dict, payload list, tuple, cache entry
 ARENA_UPDATES_PER_TICK = 5
 CACHE_SECONDS = 3.0
+# `with arena:` blocks in this process: conftest.py runs this module after
+# the others (the allocator hooks it installs stay for the rest of the run).
+INSTALLS_ARENA_HOOKS = True
 
 
 class Session:
@@ -398,9 +402,9 @@ def run(seconds: float, reads: bool = False, use_asyncio: bool = False) -> dict[
 # ------------------------------------------------------------------ pytest
 
 def test_service_loop(benchmark: Any) -> None:
-    from ._benchutil import replay
+    from ._benchutil import by_mode, replay
 
-    seconds = float(os.environ.get("ORBITPY_BENCH_SERVICE_S", "") or 10)
+    seconds = float(os.environ.get("ORBITPY_BENCH_SERVICE_S", "") or by_mode(3, 10))
     out = run(seconds)
     samples = [ms / 1e3 for ms in out.pop("_call_ms")]
     benchmark.extra_info.update(out)
@@ -408,9 +412,9 @@ def test_service_loop(benchmark: Any) -> None:
 
 
 def test_service_loop_asyncio(benchmark: Any) -> None:
-    from ._benchutil import replay
+    from ._benchutil import by_mode, replay
 
-    seconds = float(os.environ.get("ORBITPY_BENCH_SERVICE_S", "") or 10)
+    seconds = float(os.environ.get("ORBITPY_BENCH_SERVICE_S", "") or by_mode(3, 10))
     out = run(seconds, use_asyncio=True)
     samples = [ms / 1e3 for ms in out.pop("_call_ms")]
     benchmark.extra_info.update(out)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ._benchutil import child_pids, spin_us
+from ._benchutil import child_pids, quick, spin_us
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,6 +43,42 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.benchmark_sort = "name"
     if hasattr(opt, "benchmark_columns") and opt.benchmark_columns is None:
         opt.benchmark_columns = ["median", "iqr", "min", "mean", "max", "rounds"]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Modules whose benchmarks open `with arena:` blocks in this process
+    # (INSTALLS_ARENA_HOOKS = True) run last: the first such block installs
+    # orbitpy's allocator hooks and turns CPython's free lists off for good,
+    # which slows every later allocation-heavy benchmark of the run.
+    items.sort(key=lambda it: bool(getattr(getattr(it, "module", None),
+                                           "INSTALLS_ARENA_HOOKS", False)))
+
+
+# ------------------------------------------------------------ progress
+# `python -m orbitpy bench` reads these lines from a pipe to draw its
+# progress bar (ORBITPY_BENCH_PROGRESS_FD: the pipe's write end).
+
+def _progress(line: str) -> None:
+    fd = os.environ.get("ORBITPY_BENCH_PROGRESS_FD")
+    if not fd:
+        return
+    try:
+        os.write(int(fd), (line + "\n").encode())
+    except (OSError, ValueError):
+        pass
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _progress(f"total {len(session.items)}")
+
+
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    _progress(f"start {nodeid}")
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    _progress(f"done {nodeid}")
 
 
 # ------------------------------------------------------------ run conditions
@@ -105,7 +141,13 @@ def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, An
         "default_snapshot_mode": orbitpy.default_snapshot_mode(),
         "ORBITPY_SPIN_US": spin_us(),
         "cpus": os.cpu_count(),
+        "quick": quick(),
     }
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            machine_info["orbitpy"]["thp"] = f.read().strip()
+    except OSError:
+        pass
 
 
 def pytest_benchmark_update_json(config: Any, benchmarks: Any, output_json: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
 """python -m orbitpy demo: a cache-expiry task in an orbit that survives a crash.
+(python -m orbitpy bench runs the benchmark suite: see _bench_run.py.)
 
 Main keeps a cache's expiry table in an arena (a NumPy-free array of int64
 pairs, so the demo needs nothing beyond orbitpy) and keeps serving "requests"
@@ -19,6 +20,7 @@ import sys
 import time
 
 import orbitpy
+from orbitpy import _bench_run
 from orbitpy.errors import EXIT_OK, EXIT_USAGE
 
 SLOTS = 20_000
@@ -99,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                                     "demo injects on purpose")
     d.add_argument("--rounds", type=int, default=6)
     d.add_argument("--crash-round", type=int, default=3)
+    _bench_run.add_parser(sub)
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         return demo(args.rounds, args.crash_round)
+    if args.cmd == "bench":
+        return _bench_run.bench(args.quick, args.out, args.pytest_args)
     return EXIT_USAGE
 
 
