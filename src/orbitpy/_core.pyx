@@ -293,6 +293,18 @@ cdef bint _c_contig(Py_buffer *v):
 
 # ----------------------------------------------------------------- orbits
 
+cdef Py_ssize_t _area_array(list areas, orbit_area **arr) except -1:
+    # The core areas of a list of live Areas, into arr (ORBIT_MAX_CALL_AREAS
+    # slots): what a call or a warm-up names.
+    cdef Py_ssize_t n = len(areas), i
+    if n > ORBIT_MAX_CALL_AREAS:
+        raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} areas per call")
+    for i in range(n):
+        (<Area>areas[i])._check()
+        arr[i] = (<Area>areas[i]).a
+    return n
+
+
 cdef class Orbit:
     """One orbit: a process started on demand that runs handler(arg_bytes)
     -> (status, payload_bytes) for each call."""
@@ -355,16 +367,12 @@ cdef class Orbit:
         before the snapshot is taken, in one step with it for every other
         Python thread; a call they refuse raises plan.error()."""
         cdef orbit_area *arr[ORBIT_MAX_CALL_AREAS]
-        cdef Py_ssize_t n = len(areas), i
+        cdef Py_ssize_t n
         cdef orbit_future *f
         cdef int err
         cdef call_check check
         self._check()
-        if n > ORBIT_MAX_CALL_AREAS:
-            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} areas per call")
-        for i in range(n):
-            (<Area>areas[i])._check()
-            arr[i] = (<Area>areas[i]).a
+        n = _area_array(areas, arr)
         if plan is None:
             f = orbit_call_async(self.ob, flags, <size_t>n, arr, NULL,
                                  PyBytes_AS_STRING(arg), <size_t>PyBytes_GET_SIZE(arg))
@@ -391,14 +399,10 @@ cdef class Orbit:
         # now (orbit_warm); the GIL is held for the start, released by the
         # core's block hooks for the copies.
         cdef orbit_area *arr[ORBIT_MAX_CALL_AREAS]
-        cdef Py_ssize_t n = len(areas), i
+        cdef Py_ssize_t n
         cdef int rc
         self._check()
-        if n > ORBIT_MAX_CALL_AREAS:
-            raise ValueError(f"at most {ORBIT_MAX_CALL_AREAS} areas per call")
-        for i in range(n):
-            (<Area>areas[i])._check()
-            arr[i] = (<Area>areas[i]).a
+        n = _area_array(areas, arr)
         rc = orbit_warm(self.ob, <size_t>n, arr)
         if rc < 0:
             raise CoreError(-rc)
