@@ -195,6 +195,8 @@ def _learn_numpy() -> None:
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, memoryview})
+# Pickled by value by the C pickler with no dispatch table.
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
 def _is_plain(obj: Any, depth: int = 0) -> bool:
@@ -242,6 +244,8 @@ def pickle_found(obj: Any, objects_by_address: bool = False) -> Pickled:
 def dumps(obj: Any) -> bytes:
     """Pickle obj (arena objects by value, arena buffers by address): what
     needs no findings (results, updates), with shared dispatch tables."""
+    if type(obj) in _SCALARS:  # most results: no Pickler object (~3 us less)
+        return pickle.dumps(obj, protocol=5)
     buf = io.BytesIO()
     if _numpy_seen is None or _numpy_seen is not sys.modules.get("numpy"):
         _learn_numpy()
