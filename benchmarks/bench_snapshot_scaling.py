@@ -17,7 +17,8 @@ size    DIRTY_FIXED dirty pages, arenas of 16 MiB ... 1 GiB (quick: 16 and
 
 ``full`` mode copies every resident page of the arena on each call, whatever
 k.  The report derives pages per second (k / median) and the marginal cost
-per page.  Group "snapshot <mode>"; one arena and orbit at a time.
+per page.  Group "snapshot <mode>"; one arena and orbit at a time; with
+orbitpy's copying between calls stopped, as in bench_call_async.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import pytest
 
 from ._benchutil import by_mode
 from .bench_call_async import MODES, STRIDE, Rig, measure
+
+pytestmark = pytest.mark.usefixtures("no_background_sync")
 
 KS = by_mode([1, 64, 4096], [1, 16, 256, 4096, 65536])
 SIZES_MB = by_mode([16, 256], [16, 128, 1024])

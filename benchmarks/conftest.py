@@ -166,3 +166,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             "WARNING: the machine was busy with other work: the numbers are not "
             "representative", yellow=True, bold=True)
+
+
+@pytest.fixture(scope="module")
+def no_background_sync() -> Iterator[None]:
+    """Stop orbitpy's copying between calls for a module whose benchmarks
+    time what one call copies (it would copy some of a round's dirty pages
+    before the timed call, which then copies fewer than the round wrote)."""
+    from orbitpy import _core
+
+    previous = _core.set_background_sync(0)
+    try:
+        yield
+    finally:
+        _core.set_background_sync(previous)

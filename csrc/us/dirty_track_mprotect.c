@@ -25,13 +25,28 @@
 #include "dirty_track.h"
 
 #define MP_MAX_RANGES 1024
+/*
+ * Each page the handler makes writable on its own splits the mapping in up
+ * to three, and a process may hold at most vm.max_map_count (65530 by
+ * default) mappings: past that, mprotect fails with ENOMEM, here and in
+ * every other mmap/mprotect of the process (malloc, thread stacks).  So the
+ * handler splits at most MP_SPLIT_BUDGET times between two collects of all
+ * areas; beyond that it makes a whole aligned chunk of MP_CHUNK_PAGES
+ * writable (and marks every page of it), which merges the pieces inside it.
+ * A collect re-protects whole spans and merges them again.
+ */
+#define MP_SPLIT_BUDGET 8192
+#define MP_CHUNK_PAGES 512		/* 2 MiB */
 
 struct mp_range {
 	_Atomic uintptr_t start;	/* 0: slot free */
 	uintptr_t end;
 	_Atomic uint64_t *bits;
 	size_t nwords;
+	_Atomic size_t splits;		/* single pages made writable since collect */
 };
+
+static _Atomic size_t mp_splits;	/* sum of every range's splits */
 
 static struct mp_range ranges[MP_MAX_RANGES];
 static pthread_mutex_t mp_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -65,6 +80,44 @@ static void mp_chain(int sig, siginfo_t *si, void *uc)
 	mp_chaining--;
 }
 
+/* Make pages [first, first + n) of r writable, then mark them (in that
+ * order: collect marks-clean before it protects, so no write can slip
+ * between the two).  Async-signal-safe. */
+static int mp_open(struct mp_range *r, uintptr_t start, size_t first, size_t n)
+{
+	if (mprotect((void *)(start + (first << PM_PAGE_SHIFT)), n << PM_PAGE_SHIFT,
+		     PROT_READ | PROT_WRITE) < 0)
+		return -1;
+	for (size_t pg = first; pg < first + n;) {
+		size_t bit = pg % 64, take = 64 - bit < first + n - pg ? 64 - bit : first + n - pg;
+		uint64_t mask = take == 64 ? ~0ULL : ((1ULL << take) - 1) << bit;
+
+		atomic_fetch_or(&r->bits[pg / 64], mask);
+		pg += take;
+	}
+	return 0;
+}
+
+static int mp_fault(struct mp_range *r, uintptr_t start, uintptr_t a)
+{
+	size_t npages = (r->end - start) >> PM_PAGE_SHIFT;
+	size_t pg = (a - start) >> PM_PAGE_SHIFT, first, n;
+
+	if (atomic_load_explicit(&mp_splits, memory_order_relaxed) < MP_SPLIT_BUDGET) {
+		atomic_fetch_add(&mp_splits, 1);
+		atomic_fetch_add(&r->splits, 1);
+		if (mp_open(r, start, pg, 1) == 0)
+			return 0;
+	}
+	/* Out of budget (or the page alone failed): its chunk, then the
+	 * whole area, which cannot need more mappings than it takes away. */
+	first = pg - pg % MP_CHUNK_PAGES;
+	n = npages - first < MP_CHUNK_PAGES ? npages - first : MP_CHUNK_PAGES;
+	if (mp_open(r, start, first, n) == 0)
+		return 0;
+	return mp_open(r, start, 0, npages);
+}
+
 static void mp_on_segv(int sig, siginfo_t *si, void *uc)
 {
 	uintptr_t a = (uintptr_t)si->si_addr;
@@ -76,12 +129,7 @@ static void mp_on_segv(int sig, siginfo_t *si, void *uc)
 
 			if (!s || a < s || a >= ranges[i].end)
 				continue;
-			size_t pg = (a - s) >> PM_PAGE_SHIFT;
-			/* Unprotect first, then mark: collect marks-clean before it
-			 * protects, so no write can slip between the two. */
-			if (mprotect((void *)(s + (pg << PM_PAGE_SHIFT)), PM_PAGE_SIZE,
-				     PROT_READ | PROT_WRITE) == 0) {
-				atomic_fetch_or(&ranges[i].bits[pg / 64], 1ULL << (pg % 64));
+			if (mp_fault(&ranges[i], s, a) == 0) {
 				errno = saved;
 				return;
 			}
@@ -173,6 +221,7 @@ static void mp_detach(void *state, void *addr, size_t len)
 
 	pthread_mutex_lock(&mp_lock);
 	mprotect(addr, len, PROT_READ | PROT_WRITE);
+	atomic_fetch_sub(&mp_splits, atomic_exchange(&r->splits, 0));
 	atomic_store(&r->start, 0);
 	free(r->bits);
 	r->bits = NULL;
@@ -233,6 +282,9 @@ static int mp_collect(void *state, void *addr, size_t len, page_run_cb cb, void 
 	pthread_mutex_unlock(&mp_lock);
 	if (err)
 		return err;
+	/* Every page split off since the last collect is marked, and the
+	 * flushes below re-protect spans covering them all. */
+	atomic_fetch_sub(&mp_splits, atomic_exchange(&r->splits, 0));
 	for (size_t w = 0; w < r->nwords; w++) {
 		if (!atomic_load_explicit(&r->bits[w], memory_order_relaxed))
 			continue;
@@ -255,8 +307,11 @@ static void mp_child_reset(void)
 {
 	/* An orbit maps its own views over the areas; it must not treat faults
 	 * in its reservation as main's tracking faults. */
-	for (int i = 0; i < MP_MAX_RANGES; i++)
+	for (int i = 0; i < MP_MAX_RANGES; i++) {
 		atomic_store(&ranges[i].start, 0);
+		atomic_store(&ranges[i].splits, 0);
+	}
+	atomic_store(&mp_splits, 0);
 	if (mp_installed)
 		sigaction(SIGSEGV, &mp_prev, NULL);
 	mp_installed = 0;
