@@ -1,0 +1,339 @@
+/*
+ * orbit_update.c - the orbit_update system call, a test per behaviour.
+ *
+ * orbit_update(pidfd, addr, len, flags) makes the orbit process's memory in
+ * [addr, addr + len) a copy-on-write snapshot of the caller's: the orbit then
+ * reads what the caller had there at the moment of the call, and later writes
+ * by either side stay private to that side.  See kernel/README.md.
+ *
+ * Each test forks an "orbit" child that serves commands over a pipe (read a
+ * page's checksum, write a page, exit), so that what the child sees is
+ * checked from the parent.  Prints "ok NAME" / "FAIL NAME: why" per test and
+ * exits non-zero if any failed; a kernel without the call skips every test
+ * with a "SKIP" line and exits 77.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "uapi_orbit.h"	/* csrc/ks/ */
+
+#define PAGE 4096UL
+#define NPAGES 64UL
+
+static int failures;
+
+#define EXPECT(cond, ...)                                                     \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			printf("FAIL %s:%d: %s: ", __func__, __LINE__, #cond); \
+			printf(__VA_ARGS__);                                  \
+			printf("\n");                                         \
+			failures++;                                           \
+			return;                                               \
+		}                                                             \
+	} while (0)
+
+static long orbit_update(int pidfd, void *addr, size_t len, unsigned int flags)
+{
+	return syscall(__NR_orbit_update, pidfd, (unsigned long)addr, (unsigned long)len, flags);
+}
+
+static int pidfd_open(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* ---- the child: an orbit that answers commands ---- */
+
+enum { CMD_SUM = 1, CMD_WRITE = 2, CMD_EXIT = 3 };
+
+struct cmd {
+	int op;
+	unsigned long page;
+	unsigned char value;
+};
+
+struct orbit {
+	pid_t pid;
+	int pidfd;
+	int to, from;	/* pipes: commands to it, answers from it */
+};
+
+static uint64_t page_sum(const unsigned char *p)
+{
+	uint64_t s = 0;
+
+	for (size_t i = 0; i < PAGE; i++)
+		s = s * 31 + p[i];
+	return s;
+}
+
+static void serve(unsigned char *mem, int in, int out)
+{
+	struct cmd c;
+
+	while (read(in, &c, sizeof(c)) == (ssize_t)sizeof(c)) {
+		uint64_t ans = 0;
+
+		if (c.op == CMD_SUM)
+			ans = page_sum(mem + c.page * PAGE);
+		else if (c.op == CMD_WRITE)
+			memset(mem + c.page * PAGE, c.value, PAGE);
+		else
+			_exit(0);
+		if (write(out, &ans, sizeof(ans)) != (ssize_t)sizeof(ans))
+			_exit(1);
+	}
+	_exit(0);
+}
+
+static int orbit_start(struct orbit *o, unsigned char *mem)
+{
+	int a[2], b[2];
+
+	if (pipe(a) || pipe(b))
+		return -1;
+	o->pid = fork();
+	if (o->pid < 0)
+		return -1;
+	if (o->pid == 0) {
+		close(a[1]);
+		close(b[0]);
+		serve(mem, a[0], b[1]);
+	}
+	close(a[0]);
+	close(b[1]);
+	o->to = a[1];
+	o->from = b[0];
+	o->pidfd = pidfd_open(o->pid);
+	return o->pidfd < 0 ? -1 : 0;
+}
+
+static uint64_t orbit_ask(struct orbit *o, int op, unsigned long page, unsigned char value)
+{
+	struct cmd c = { .op = op, .page = page, .value = value };
+	uint64_t ans = UINT64_MAX;
+
+	if (write(o->to, &c, sizeof(c)) != (ssize_t)sizeof(c) ||
+	    read(o->from, &ans, sizeof(ans)) != (ssize_t)sizeof(ans))
+		return UINT64_MAX;
+	return ans;
+}
+
+static void orbit_stop(struct orbit *o)
+{
+	struct cmd c = { .op = CMD_EXIT };
+	int st;
+
+	if (write(o->to, &c, sizeof(c)) < 0)
+		kill(o->pid, SIGKILL);
+	waitpid(o->pid, &st, 0);
+	close(o->to);
+	close(o->from);
+	close(o->pidfd);
+}
+
+static unsigned char *map_pages(size_t n, int flags)
+{
+	void *p = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, n * PAGE, MADV_NOHUGEPAGE);
+	return p;
+}
+
+static uint64_t sum_of_value(unsigned char v)
+{
+	unsigned char p[PAGE];
+
+	memset(p, v, PAGE);
+	return page_sum(p);
+}
+
+/* ---- the tests ---- */
+
+static void probe_answers_the_abi(void)
+{
+	long v = orbit_update(-1, NULL, 0, ORBIT_UPDATE_PROBE);
+
+	EXPECT(v == ORBIT_ABI_VERSION, "probe returned %ld (errno %d)", v, errno);
+}
+
+/* The orbit sees main's writes made before the update, not those after. */
+static void orbit_sees_the_snapshot(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 1, NPAGES * PAGE);
+	EXPECT(orbit_start(&o, mem) == 0, "start: %s", strerror(errno));
+	memset(mem, 2, NPAGES * PAGE);
+	EXPECT(orbit_ask(&o, CMD_SUM, 5, 0) == sum_of_value(1), "before the update");
+	EXPECT(orbit_update(o.pidfd, mem, NPAGES * PAGE, 0) == 0, "update: %s", strerror(errno));
+	EXPECT(orbit_ask(&o, CMD_SUM, 5, 0) == sum_of_value(2), "after the update");
+	memset(mem + 5 * PAGE, 3, PAGE);	/* after: not seen */
+	EXPECT(orbit_ask(&o, CMD_SUM, 5, 0) == sum_of_value(2), "a later write leaked in");
+	EXPECT(orbit_update(o.pidfd, mem, NPAGES * PAGE, 0) == 0, "update 2");
+	EXPECT(orbit_ask(&o, CMD_SUM, 5, 0) == sum_of_value(3), "second update");
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
+/* The orbit's writes stay its own, and the next update replaces them. */
+static void orbit_writes_stay_private(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 4, NPAGES * PAGE);
+	EXPECT(orbit_start(&o, mem) == 0, "start");
+	EXPECT(orbit_update(o.pidfd, mem, NPAGES * PAGE, 0) == 0, "update");
+	EXPECT(orbit_ask(&o, CMD_WRITE, 7, 9) == 0, "orbit write");
+	EXPECT(page_sum(mem + 7 * PAGE) == sum_of_value(4), "main saw the orbit's write");
+	EXPECT(orbit_ask(&o, CMD_SUM, 7, 0) == sum_of_value(9), "orbit lost its write");
+	EXPECT(orbit_update(o.pidfd, mem, NPAGES * PAGE, 0) == 0, "update 2");
+	EXPECT(orbit_ask(&o, CMD_SUM, 7, 0) == sum_of_value(4), "the update kept the orbit's write");
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
+/* Only the range named changes; pages main dropped read as zero. */
+static void only_the_range_changes(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 5, NPAGES * PAGE);
+	EXPECT(orbit_start(&o, mem) == 0, "start");
+	memset(mem, 6, NPAGES * PAGE);
+	madvise(mem + 10 * PAGE, PAGE, MADV_DONTNEED);
+	EXPECT(orbit_update(o.pidfd, mem + 8 * PAGE, 4 * PAGE, 0) == 0, "update: %s",
+	       strerror(errno));
+	EXPECT(orbit_ask(&o, CMD_SUM, 7, 0) == sum_of_value(5), "page below the range changed");
+	EXPECT(orbit_ask(&o, CMD_SUM, 8, 0) == sum_of_value(6), "page in the range kept");
+	EXPECT(orbit_ask(&o, CMD_SUM, 10, 0) == sum_of_value(0), "dropped page not zero");
+	EXPECT(orbit_ask(&o, CMD_SUM, 12, 0) == sum_of_value(5), "page above the range changed");
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
+/* Many updates of a changing range: the orbit always sees the latest. */
+static void repeated_updates(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 0, NPAGES * PAGE);
+	EXPECT(orbit_start(&o, mem) == 0, "start");
+	for (int i = 1; i <= 500; i++) {
+		unsigned long pg = (unsigned long)(i * 7) % NPAGES;
+
+		memset(mem + pg * PAGE, i & 0xff, PAGE);
+		EXPECT(orbit_update(o.pidfd, mem, NPAGES * PAGE, 0) == 0, "update %d", i);
+		EXPECT(orbit_ask(&o, CMD_SUM, pg, 0) == sum_of_value((unsigned char)(i & 0xff)),
+		       "round %d", i);
+	}
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
+static void bad_arguments(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	unsigned char *shared = map_pages(4, MAP_SHARED);
+	struct orbit o;
+	int self;
+
+	EXPECT(mem != NULL && shared != NULL, "mmap");
+	EXPECT(orbit_start(&o, mem) == 0, "start");
+	errno = 0;
+	EXPECT(orbit_update(o.pidfd, mem, PAGE, 0x40) == -1 && errno == EINVAL, "flags: %d", errno);
+	EXPECT(orbit_update(o.pidfd, mem + 1, PAGE, 0) == -1 && errno == EINVAL, "addr: %d", errno);
+	EXPECT(orbit_update(o.pidfd, mem, 100, 0) == -1 && errno == EINVAL, "len: %d", errno);
+	EXPECT(orbit_update(o.pidfd, mem, 0, 0) == -1 && errno == EINVAL, "len 0: %d", errno);
+	EXPECT(orbit_update(-1, mem, PAGE, 0) == -1 && errno == EBADF, "fd -1: %d", errno);
+	EXPECT(orbit_update(0, mem, PAGE, 0) == -1 && errno == EBADF, "not a pidfd: %d", errno);
+	EXPECT(orbit_update(o.pidfd, shared, PAGE, 0) == -1 && errno == EINVAL, "shared: %d",
+	       errno);
+	/* A range not mapped, or running past its mapping. */
+	EXPECT(orbit_update(o.pidfd, mem, (NPAGES + 1024) * PAGE, 0) == -1 && errno == ENOMEM,
+	       "past the mapping: %d", errno);
+	self = pidfd_open(getpid());
+	EXPECT(self >= 0, "pidfd of self");
+	EXPECT(orbit_update(self, mem, PAGE, 0) == -1 && errno == EPERM, "self: %d", errno);
+	close(self);
+	orbit_stop(&o);
+	/* Reaped: the process is gone. */
+	EXPECT(orbit_update(o.pidfd, mem, PAGE, 0) == -1, "exited orbit accepted");
+	munmap(mem, NPAGES * PAGE);
+	munmap(shared, 4 * PAGE);
+}
+
+/* A grandchild is not the caller's orbit. */
+static void only_own_children(void)
+{
+	unsigned char *mem = map_pages(4, MAP_PRIVATE);
+	int p[2];
+	pid_t child;
+	long r;
+
+	EXPECT(mem != NULL && pipe(p) == 0, "setup");
+	child = fork();
+	if (child == 0) {
+		pid_t g = fork();
+
+		if (g == 0) {
+			pause();
+			_exit(0);
+		}
+		if (write(p[1], &g, sizeof(g)) < 0)
+			_exit(1);
+		waitpid(g, NULL, 0);
+		_exit(0);
+	}
+	pid_t g = 0;
+	EXPECT(read(p[0], &g, sizeof(g)) == (ssize_t)sizeof(g), "grandchild pid");
+	int fd = pidfd_open(g);
+	r = orbit_update(fd, mem, PAGE, 0);
+	int err = errno;
+	kill(g, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(fd);
+	close(p[0]);
+	close(p[1]);
+	munmap(mem, 4 * PAGE);
+	EXPECT(r == -1 && err == EPERM, "grandchild: r=%ld errno %d", r, err);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (orbit_update(-1, NULL, 0, ORBIT_UPDATE_PROBE) < 0 && errno == ENOSYS) {
+		printf("SKIP orbit_update: this kernel has no orbit system calls\n");
+		return 77;
+	}
+#define RUN(t) do { int before = failures; t(); if (failures == before) printf("ok %s\n", #t); } while (0)
+	RUN(probe_answers_the_abi);
+	RUN(orbit_sees_the_snapshot);
+	RUN(orbit_writes_stay_private);
+	RUN(only_the_range_changes);
+	RUN(repeated_updates);
+	RUN(bad_arguments);
+	RUN(only_own_children);
+	printf("%s orbit_update: %d failed\n", failures ? "FAIL" : "PASS", failures);
+	return failures ? 1 : 0;
+}
