@@ -283,6 +283,41 @@ static void bad_arguments(void)
 	munmap(shared, 4 * PAGE);
 }
 
+/* The orbit's mapping must have main's permissions: a range it holds
+ * PROT_NONE (orbitpy's address reservation) is refused, never made readable
+ * behind the mapping's back. */
+static void permissions_must_match(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+	int p[2];
+	char c = 0;
+	pid_t child;
+	long r;
+
+	EXPECT(mem != NULL && pipe(p) == 0, "setup");
+	memset(mem, 8, NPAGES * PAGE);
+	child = fork();
+	if (child == 0) {
+		mprotect(mem, NPAGES * PAGE, PROT_NONE);
+		if (write(p[1], &c, 1) < 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	EXPECT(read(p[0], &c, 1) == 1, "child ready");
+	o.pidfd = pidfd_open(child);
+	r = orbit_update(o.pidfd, mem, NPAGES * PAGE, 0);
+	int err = errno;
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(o.pidfd);
+	close(p[0]);
+	close(p[1]);
+	munmap(mem, NPAGES * PAGE);
+	EXPECT(r == -1 && err == EINVAL, "PROT_NONE orbit range: r=%ld errno %d", r, err);
+}
+
 /* A grandchild is not the caller's orbit. */
 static void only_own_children(void)
 {
@@ -333,6 +368,7 @@ int main(void)
 	RUN(only_the_range_changes);
 	RUN(repeated_updates);
 	RUN(bad_arguments);
+	RUN(permissions_must_match);
 	RUN(only_own_children);
 	printf("%s orbit_update: %d failed\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;
