@@ -8,14 +8,10 @@ import sysconfig
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# The backend behind csrc/orbit_sys.h, as for csrc/Makefile: ORBITPY_BACKEND
-# names it (default user: the userspace backend, every .c in csrc/us/).
-BACKEND_DIRS = {"user": "csrc/us"}
-BACKEND = os.environ.get("ORBITPY_BACKEND", "").strip() or "user"
-if BACKEND not in BACKEND_DIRS:
-    raise SystemExit(f"ORBITPY_BACKEND={BACKEND} is not a backend "
-                     f"(known: {', '.join(sorted(BACKEND_DIRS))})")
-CORE_SOURCES = sorted(glob.glob("csrc/*.c") + glob.glob(f"{BACKEND_DIRS[BACKEND]}/*.c"))
+# Both backends behind csrc/orbit_sys.h are built in: the userspace backend
+# (csrc/us/) and the kernel backend (csrc/ks/); the process picks one when
+# it starts (csrc/sys_select.c, ORBITPY_BACKEND=kernel|user|auto).
+CORE_SOURCES = sorted(glob.glob("csrc/*.c") + glob.glob("csrc/us/*.c") + glob.glob("csrc/ks/*.c"))
 CORE_FLAGS = ["-O2", "-g", "-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
               "-fPIC", "-fvisibility=hidden"]
 

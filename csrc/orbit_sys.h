@@ -8,8 +8,9 @@
  * system calls.  Nothing outside a backend knows which one runs: the core
  * (the C files of csrc/, mapped in orbit_internal.h) and the Python layer
  * speak only through this table (and the "backend extras" of orbit.h, which
- * every backend answers).  The build picks one backend: ORBITPY_BACKEND
- * (csrc/Makefile, setup.py).
+ * every backend answers).  Both backends are built in; the process picks
+ * one before main() (sys_select.c: ORBITPY_BACKEND=kernel|user|auto, auto
+ * meaning the kernel backend where the kernel has the orbit calls).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller
@@ -197,7 +198,10 @@ struct orbit_sys_ops {
 	int (*push)(struct orbit_sys *s, uint64_t seq, const void *data, size_t len);
 };
 
-/* The backend this build uses. */
-extern const struct orbit_sys_ops *const orbit_sys;
+/* The backends (both are built in), and the one this process uses: chosen
+ * before main() runs (sys_select.c), never changed after. */
+extern const struct orbit_sys_ops orbit_sys_user;	/* us/: any Linux */
+const struct orbit_sys_ops *orbit_sys_kernel(int forced);	/* ks/: kernel/patches */
+extern const struct orbit_sys_ops *orbit_sys;
 
 #endif /* ORBIT_SYS_H */

@@ -201,6 +201,15 @@ static int mp_attach(void *addr, size_t len, void **state)
 		ranges[slot].bits = bits;
 		ranges[slot].nwords = nwords;
 		atomic_store_explicit(&ranges[slot].start, (uintptr_t)addr, memory_order_release);
+		/*
+		 * Give the mapping its anon_vma now, while it is one piece: a
+		 * page first written after a split gets an anon_vma of its own
+		 * when its neighbours have none, and pieces with different
+		 * anon_vmas never merge again (Linux 6.12: every page written
+		 * stayed a mapping after collect re-protected it).
+		 */
+		*(volatile char *)addr = 0;
+		madvise(addr, PM_PAGE_SIZE, MADV_DONTNEED);
 		if (mprotect(addr, len, PROT_READ) < 0) {
 			err = -errno;
 			atomic_store(&ranges[slot].start, 0);

@@ -5,6 +5,12 @@
  * created after an orbit started has an address that is free in the orbit
  * too: the orbit inherited the same reservation when it was forked.  The size
  * is ORBITPY_RESERVE bytes (suffixes K, M, G, T), 64 GiB by default.
+ *
+ * The kernel backend (ks/) asks for a writable reservation instead
+ * (us_reserve_set_writable, before the first area): its areas are pieces of
+ * this one mapping, in main and in every orbit, because orbit_update shares
+ * pages only between mappings of one anon_vma tree.  Released pieces are
+ * then emptied, not unmapped.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -24,6 +30,7 @@ static char *res_base;
 static size_t res_size;
 static struct res_range res_free[RES_MAX_FREE];	/* sorted by offset */
 static int res_nfree;
+static int res_writable;
 static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Bytes in `s` (a number, then at most one of the suffixes K, M, G, T), or
@@ -57,6 +64,30 @@ static size_t parse_size(const char *s, size_t dflt)
 	return (size_t)(v << shift);
 }
 
+static int res_prot(void)
+{
+	return res_writable ? PROT_READ | PROT_WRITE : PROT_NONE;
+}
+
+/* Before the first area; 0, or -EBUSY once the reservation exists. */
+int us_reserve_set_writable(void)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&res_lock);
+	if (res_base && !res_writable)
+		err = -EBUSY;
+	else
+		res_writable = 1;
+	pthread_mutex_unlock(&res_lock);
+	return err;
+}
+
+int us_reserve_writable(void)
+{
+	return res_writable;
+}
+
 static int res_init_locked(void)
 {
 	void *p;
@@ -67,7 +98,7 @@ static int res_init_locked(void)
 	if (!res_size || res_size > SIZE_MAX - PM_PAGE_SIZE)
 		return -EINVAL;
 	res_size = (res_size + PM_PAGE_SIZE - 1) & ~(PM_PAGE_SIZE - 1);
-	p = mmap(NULL, res_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	p = mmap(NULL, res_size, res_prot(), MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
 	res_base = p;
@@ -121,7 +152,11 @@ void us_reserve_release(char *addr, size_t size)
 	size_t off = (size_t)(addr - res_base);
 	int i;
 
-	mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	if (res_writable)
+		madvise(addr, size, MADV_DONTNEED);	/* stays one mapping */
+	else
+		mmap(addr, size, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	pthread_mutex_lock(&res_lock);
 	for (i = 0; i < res_nfree && res_free[i].off < off; i++)
 		;
@@ -150,9 +185,10 @@ void us_reserve_child_reset(void)
 {
 	/* Drop the child's copy-on-write share of main's areas at once: main
 	 * then keeps writing its pages without copying them, and the orbit maps
-	 * its own views here on demand. */
+	 * its own views here on demand (or, writable, gets main's pages from
+	 * orbit_update: a new mapping without pages joins main's anon_vma). */
 	if (res_base)
-		mmap(res_base, res_size, PROT_NONE,
+		mmap(res_base, res_size, res_prot(),
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	pthread_mutex_init(&res_lock, NULL);
 }

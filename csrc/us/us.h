@@ -194,6 +194,8 @@ int us_reserve_range(size_t size, char **addr);
 void us_reserve_release(char *addr, size_t size);
 size_t us_reserve_size(void);
 void us_reserve_child_reset(void);
+int us_reserve_set_writable(void);
+int us_reserve_writable(void);
 
 /* spawn.c */
 int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp);

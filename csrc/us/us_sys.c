@@ -64,7 +64,9 @@ static int us_area_create(size_t size, const char *mode,
 		free(a);
 		return err;
 	}
-	if (mmap(addr, size, PROT_READ | PROT_WRITE,
+	/* A writable reservation's piece is mapped already (and empty). */
+	if (!us_reserve_writable() &&
+	    mmap(addr, size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
 		err = -errno;
 		goto fail;
@@ -231,7 +233,7 @@ static int us_push(struct orbit_sys *s, uint64_t seq, const void *data, size_t l
 	return us_out_send(s, ORBIT_MSG_UPDATE, seq, 0, 0, data, len);
 }
 
-static const struct orbit_sys_ops us_ops = {
+const struct orbit_sys_ops orbit_sys_user = {
 	.name = "userspace",
 	.page_size = PM_PAGE_SIZE,
 	.area_create = us_area_create,
@@ -256,5 +258,3 @@ static const struct orbit_sys_ops us_ops = {
 	.ret = us_ret,
 	.push = us_push,
 };
-
-const struct orbit_sys_ops *const orbit_sys = &us_ops;

@@ -1,0 +1,137 @@
+/*
+ * ks_sys.c - the kernel backend: orbits whose snapshots the kernel makes.
+ *
+ * With the orbit_update() system call (kernel/patches), a call's snapshot
+ * is no copy: main asks the kernel to make the orbit's memory in each area
+ * a copy-on-write snapshot of its own, then sends the call.  Everything
+ * else -- starting and binding the orbit process, the channel that carries
+ * calls, results and updates, finding main's writes for the pre-call checks
+ * (area_changed) -- is the userspace backend's, used through its operation
+ * table: this file replaces only the operations where the two differ.
+ *
+ *   main process                         orbit process (forked from main)
+ *   reservation (one writable mapping)   the same range, one mapping
+ *     area = a piece of it  --orbit_update-->  pages shared copy-on-write
+ *
+ * orbit_update shares pages only between mappings of one anon_vma tree, so
+ * the areas are pieces of one writable reservation (us_reserve_set_writable)
+ * rather than mappings of their own, and the orbit's copy of the
+ * reservation is a fresh mapping that the first update joins to main's.
+ *
+ * The update changes what the orbit sees at once, so it may only run
+ * between calls: a call made while the orbit is busy answers -EAGAIN and
+ * the core waits for the orbit to finish (see `call` in orbit_sys.h).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "../us/us.h"
+#include "uapi_orbit.h"
+
+static struct orbit_sys_ops ks_ops;
+static int ks_usable;	/* the kernel answered the probe */
+
+static int ks_probe(void)
+{
+#ifdef __NR_orbit_update
+	return syscall(__NR_orbit_update, -1, 0UL, 0UL, ORBIT_UPDATE_PROBE) == ORBIT_ABI_VERSION;
+#else
+	return 0;
+#endif
+}
+
+static long ks_update(int pidfd, void *addr, size_t len)
+{
+#ifdef __NR_orbit_update
+	return syscall(__NR_orbit_update, pidfd, (unsigned long)addr, (unsigned long)len, 0U);
+#else
+	(void)pidfd, (void)addr, (void)len;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+static int ks_area_create(size_t size, const char *mode, struct orbit_sys_area **out,
+			  void **base)
+{
+	int err;
+
+	if (!ks_usable)
+		return -ENOSYS;
+	err = orbit_sys_user.area_create(size, mode, out, base);
+	/* mprotect mode makes main's pages read-only pieces: the orbit's
+	 * mapping would no longer have main's permissions. */
+	if (!err && (*out)->trk->mode == DIRTY_TRACK_MPROTECT) {
+		orbit_sys_user.area_destroy(*out);
+		return -ENOTSUP;
+	}
+	return err;
+}
+
+static int ks_create(const struct orbit_spawn *sp, struct orbit_sys **out)
+{
+	if (!ks_usable)
+		return -ENOSYS;
+	return orbit_sys_user.create(sp, out);
+}
+
+static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
+		   struct orbit_sys_area *const *areas, orbit_entry entry,
+		   const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st)
+{
+	struct us_hdr h = { .magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq };
+	struct us_call_body body = { .entry = (uintptr_t)entry };
+	struct iovec iov[3] = {
+		{ &h, sizeof(h) }, { &body, sizeof(body) }, { (void *)arg, argsize },
+	};
+	int err = 0;
+
+	(void)scan;
+	(void)st;	/* nothing is copied: no pages to count */
+	if (!idle)
+		return -EAGAIN;
+	pthread_mutex_lock(&s->send_lock);
+	for (size_t i = 0; i < narea && !err; i++) {
+		struct orbit_sys_area *a = areas[i];
+
+		pthread_mutex_lock(&a->lock);
+		if (a->dead)
+			err = -EINVAL;
+		else if (ks_update(s->pidfd, a->addr, a->size) < 0)
+			err = errno == ESRCH ? -EPIPE : -errno;	/* the orbit is gone */
+		pthread_mutex_unlock(&a->lock);
+	}
+	if (!err) {
+		h.len = sizeof(body) + argsize;
+		h.aux = sizeof(body);
+		err = us_send_all(s->sock, iov, argsize ? 3 : 2, NULL, 0);
+		if (!err)
+			atomic_fetch_add(&s->ctl->req_count, 1);
+	}
+	pthread_mutex_unlock(&s->send_lock);
+	return err;
+}
+
+/* The kernel backend's table, or NULL when the kernel lacks the calls and
+ * the backend was not forced (forced, its operations fail with ENOSYS). */
+const struct orbit_sys_ops *orbit_sys_kernel(int forced)
+{
+	ks_usable = ks_probe();
+	if (!ks_usable && !forced)
+		return NULL;
+	if (ks_usable && us_reserve_set_writable())
+		return NULL;	/* areas exist already: too late to switch */
+	ks_ops = orbit_sys_user;
+	ks_ops.name = "kernel";
+	ks_ops.area_create = ks_area_create;
+	ks_ops.area_set_copy_filter = NULL;	/* nothing is copied */
+	ks_ops.set_background_sync = NULL;	/* no copying between calls */
+	ks_ops.create = ks_create;
+	ks_ops.call = ks_call;
+	ks_ops.prefault = NULL;
+	return &ks_ops;
+}
