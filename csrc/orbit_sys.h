@@ -9,8 +9,8 @@
  * (the C files of csrc/, mapped in orbit_internal.h) and the Python layer
  * speak only through this table (and the "backend extras" of orbit.h, which
  * every backend answers).  Both backends are built in; the process picks
- * one before main() (sys_select.c: ORBITPY_BACKEND=kernel|user|auto, auto
- * meaning the kernel backend where the kernel has the orbit calls).
+ * one before main() (sys_select.c: ORBITPY_BACKEND=kernel|user|auto; auto
+ * is the userspace backend until the kernel backend is complete).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller

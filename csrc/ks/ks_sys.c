@@ -23,10 +23,8 @@
  * the core waits for the orbit to finish (see `call` in orbit_sys.h).
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../us/us.h"
@@ -83,11 +81,7 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		   struct orbit_sys_area *const *areas, orbit_entry entry,
 		   const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st)
 {
-	struct us_hdr h = { .magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq };
 	struct us_call_body body = { .entry = (uintptr_t)entry };
-	struct iovec iov[3] = {
-		{ &h, sizeof(h) }, { &body, sizeof(body) }, { (void *)arg, argsize },
-	};
 	int err = 0;
 
 	(void)scan;
@@ -105,13 +99,8 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 			err = errno == ESRCH ? -EPIPE : -errno;	/* the orbit is gone */
 		pthread_mutex_unlock(&a->lock);
 	}
-	if (!err) {
-		h.len = sizeof(body) + argsize;
-		h.aux = sizeof(body);
-		err = us_send_all(s->sock, iov, argsize ? 3 : 2, NULL, 0);
-		if (!err)
-			atomic_fetch_add(&s->ctl->req_count, 1);
-	}
+	if (!err)	/* a body with no areas: nothing for the orbit to map */
+		err = us_send_call(s, seq, &body, sizeof(body), arg, argsize, NULL, 0);
 	pthread_mutex_unlock(&s->send_lock);
 	return err;
 }
@@ -120,11 +109,10 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
  * the backend was not forced (forced, its operations fail with ENOSYS). */
 const struct orbit_sys_ops *orbit_sys_kernel(int forced)
 {
-	ks_usable = ks_probe();
+	/* Too late once the reservation exists (areas were made already). */
+	ks_usable = ks_probe() && us_reserve_set_writable() == 0;
 	if (!ks_usable && !forced)
 		return NULL;
-	if (ks_usable && us_reserve_set_writable())
-		return NULL;	/* areas exist already: too late to switch */
 	ks_ops = orbit_sys_user;
 	ks_ops.name = "kernel";
 	ks_ops.area_create = ks_area_create;

@@ -121,6 +121,29 @@ int us_send_all(int fd, const struct iovec *iov_in, int iovcnt, const int *fds, 
 	return 0;
 }
 
+/*
+ * Send call `seq`: a header, the backend's body (body_len bytes, first) and
+ * the call's argument, with `fds` on its first byte; then count it in
+ * ctl->req_count.  Counted only once all of it is in the socket: the orbit,
+ * spinning on the count, then reads a whole message without polling first.
+ */
+int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
+		 const void *arg, size_t argsize, const int *fds, int nfds)
+{
+	struct us_hdr h = {
+		.magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq,
+		.len = body_len + argsize, .aux = body_len,
+	};
+	struct iovec iov[3] = {
+		{ &h, sizeof(h) }, { (void *)body, body_len }, { (void *)arg, argsize },
+	};
+	int err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
+
+	if (!err)
+		atomic_fetch_add(&s->ctl->req_count, 1);
+	return err;
+}
+
 /* Read what is available without blocking; 1 when the message is complete,
  * 0 when more is needed, -EPIPE at end of stream. */
 static int rx_step(int fd, struct us_rx *rx)

@@ -572,11 +572,9 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 	int fds[ORBIT_MAX_CALL_AREAS], nfds = 0, err = 0;
 	size_t n = 0, need_pages = 0, body_len, locked = 0;
 	uint64_t stage_start = s->stage_head;
-	struct us_hdr h = { .magic = US_MAGIC, .kind = US_MSG_CALL, .seq = seq };
 	struct us_call_body *body;
 	struct stage_ctx sc = { .s = s };
 	struct direct_ctx dc;
-	struct iovec iov[2];
 
 	if (narea > ORBIT_MAX_CALL_AREAS)
 		return -E2BIG;
@@ -712,24 +710,13 @@ int us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		s->stage_head = sc.pos;
 		body->stage_end = sc.pos;
 	}
-	h.len = body_len + argsize;
-	h.aux = body_len;
-	iov[0].iov_base = s->scratch;
-	iov[0].iov_len = body_len;
-	iov[1].iov_base = (void *)arg;
-	iov[1].iov_len = argsize;
-	{
-		struct iovec all[3] = { { &h, sizeof(h) }, iov[0], iov[1] };
-
-		err = us_send_all(s->sock, all, argsize ? 3 : 2, fds, nfds);
-	}
+	err = us_send_call(s, seq, s->scratch, body_len, arg, argsize, fds, nfds);
 	if (!err) {
 		for (size_t i = 0; i < n; i++) {
 			links[i]->fd_sent = 1;
 			atomic_store_explicit(&links[i]->bg_written, 0, memory_order_relaxed);
 		}
 		s->nforget = 0;
-		atomic_fetch_add(&s->ctl->req_count, 1);
 	}
 out:
 	for (size_t i = 0; i < locked; i++)

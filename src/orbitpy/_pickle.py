@@ -194,9 +194,9 @@ def _learn_numpy() -> None:
         _numpy_seen = np
 
 
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, memoryview})
 # Pickled by value by the C pickler with no dispatch table.
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+_PLAIN = _SCALARS | {memoryview}
 
 
 def _is_plain(obj: Any, depth: int = 0) -> bool:
