@@ -1,9 +1,11 @@
 """GIL relief: main serving request-like work while a CPU-heavy maintenance
 task (a scan of a large dict) runs every 100 ms, in a thread vs in an orbit
-vs no task at all: main's per-request latency (p50/p99) and throughput.
+vs no task at all, and the same scan in a plain forked process as the control
+for what running any work on the other CPU costs main: main's per-request
+latency (p50/p99) and throughput.
 
 Measured in a subprocess (_gil_worker.py, whose docstring says exactly what
-runs), one run for the three variants, 3 s each in quick mode with a
+runs), one run for the four variants, 3 s each in quick mode with a
 300,000-entry table, 10 s each with 1,000,000 entries in the full mode.  Each
 variant's request latencies are replayed as one benchmark of group
 "gil-relief" (their raw samples feed the report's latency CDF); extra_info
@@ -25,7 +27,7 @@ from ._benchutil import by_mode, replay
 HERE = Path(__file__).resolve().parent
 SECONDS = by_mode(3.0, 10.0)
 ENTRIES = by_mode(300_000, 1_000_000)
-VARIANTS = ["none", "thread", "orbit"]
+VARIANTS = ["none", "thread", "orbit", "process"]
 
 pytestmark = pytest.mark.benchmark(group="gil-relief")
 

@@ -391,10 +391,11 @@ def report_gil(benches: list[dict[str, Any]]) -> list[str]:
            f"Python; {e0['seconds']:g} s per variant (two stretches, mirrored order).  "
            f"Latencies in µs.", ""]
     text = {"none": "no maintenance task", "thread": "scan in a thread",
-            "orbit": "**scan in an orbit** (`call_async`)"}
+            "orbit": "**scan in an orbit** (`call_async`)",
+            "process": "control: the same scan in a plain forked process"}
     base = gil.get("none")
     rows = []
-    for v in ("none", "thread", "orbit"):
+    for v in ("none", "thread", "orbit", "process"):
         b = gil.get(v)
         if b is None:
             continue
@@ -415,6 +416,15 @@ def report_gil(benches: list[dict[str, Any]]) -> list[str]:
         r = o["extra_info"]["p99_s"] / t["extra_info"]["p99_s"]
         out.append(f"- Target: orbit p99 better than the thread's: {r:.2f}× → "
                    f"{verdict(r < 1)}")
+    c = gil.get("process")
+    if o and c and base:
+        cp = c["extra_info"]["p99_s"] / base["extra_info"]["p99_s"]
+        out.append(f"- Control: the same scan in a plain process (no orbitpy) costs main "
+                   f"{cp:.2f}× its p99 alone and "
+                   f"{c['extra_info']['throughput'] / base['extra_info']['throughput']:.2f}× its "
+                   f"throughput: the share of the orbit's cost that is the other CPU "
+                   f"working, not orbitpy.  Orbit ÷ control p99: "
+                   f"{o['extra_info']['p99_s'] / c['extra_info']['p99_s']:.2f}×")
     out.append("")
     return out
 
