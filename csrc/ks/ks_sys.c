@@ -112,7 +112,7 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		struct ks_span span[ORBIT_MAX_CALL_AREAS];
 	} body = { .us.entry = (uintptr_t)entry };
 	size_t len = sizeof(body.us) + sizeof(body.q);
-	int pidfd = s->pidfd, err = 0;
+	int pidfd = s->pidfd, err = 0, lost = 0;
 	pid_t holder = 0;
 	uint64_t done = 0;
 
@@ -135,6 +135,7 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 			err = -EINVAL;
 		else if (ks_update(pidfd, a->addr, a->size, 0) < 0)
 			err = errno == ESRCH ? -EPIPE : -errno;	/* the process is gone */
+		lost = holder && err == -EPIPE;
 		pthread_mutex_unlock(&a->lock);
 		body.span[i].addr = (uintptr_t)a->addr;
 		body.span[i].size = a->size;
@@ -149,13 +150,11 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		err = us_send_call(s, seq, &body, len, arg, argsize, NULL, 0);
 	pthread_mutex_unlock(&s->send_lock);
 	if (err && holder) {
-		/* A holder that failed (killed by someone else) is replaced
-		 * later; meanwhile the call waits for the orbit, as the seam
-		 * allows, unless it failed for its own reasons. */
-		int gone = err == -EPIPE;
-
-		ks_holder_put(s->ks, holder, gone);
-		if (gone || err == -ENOMEM)
+		/* Not sent: the holder is free again.  One that is gone (killed
+		 * by someone else) is reaped, replaced later; meanwhile the call
+		 * waits for the orbit, as the seam allows. */
+		ks_holder_put(s->ks, holder, lost);
+		if (lost || err == -ENOMEM)
 			err = -EAGAIN;
 	}
 	return err;
