@@ -535,7 +535,7 @@ static void from_both_ways_no_deadlock(void)
 			if (read(i ? q[0] : p[0], &other, sizeof(other)) != sizeof(other))
 				_exit(2);
 			fd = pidfd_open(other);
-			for (int n = 0; n < 2000 && !bad; n++) {
+			for (int n = 0; n < 500 && !bad; n++) {
 				long r;
 
 				memset(mem + (size_t)(n % NPAGES) * PAGE, n & 0xff, PAGE);
