@@ -268,7 +268,12 @@ static void holder_end(struct ks_holders *h, int k)
 
 	if (!h->pid[k])
 		return;
-	kill(h->pid[k], SIGKILL);	/* our unreaped child: the pid is still its own */
+	/* Through its pidfd: if someone else reaped it (waitpid(-1) in
+	 * main), its pid may be a stranger's by now. */
+#ifdef SYS_pidfd_send_signal
+	if (syscall(SYS_pidfd_send_signal, h->pidfd[k], SIGKILL, NULL, 0U) < 0)
+#endif
+		kill(h->pid[k], SIGKILL);
 	while (waitpid(h->pid[k], &st, 0) < 0 && errno == EINTR)
 		;
 	close(h->pidfd[k]);
@@ -307,23 +312,30 @@ static struct {
 	int fd;
 } orbit_fds[KS_HOLDERS];
 
-static int orbit_holder_fd(pid_t pid)
+/* A pidfd of holder `pid`, opened on first use (again if `fresh`: the
+ * one we had may name an earlier holder that had the same pid). */
+static int orbit_holder_fd(pid_t pid, int fresh)
 {
-	int slot = (int)((unsigned)pid % KS_HOLDERS);
+	int slot = -1;
 
 	for (int k = 0; k < KS_HOLDERS; k++)
-		if (orbit_fds[k].pid == pid)
-			return orbit_fds[k].fd;
-	for (int k = 0; k < KS_HOLDERS; k++)
-		if (!orbit_fds[k].pid) {
+		if (orbit_fds[k].pid == pid) {
+			if (!fresh)
+				return orbit_fds[k].fd;
 			slot = k;
 			break;
 		}
+	for (int k = 0; slot < 0 && k < KS_HOLDERS; k++)
+		if (!orbit_fds[k].pid)
+			slot = k;
+	if (slot < 0)
+		slot = (int)((unsigned)pid % KS_HOLDERS);
 	if (orbit_fds[slot].pid)
 		close(orbit_fds[slot].fd);
 	orbit_fds[slot].pid = 0;
-	/* main's child, reaped by main only after this process: the pid is
-	 * still the holder's. */
+	/* main reaps a holder only once it is dead and no call names it, or
+	 * after this process: the pid is still the holder's (unless someone
+	 * else in main reaped it, as it might the orbit itself). */
 	orbit_fds[slot].fd = pidfd_open_sys(pid);
 	if (orbit_fds[slot].fd < 0)
 		return -1;
@@ -345,14 +357,20 @@ int ks_holders_take_snapshot(const char *body, size_t len)
 		return 0;
 	if (q.narea > (len - sizeof(struct us_call_body) - sizeof(q)) / sizeof(struct ks_span))
 		return -EPROTO;
-	fd = orbit_holder_fd(q.holder);
-	if (fd < 0)
-		return -errno;
 	for (uint32_t i = 0; i < q.narea; i++) {
+		void *addr;
 		struct ks_span sp;
+		long r;
 
 		memcpy(&sp, p + i * sizeof(sp), sizeof(sp));
-		if (ks_update(fd, (void *)(uintptr_t)sp.addr, sp.size, ORBIT_UPDATE_FROM_PIDFD) < 0)
+		addr = (void *)(uintptr_t)sp.addr;
+		fd = orbit_holder_fd(q.holder, 0);
+		r = fd < 0 ? -1 : ks_update(fd, addr, sp.size, ORBIT_UPDATE_FROM_PIDFD);
+		if (r < 0 && errno == ESRCH) {
+			fd = orbit_holder_fd(q.holder, 1);
+			r = fd < 0 ? -1 : ks_update(fd, addr, sp.size, ORBIT_UPDATE_FROM_PIDFD);
+		}
+		if (r < 0)
 			return -errno;
 	}
 	/* Taken: main may put the next snapshot there. */
