@@ -231,7 +231,9 @@ static void async_snapshot_fixed(const char *mode)
 }
 
 /* The same through a hardened orbit (seccomp filter, see orbit_options):
- * whatever a backend does to queue a snapshot, the filter must allow it. */
+ * whatever a backend does to queue a snapshot, the filter must allow it,
+ * and whatever it started for it ends with the orbit (no process, no
+ * descriptor left). */
 static void hardened_queued_snapshots(const char *mode)
 {
 	enum { N = 3 };
@@ -241,6 +243,7 @@ static void hardened_queued_snapshots(const char *mode)
 	struct orbit_future *f[N], *slow;
 	long expect[N], ret, ms = 150;
 	unsigned char *p;
+	int fds0 = check_count_fds(), st;
 
 	orbit_options_init(&o);
 	o.harden = 1;
@@ -270,6 +273,10 @@ static void hardened_queued_snapshots(const char *mode)
 		orbit_future_release(f[i]);
 	}
 	orbit_destroy(ob);
+	errno = 0;
+	CHECK_EQ(waitpid(-1, &st, WNOHANG), -1);
+	CHECK_EQ(errno, ECHILD);
+	CHECK_EQ(check_count_fds(), fds0);
 	orbit_area_destroy(a);
 }
 
