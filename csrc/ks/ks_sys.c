@@ -18,16 +18,20 @@
  * rather than mappings of their own, and the orbit's copy of the
  * reservation is a fresh mapping that the first update joins to main's.
  *
- * The update changes what the orbit sees at once, so it may only run
- * between calls: a call made while the orbit is busy answers -EAGAIN and
- * the core waits for the orbit to finish (see `call` in orbit_sys.h).
+ * The update changes what the orbit sees at once, so main makes it in the
+ * orbit only while the orbit is idle.  A call made while the orbit is busy
+ * is queued with its snapshot in a holder process (ks_holders.c), which the
+ * orbit takes into its own memory when it takes the call; with no holder
+ * free, the call answers -EAGAIN and the core waits for the orbit to
+ * finish (see `call` in orbit_sys.h).  Calls without areas need no
+ * snapshot and are always queued.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "../us/us.h"
+#include "ks.h"
 #include "uapi_orbit.h"
 
 static struct orbit_sys_ops ks_ops;
@@ -42,12 +46,12 @@ static int ks_probe(void)
 #endif
 }
 
-static long ks_update(int pidfd, void *addr, size_t len)
+long ks_update(int pidfd, void *addr, size_t len, unsigned int flags)
 {
 #ifdef __NR_orbit_update
-	return syscall(__NR_orbit_update, pidfd, (unsigned long)addr, (unsigned long)len, 0U);
+	return syscall(__NR_orbit_update, pidfd, (unsigned long)addr, (unsigned long)len, flags);
 #else
-	(void)pidfd, (void)addr, (void)len;
+	(void)pidfd, (void)addr, (void)len, (void)flags;
 	errno = ENOSYS;
 	return -1;
 #endif
@@ -72,22 +76,56 @@ static int ks_area_create(size_t size, const char *mode, struct orbit_sys_area *
 
 static int ks_create(const struct orbit_spawn *sp, struct orbit_sys **out)
 {
+	struct ks_holders *h;
+	int err;
+
 	if (!ks_usable)
 		return -ENOSYS;
-	return orbit_sys_user.create(sp, out);
+	h = ks_holders_new();	/* before the fork: the orbit shares its flags */
+	if (!h)
+		return -ENOMEM;
+	err = orbit_sys_user.create(sp, out);
+	if (err) {
+		ks_holders_free(h);
+		return err;
+	}
+	ks_holders_bind(h, (*out)->pid);
+	(*out)->ks = h;
+	return 0;
+}
+
+static void ks_destroy(struct orbit_sys *s, int grace_ms, int *status)
+{
+	struct ks_holders *h = s->ks;
+
+	orbit_sys_user.destroy(s, grace_ms, status);
+	ks_holders_free(h);	/* after the orbit: it may be taking a snapshot */
 }
 
 static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		   struct orbit_sys_area *const *areas, orbit_entry entry,
 		   const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st)
 {
-	struct us_call_body body = { .entry = (uintptr_t)entry };
-	int err = 0;
+	struct {
+		struct us_call_body us;	/* narea 0: the userspace half maps nothing */
+		struct ks_call_tail q;
+		struct ks_span span[ORBIT_MAX_CALL_AREAS];
+	} body = { .us.entry = (uintptr_t)entry };
+	size_t len = sizeof(body.us) + sizeof(body.q);
+	int pidfd = s->pidfd, err = 0, lost = 0;
+	pid_t holder = 0;
+	uint64_t done = 0;
 
 	(void)scan;
 	(void)st;	/* nothing is copied: no pages to count */
-	if (!idle)
-		return -EAGAIN;
+	if (!idle && narea) {
+		/* The orbit is busy: the snapshot goes to a holder, which the
+		 * orbit takes it from when it takes the call.  None free: wait
+		 * for the orbit (before any lock: this may fork a holder). */
+		pidfd = ks_holder_take(s->ks, &holder, &done);
+		if (pidfd < 0)
+			return -EAGAIN;
+	}
 	pthread_mutex_lock(&s->send_lock);
 	for (size_t i = 0; i < narea && !err; i++) {
 		struct orbit_sys_area *a = areas[i];
@@ -95,14 +133,43 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		pthread_mutex_lock(&a->lock);
 		if (a->dead)
 			err = -EINVAL;
-		else if (ks_update(s->pidfd, a->addr, a->size) < 0)
-			err = errno == ESRCH ? -EPIPE : -errno;	/* the orbit is gone */
+		else if (ks_update(pidfd, a->addr, a->size, 0) < 0)
+			err = errno == ESRCH ? -EPIPE : -errno;	/* the process is gone */
+		lost = holder && err == -EPIPE;
 		pthread_mutex_unlock(&a->lock);
+		body.span[i].addr = (uintptr_t)a->addr;
+		body.span[i].size = a->size;
 	}
-	if (!err)	/* a body with no areas: nothing for the orbit to map */
-		err = us_send_call(s, seq, &body, sizeof(body), arg, argsize, NULL, 0);
+	if (holder) {
+		body.q.done = done;
+		body.q.holder = holder;
+		body.q.narea = (uint32_t)narea;
+		len += narea * sizeof(body.span[0]);
+	}
+	if (!err)
+		err = us_send_call(s, seq, &body, len, arg, argsize, NULL, 0);
 	pthread_mutex_unlock(&s->send_lock);
+	if (err && holder) {
+		/* Not sent: the holder is free again.  One that is gone (killed
+		 * by someone else) is reaped, replaced later; meanwhile the call
+		 * waits for the orbit, as the seam allows. */
+		ks_holder_put(s->ks, holder, lost);
+		if (lost || err == -ENOMEM)
+			err = -EAGAIN;
+	}
 	return err;
+}
+
+/* The orbit's side of a call: a queued call's snapshot waits in a holder. */
+static int ks_recv(struct orbit_sys *s, struct orbit_request *rq)
+{
+	int rc = orbit_sys_user.recv(s, rq);
+
+	if (!rc)
+		rc = ks_holders_take_snapshot(s->inbuf, (size_t)((char *)rq->arg - s->inbuf));
+	if (rc)
+		us_orbit_end_children();
+	return rc;
 }
 
 /* The kernel backend's table, or NULL when the kernel lacks the calls and
@@ -119,7 +186,9 @@ const struct orbit_sys_ops *orbit_sys_kernel(int forced)
 	ks_ops.area_set_copy_filter = NULL;	/* nothing is copied */
 	ks_ops.set_background_sync = NULL;	/* no copying between calls */
 	ks_ops.create = ks_create;
+	ks_ops.destroy = ks_destroy;
 	ks_ops.call = ks_call;
+	ks_ops.recv = ks_recv;
 	ks_ops.prefault = NULL;
 	return &ks_ops;
 }

@@ -20,7 +20,15 @@
 #ifndef ORBIT_UPDATE_PROBE
 /* orbit_update(-1, 0, 0, ORBIT_UPDATE_PROBE) returns ORBIT_ABI_VERSION. */
 #define ORBIT_UPDATE_PROBE	(1U << 31)
-#define ORBIT_ABI_VERSION	0x0b170001L
+/* 2: ORBIT_UPDATE_FROM_PIDFD (version 1 had no flags). */
+#define ORBIT_ABI_VERSION	0x0b170002L
+#endif
+
+#ifndef ORBIT_UPDATE_FROM_PIDFD
+/* The caller's range becomes a snapshot of pidfd's process's (one the
+ * caller may ptrace), instead of pidfd's (the caller's child) of the
+ * caller's: how an orbit takes a queued call's snapshot from its holder. */
+#define ORBIT_UPDATE_FROM_PIDFD	(1U << 0)
 #endif
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * test_snapshot.c - what a call sees of its areas: calls that name no area,
  * areas created after the orbit started, several orbits on one area, the
- * same area twice, snapshots of queued calls, and a new process's first call.
+ * same area twice, snapshots of queued calls (also in a hardened orbit), and
+ * a new process's first call.
  * (What it costs with the userspace backend, exact page counts and its
  * staging ring, is in user/test_snapshot_costs.c.)
  *
@@ -229,6 +230,56 @@ static void async_snapshot_fixed(const char *mode)
 	orbit_area_destroy(a);
 }
 
+/* The same through a hardened orbit (seccomp filter, see orbit_options):
+ * whatever a backend does to queue a snapshot, the filter must allow it,
+ * and whatever it started for it ends with the orbit (no process, no
+ * descriptor left). */
+static void hardened_queued_snapshots(const char *mode)
+{
+	enum { N = 3 };
+	struct orbit_area *a = check_area(8 * PG, mode);
+	struct orbit_options o;
+	struct orbit *ob;
+	struct orbit_future *f[N], *slow;
+	long expect[N], ret, ms = 150;
+	unsigned char *p;
+	int fds0 = check_count_fds(), st;
+
+	orbit_options_init(&o);
+	o.harden = 1;
+	ob = orbit_create("hardq", entry_sum, NULL, &o);
+	REQUIRE(a && ob);
+	p = orbit_area_base(a);
+	CHECK_EQ(call_sum(ob, a, 1, 4), 0);
+	slow = orbit_call_async(ob, 0, 0, NULL, entry_sleep, &ms, sizeof(ms));
+	REQUIRE(slow != NULL);
+	for (int i = 0; i < N; i++) {
+		struct span s = span_of(a, 1, 4);
+
+		p[(1 + i) * PG] = (unsigned char)(20 + i);
+		expect[i] = weigh(&s);
+		f[i] = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
+		CHECK(f[i] != NULL);
+	}
+	memset(p + PG, 0xAA, 4 * PG);	/* after every snapshot */
+	CHECK_EQ(orbit_future_get(slow, &ret), 0);
+	orbit_future_release(slow);
+	for (int i = 0; i < N; i++) {
+		if (!f[i])
+			continue;
+		ret = -1;
+		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
+		CHECK_EQ(ret, expect[i]);
+		orbit_future_release(f[i]);
+	}
+	orbit_destroy(ob);
+	errno = 0;
+	CHECK_EQ(waitpid(-1, &st, WNOHANG), -1);
+	CHECK_EQ(errno, ECHILD);
+	CHECK_EQ(check_count_fds(), fds0);
+	orbit_area_destroy(a);
+}
+
 /* A running call's view does not move while main writes and queues more. */
 static void running_call_isolated(const char *mode)
 {
@@ -359,6 +410,7 @@ int main(void)
 	RUN_MODES(two_orbits_one_area);
 	RUN_MODES(duplicate_area_in_call);
 	RUN_MODES(async_snapshot_fixed);
+	RUN_MODES(hardened_queued_snapshots);
 	RUN_MODES(running_call_isolated);
 	RUN_MODES(prefault_first_call);
 	return CHECK_DONE();

@@ -159,6 +159,7 @@ struct us_range {
 
 struct us_view;
 struct us_outq;
+struct ks_holders;
 
 struct us_rx {			/* a message being received, possibly in pieces */
 	struct us_hdr hdr;
@@ -184,6 +185,7 @@ struct orbit_sys {
 	uint32_t *forget;	/* destroyed areas the orbit has a view of, to tell it */
 	size_t nforget, forget_cap;
 	int killed;		/* us_kill_orbit ended its tree */
+	struct ks_holders *ks;	/* the kernel backend's (csrc/ks/), else NULL */
 	/* Held while a call is made and sent (until req_count counts it),
 	 * and by background_sync while it writes this orbit's bases: the
 	 * orbit reads no base while every call sent is answered. */

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,7 +55,9 @@ static int pidfd_open(pid_t pid)
 
 /* ---- the child: an orbit that answers commands ---- */
 
-enum { CMD_SUM = 1, CMD_WRITE = 2, CMD_EXIT = 3 };
+/* CMD_PULL: the child makes its memory a snapshot of process `page`'s
+ * (ORBIT_UPDATE_FROM_PIDFD) and answers 0 or the errno. */
+enum { CMD_SUM = 1, CMD_WRITE = 2, CMD_EXIT = 3, CMD_PULL = 4 };
 
 struct cmd {
 	int op;
@@ -77,6 +80,18 @@ static uint64_t page_sum(const unsigned char *p)
 	return s;
 }
 
+static uint64_t pull_from(pid_t pid, unsigned char *mem)
+{
+	int fd = pidfd_open(pid);
+	long r;
+
+	if (fd < 0)
+		return (uint64_t)errno;
+	r = orbit_update(fd, mem, NPAGES * PAGE, ORBIT_UPDATE_FROM_PIDFD);
+	close(fd);
+	return r == 0 ? 0 : (uint64_t)errno;
+}
+
 static void serve(unsigned char *mem, int in, int out)
 {
 	struct cmd c;
@@ -88,6 +103,8 @@ static void serve(unsigned char *mem, int in, int out)
 			ans = page_sum(mem + c.page * PAGE);
 		else if (c.op == CMD_WRITE)
 			memset(mem + c.page * PAGE, c.value, PAGE);
+		else if (c.op == CMD_PULL)
+			ans = pull_from((pid_t)c.page, mem);
 		else
 			_exit(0);
 		if (write(out, &ans, sizeof(ans)) != (ssize_t)sizeof(ans))
@@ -354,6 +371,195 @@ static void only_own_children(void)
 	EXPECT(r == -1 && err == EPERM, "grandchild: r=%ld errno %d", r, err);
 }
 
+/* ---- ORBIT_UPDATE_FROM_PIDFD: the caller takes another process's range */
+
+/*
+ * A queued call's path: main snapshots its memory into a holder (a child),
+ * goes on writing, and the orbit (another child) later makes its memory the
+ * holder's: it sees main's memory as it was at the holder's update.
+ */
+static void update_from_another_process(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit holder, o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 1, NPAGES * PAGE);
+	EXPECT(orbit_start(&holder, mem) == 0 && orbit_start(&o, mem) == 0, "start");
+	memset(mem, 2, NPAGES * PAGE);
+	EXPECT(orbit_update(holder.pidfd, mem, NPAGES * PAGE, 0) == 0, "to the holder: %s",
+	       strerror(errno));
+	memset(mem, 3, NPAGES * PAGE);	/* after the snapshot */
+	EXPECT(orbit_ask(&o, CMD_SUM, 9, 0) == sum_of_value(1), "orbit changed early");
+	EXPECT(orbit_ask(&o, CMD_PULL, (unsigned long)holder.pid, 0) == 0, "pull failed");
+	EXPECT(orbit_ask(&o, CMD_SUM, 9, 0) == sum_of_value(2), "orbit lacks the snapshot");
+	EXPECT(orbit_ask(&holder, CMD_SUM, 9, 0) == sum_of_value(2), "holder lost it");
+	/* Copy-on-write both ways: the orbit's write is its own. */
+	EXPECT(orbit_ask(&o, CMD_WRITE, 9, 7) == 0, "orbit write");
+	EXPECT(orbit_ask(&holder, CMD_SUM, 9, 0) == sum_of_value(2), "holder saw the write");
+	EXPECT(page_sum(mem + 9 * PAGE) == sum_of_value(3), "main saw the write");
+	/* Another source: one forked later, holding main's memory by fork(). */
+	orbit_stop(&holder);
+	EXPECT(orbit_start(&holder, mem) == 0, "start 2");
+	EXPECT(orbit_ask(&holder, CMD_SUM, 0, 0) == sum_of_value(3), "holder 2");
+	EXPECT(orbit_ask(&o, CMD_PULL, (unsigned long)holder.pid, 0) == 0, "pull 2");
+	EXPECT(orbit_ask(&o, CMD_SUM, 9, 0) == sum_of_value(3), "second pull");
+	orbit_stop(&holder);
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
+static void from_bad_source(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	int self;
+
+	EXPECT(mem != NULL, "mmap");
+	errno = 0;
+	EXPECT(orbit_update(-1, mem, PAGE, ORBIT_UPDATE_FROM_PIDFD) == -1 && errno == EBADF,
+	       "fd -1: %d", errno);
+	EXPECT(orbit_update(0, mem, PAGE, ORBIT_UPDATE_FROM_PIDFD) == -1 && errno == EBADF,
+	       "not a pidfd: %d", errno);
+	EXPECT(orbit_update(-1, mem, PAGE, ORBIT_UPDATE_FROM_PIDFD | 0x40) == -1 &&
+	       errno == EINVAL, "unknown flag: %d", errno);
+	self = pidfd_open(getpid());
+	EXPECT(self >= 0, "pidfd of self");
+	EXPECT(orbit_update(self, mem, PAGE, ORBIT_UPDATE_FROM_PIDFD) == -1 && errno == EPERM,
+	       "self: %d", errno);
+	close(self);
+	munmap(mem, NPAGES * PAGE);
+}
+
+/* A source the caller may not ptrace: another user's (root drops to
+ * nobody first), and not dumpable (enough for anyone without
+ * CAP_SYS_PTRACE). */
+static void from_needs_ptrace(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	int p[2], st = 0;
+	pid_t src, caller;
+	char c = 0;
+
+	EXPECT(mem != NULL && pipe(p) == 0, "setup");
+	memset(mem, 5, NPAGES * PAGE);
+	src = fork();
+	if (src == 0) {
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		if (write(p[1], &c, 1) < 0)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	EXPECT(read(p[0], &c, 1) == 1, "source ready");
+	caller = fork();
+	if (caller == 0) {
+		int fd = pidfd_open(src);
+
+		if (getuid() == 0 && (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)))
+			_exit(2);
+		_exit(orbit_update(fd, mem, NPAGES * PAGE, ORBIT_UPDATE_FROM_PIDFD) == -1 &&
+		      errno == EPERM ? 0 : 1);
+	}
+	waitpid(caller, &st, 0);
+	kill(src, SIGKILL);
+	waitpid(src, NULL, 0);
+	close(p[0]);
+	close(p[1]);
+	munmap(mem, NPAGES * PAGE);
+	EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "not refused: status %#x", st);
+}
+
+/* The source's range must match the caller's: the same permissions, one
+ * mapping, one anon_vma tree. */
+static void from_must_match(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	int p[2];
+	char c = 0;
+	long r[3];
+	int err[3];
+
+	EXPECT(mem != NULL && pipe(p) == 0, "setup");
+	memset(mem, 6, NPAGES * PAGE);
+	for (int t = 0; t < 3; t++) {
+		pid_t src = fork();
+		int fd;
+
+		if (src == 0) {
+			if (t == 0)	/* read-only */
+				mprotect(mem, NPAGES * PAGE, PROT_READ);
+			else if (t == 1)	/* half of it unmapped */
+				munmap(mem + NPAGES / 2 * PAGE, NPAGES / 2 * PAGE);
+			else	/* a mapping of its own, written: another tree */
+				memset(mmap(mem, NPAGES * PAGE, PROT_READ | PROT_WRITE,
+					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+				       7, NPAGES * PAGE);
+			if (write(p[1], &c, 1) < 0)
+				_exit(1);
+			pause();
+			_exit(0);
+		}
+		EXPECT(read(p[0], &c, 1) == 1, "source %d ready", t);
+		fd = pidfd_open(src);
+		r[t] = orbit_update(fd, mem, NPAGES * PAGE, ORBIT_UPDATE_FROM_PIDFD);
+		err[t] = errno;
+		kill(src, SIGKILL);
+		waitpid(src, NULL, 0);
+		close(fd);
+	}
+	close(p[0]);
+	close(p[1]);
+	EXPECT(page_sum(mem) == sum_of_value(6), "the caller's memory changed");
+	munmap(mem, NPAGES * PAGE);
+	EXPECT(r[0] == -1 && err[0] == EINVAL, "read-only source: r=%ld errno %d", r[0], err[0]);
+	EXPECT(r[1] == -1 && err[1] == ENOMEM, "short source: r=%ld errno %d", r[1], err[1]);
+	EXPECT(r[2] == -1 && err[2] == EINVAL, "other tree: r=%ld errno %d", r[2], err[2]);
+}
+
+/* Two processes taking each other's range at the same time lock the same
+ * two mms in opposite roles: they must not deadlock. */
+static void from_both_ways_no_deadlock(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	int p[2], q[2], st[2] = { -1, -1 };
+	pid_t kid[2];
+
+	EXPECT(mem != NULL && pipe(p) == 0 && pipe(q) == 0, "setup");
+	memset(mem, 8, NPAGES * PAGE);
+	for (int i = 0; i < 2; i++) {
+		kid[i] = fork();
+		if (kid[i] == 0) {
+			pid_t other;
+			int fd, bad = 0;
+
+			if (read(i ? q[0] : p[0], &other, sizeof(other)) != sizeof(other))
+				_exit(2);
+			fd = pidfd_open(other);
+			for (int n = 0; n < 500 && !bad; n++) {
+				long r;
+
+				memset(mem + (size_t)(n % NPAGES) * PAGE, n & 0xff, PAGE);
+				r = orbit_update(fd, mem, NPAGES * PAGE, ORBIT_UPDATE_FROM_PIDFD);
+				if (r && errno == ESRCH)
+					break;	/* the other one is done */
+				bad = r != 0;
+			}
+			_exit(bad);
+		}
+	}
+	EXPECT(write(p[1], &kid[1], sizeof(pid_t)) == sizeof(pid_t) &&
+	       write(q[1], &kid[0], sizeof(pid_t)) == sizeof(pid_t), "pids");
+	for (int i = 0; i < 2; i++)
+		waitpid(kid[i], &st[i], 0);	/* the binary's timeout catches a deadlock */
+	close(p[0]);
+	close(p[1]);
+	close(q[0]);
+	close(q[1]);
+	munmap(mem, NPAGES * PAGE);
+	EXPECT(WIFEXITED(st[0]) && !WEXITSTATUS(st[0]) && WIFEXITED(st[1]) && !WEXITSTATUS(st[1]),
+	       "status %#x %#x", st[0], st[1]);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -370,6 +576,11 @@ int main(void)
 	RUN(bad_arguments);
 	RUN(permissions_must_match);
 	RUN(only_own_children);
+	RUN(update_from_another_process);
+	RUN(from_bad_source);
+	RUN(from_needs_ptrace);
+	RUN(from_must_match);
+	RUN(from_both_ways_no_deadlock);
 	printf("%s orbit_update: %d failed\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;
 }
