@@ -1,7 +1,8 @@
 /*
  * test_snapshot.c - what a call sees of its areas: calls that name no area,
  * areas created after the orbit started, several orbits on one area, the
- * same area twice, snapshots of queued calls, and a new process's first call.
+ * same area twice, snapshots of queued calls, and a new process's first call
+ * (also while the process is still setting itself up).
  * (What it costs with the userspace backend, exact page counts and its
  * staging ring, is in user/test_snapshot_costs.c.)
  *
@@ -346,6 +347,39 @@ static void prefault_first_call(const char *mode)
 	orbit_area_destroy(a);
 }
 
+/* A new process's setup (slowed here by its after_fork_child hook) replaces
+ * the fork's copy of the areas with the orbit's own: a first call made
+ * meanwhile must still see main's writes, on the first process and after a
+ * restart. */
+static void slow_setup(void *ctx)
+{
+	(void)ctx;
+	check_sleep_ms(300);
+}
+
+static void first_call_during_setup(void)
+{
+	struct orbit_hooks h = { .after_fork_child = slow_setup };
+	struct orbit_options o;
+	struct orbit_area *a = check_area(16 * PG, "auto");
+	struct orbit *ob;
+	unsigned char *p;
+
+	REQUIRE(a != NULL);
+	orbit_options_init(&o);
+	o.hooks = &h;
+	ob = orbit_create("slowsetup", entry_sum, NULL, &o);
+	REQUIRE(ob != NULL);
+	p = orbit_area_base(a);
+	p[PG] = 5;
+	CHECK_EQ(call_sum(ob, a, 1, 1), 5);	/* starts the process */
+	orbit_restart(ob);
+	p[PG] = 6;
+	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
 int main(void)
 {
 	/* These count each call's copies: none between calls. */
@@ -361,5 +395,6 @@ int main(void)
 	RUN_MODES(async_snapshot_fixed);
 	RUN_MODES(running_call_isolated);
 	RUN_MODES(prefault_first_call);
+	RUN(first_call_during_setup);
 	return CHECK_DONE();
 }

@@ -93,6 +93,8 @@ struct us_ctl {
 	_Atomic uint64_t stage_tail;	/* staging bytes the orbit has released */
 	_Atomic uint64_t cancel_below;	/* calls below this seq are cancelled */
 	_Atomic uint64_t skip[US_SKIP_SLOTS];	/* call seq is cancelled if skip[seq % N] == seq */
+	_Atomic uint32_t started;	/* the orbit has set itself up (spawn.c's
+					 * child_setup): its areas are its own */
 };
 
 /* ---- wire format */
