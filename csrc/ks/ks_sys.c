@@ -96,6 +96,8 @@ static int ks_wait_started(struct orbit_sys *s)
 	uint64_t until = us_now_ns() + us_spin_ns();
 	unsigned n = 0;
 
+	if (s->pidfd < 0)	/* no pidfd: orbit_update could not name it either */
+		return -EBADF;
 	while (!atomic_load_explicit(&s->ctl->started, memory_order_acquire)) {
 		struct pollfd p = { .fd = s->pidfd, .events = POLLIN };
 
