@@ -25,8 +25,16 @@
  * free, the call answers -EAGAIN and the core waits for the orbit to
  * finish (see `call` in orbit_sys.h).  Calls without areas need no
  * snapshot and are always queued.
+ *
+ * Nor may it run before a new orbit process has set itself up: until then
+ * the process holds the fork's copy of the reservation, which its setup
+ * replaces with a fresh mapping (us_reserve_child_reset), dropping whatever
+ * an update had put there -- the call would then read zeros.  So the first
+ * call to a new process waits for the process's word that it is set up
+ * (ks_wait_started), in prefault, where the core lets it block.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -102,6 +110,43 @@ static void ks_destroy(struct orbit_sys *s, int grace_ms, int *status)
 	ks_holders_free(h);	/* after the orbit: it may be taking a snapshot */
 }
 
+/*
+ * Wait until the orbit process has set itself up (spawn.c sets `started`
+ * right after child_setup); -EPIPE if it ended first.  A spin first (a
+ * process that is up already answers at once), then 1 ms sleeps on the
+ * process's pidfd, which wake early when it exits.
+ */
+static int ks_wait_started(struct orbit_sys *s)
+{
+	uint64_t until = us_now_ns() + us_spin_ns();
+	unsigned n = 0;
+
+	if (s->pidfd < 0)	/* no pidfd: orbit_update could not name it either */
+		return -EBADF;
+	while (!atomic_load_explicit(&s->ctl->started, memory_order_acquire)) {
+		struct pollfd p = { .fd = s->pidfd, .events = POLLIN };
+
+		if (us_now_ns() < until) {
+			us_spin_step(&n);
+			continue;
+		}
+		if (poll(&p, 1, 1) > 0)
+			return -EPIPE;
+	}
+	return 0;
+}
+
+/* Before the first call that names areas to a new process (the core
+ * brackets it with the block hooks): nothing to allocate, only the wait for
+ * the process to be set up, so that `call` does not wait with the hooks'
+ * lock held. */
+static int ks_prefault(struct orbit_sys *s, size_t narea, struct orbit_sys_area *const *areas)
+{
+	(void)narea;
+	(void)areas;
+	return ks_wait_started(s);
+}
+
 static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 		   struct orbit_sys_area *const *areas, orbit_entry entry,
 		   const void *arg, size_t argsize, uint64_t scan, struct orbit_sync_stats *st)
@@ -118,6 +163,13 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 
 	(void)scan;
 	(void)st;	/* nothing is copied: no pages to count */
+	/* Set up already when prefault ran (it does for the first call to
+	 * each process that names areas): then this is one load. */
+	if (narea) {
+		err = ks_wait_started(s);
+		if (err)
+			return err;
+	}
 	if (!idle && narea) {
 		/* The orbit is busy: the snapshot goes to a holder, which the
 		 * orbit takes it from when it takes the call.  None free: wait
@@ -189,6 +241,6 @@ const struct orbit_sys_ops *orbit_sys_kernel(int forced)
 	ks_ops.destroy = ks_destroy;
 	ks_ops.call = ks_call;
 	ks_ops.recv = ks_recv;
-	ks_ops.prefault = NULL;
+	ks_ops.prefault = ks_prefault;
 	return &ks_ops;
 }

@@ -42,7 +42,7 @@ static void test_area_create_args(void)
 	CHECK(orbit_area_create(PG, "bogus") == NULL);
 	CHECK_EQ(errno, EINVAL);
 	errno = 0;
-	CHECK(orbit_area_create(orbit_reservation_size() + PG, "full") == NULL);
+	CHECK(orbit_area_create(orbit_reservation_size() + PG, "auto") == NULL);
 	CHECK_EQ(errno, ENOMEM);
 
 	a = orbit_area_create(1, "auto");
@@ -52,10 +52,11 @@ static void test_area_create_args(void)
 	CHECK(!check_mode_is(orbit_area_mode(a), "auto"));
 	orbit_area_destroy(a);
 
-	a = orbit_area_create(3 * PG + 1, "full");
+	/* (A named mode, as the userspace backend reports it: user/test_modes.c.) */
+	a = orbit_area_create(3 * PG + 1, NULL);
 	REQUIRE(a != NULL);
 	CHECK_EQ(orbit_area_size(a), 4 * PG);
-	CHECK_STREQ(orbit_area_mode(a), "full");
+	CHECK(!check_mode_is(orbit_area_mode(a), "auto"));
 	orbit_area_destroy(a);
 	orbit_area_destroy(NULL);	/* no-op */
 }
@@ -65,7 +66,7 @@ static void test_area_addresses_distinct(void)
 	struct orbit_area *a[8];
 
 	for (int i = 0; i < 8; i++) {
-		a[i] = orbit_area_create((size_t)(i + 1) * PG, "full");
+		a[i] = orbit_area_create((size_t)(i + 1) * PG, "auto");
 		REQUIRE(a[i] != NULL);
 	}
 	for (int i = 0; i < 8; i++)

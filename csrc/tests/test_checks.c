@@ -5,6 +5,9 @@
  * check a call may carry (orbit_call_async_checked) that can refuse it right
  * before its snapshot, and copy
  * filters (orbit_area_set_copy_filter) that rewrite what the orbit is sent.
+ * Asserted here: what every backend does; what the userspace backend's
+ * modes report exactly is in user/test_modes.c, what its copy filters do in
+ * user/test_copy_filter.c.
  */
 #include <errno.h>
 #include <string.h>
@@ -32,6 +35,14 @@ static void note(void *ctx, size_t first, size_t npages)
 		}
 		r->pages[r->n++] = first + i;
 	}
+}
+
+static int has_page(const struct runs *r, size_t page)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->pages[i] == page)
+			return 1;
+	return 0;
 }
 
 static struct runs changed(struct orbit_area *a)
@@ -62,17 +73,12 @@ static void changed_pages(const char *mode)
 	b[10 * PG + 5] = 2;
 	b[11 * PG] = 3;
 	r = changed(a);
-	if (check_mode_is(mode, "full")) {	/* every populated page, every time */
-		CHECK(r.n >= 3);
-	} else {
-		CHECK_EQ(r.n, 3);
-		CHECK_EQ(r.pages[0], 3);
-		CHECK_EQ(r.pages[1], 10);
-		CHECK_EQ(r.pages[2], 11);
-		/* Asked again with no write in between: nothing. */
-		r = changed(a);
-		CHECK_EQ(r.n, 0);
-	}
+	/* At least the pages written (a mode without tracking reports every
+	 * populated page, every time: the exact answers of the userspace
+	 * backend's modes are in user/test_modes.c). */
+	CHECK(has_page(&r, 3));
+	CHECK(has_page(&r, 10));
+	CHECK(has_page(&r, 11));
 	orbit_area_destroy(a);
 }
 
@@ -98,19 +104,16 @@ static void changed_independent_of_calls(const char *mode)
 	*p = 9;
 	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
 	CHECK_EQ(ret, 9);
-	r = changed(a);	/* both writes since the last check, reported once */
-	CHECK(r.n >= 1);
-	if (!check_mode_is(mode, "full")) {
-		CHECK_EQ(r.n, 1);
-		CHECK_EQ(r.pages[0], 5);
-	}
+	r = changed(a);	/* both writes since the last check, reported (once:
+			 * user/test_modes.c) */
+	CHECK(has_page(&r, 5));
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }
 
 static void usable_size(void)
 {
-	struct orbit_area *a = check_area(64 * PG, "full");
+	struct orbit_area *a = check_area(64 * PG, "auto");
 	char *p, *q;
 
 	REQUIRE(a != NULL);
@@ -201,174 +204,33 @@ static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
 	filtered += npages;
 }
 
-struct slow_arg {
-	long *p;
-	int sleep_ms;
-};
-
-/* In the orbit: the call's slow_arg, after sleeping as it asks. */
-static struct slow_arg take_slowly(const void *arg, size_t argsize)
-{
-	struct slow_arg a;
-
-	CHECK_EQ(argsize, sizeof(a));
-	memcpy(&a, arg, sizeof(a));
-	if (a.sleep_ms)
-		usleep((useconds_t)a.sleep_ms * 1000);
-	return a;
-}
-
-static long read_slowly(void *arg, size_t argsize, void *store)
-{
-	(void)store;
-	return *take_slowly(arg, argsize).p;
-}
-
-/* The orbit reads the filtered copy, for calls written straight into its
- * view and for staged ones; main's area keeps what main wrote. */
-static void copy_filter(const char *mode)
+/*
+ * What every backend does with a copy filter: takes it (and its removal),
+ * never lets it touch main's area, and shows the orbit either the filtered
+ * copy or, a backend that copies nothing never calling it, main's bytes.
+ * (What the userspace backend, which copies, does with it, staged copies
+ * and pages left alone included: user/test_copy_filter.c.)
+ */
+static void copy_filter_any_backend(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit_future *busy, *staged;
-	struct slow_arg arg = { 0 };
 	struct orbit *ob;
-	long ret = 0;
+	long *p, ret = 0;
 
 	REQUIRE(a != NULL);
-	ob = orbit_create("filter", read_slowly, NULL, NULL);
+	ob = orbit_create("filter", read_first, NULL, NULL);
 	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
+	p = (long *)((char *)orbit_area_base(a) + 5 * PG);
 	CHECK_EQ(orbit_area_set_copy_filter(a, negate_first, NULL), 0);
 	filtered = 0;
-	*arg.p = 7;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, -7);
-	CHECK_EQ(*arg.p, 7);
-	CHECK(filtered >= 1);
-
-	/* Staged: the orbit is busy with the first call when the second is taken. */
-	*arg.p = 8;
-	arg.sleep_ms = 300;
-	busy = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
-	REQUIRE(busy != NULL);
-	*arg.p = 9;
-	arg.sleep_ms = 0;
-	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
-	REQUIRE(staged != NULL);
-	*arg.p = 10;	/* after the snapshot: seen by neither */
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, -8);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, -9);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
-
-	/* Removed: plain copies again. */
+	*p = 7;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
+	CHECK(filtered ? ret == -7 : ret == 7);
+	CHECK_EQ(*p, 7);
 	CHECK_EQ(orbit_area_set_copy_filter(a, NULL, NULL), 0);
-	*arg.p = 11;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
+	*p = 11;
+	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
 	CHECK_EQ(ret, 11);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
-}
-
-/* The filter zeroes the first long of every page copied, as a runtime
- * rewrites the reference counts that reading objects writes. */
-static void zero_first(void *ctx, size_t first, size_t npages, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	for (size_t i = 0; i < npages; i++)
-		*(long *)((char *)dst + i * PG) = 0;
-}
-
-static long read_two_slowly(void *arg, size_t argsize, void *store)
-{
-	struct slow_arg a = take_slowly(arg, argsize);
-
-	(void)store;
-	return a.p[0] * 1000 + a.p[1];
-}
-
-static uint64_t copied_by(struct orbit *ob)
-{
-	struct orbit_stats st;
-
-	orbit_stats(ob, &st);
-	return st.pages_copied;
-}
-
-/*
- * A page main wrote that the filter turns into what the orbit holds
- * already is not copied (nor counted); any other change is, and so is
- * every page staged for a busy orbit.  Without a filter every page written
- * is copied, even one written with the bytes it had.
- */
-static void filtered_equal_pages_not_copied(const char *mode)
-{
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit_future *busy, *staged;
-	struct slow_arg arg = { 0 };
-	struct orbit *ob;
-	uint64_t c0;
-	long ret = 0;
-
-	REQUIRE(a != NULL);
-	ob = orbit_create("same", read_two_slowly, NULL, NULL);
-	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	CHECK_EQ(orbit_area_set_copy_filter(a, zero_first, NULL), 0);
-	arg.p[0] = 3;
-	arg.p[1] = 4;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 4);
-	CHECK(copied_by(ob) >= 1);	/* a new copy: every page */
-
-	c0 = copied_by(ob);
-	arg.p[0] = 9;	/* only the word the filter rewrites */
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 4);
-	CHECK_EQ(copied_by(ob) - c0, 0);
-
-	c0 = copied_by(ob);
-	arg.p[0] = 1;
-	arg.p[1] = 5;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 5);
-	CHECK_EQ(copied_by(ob) - c0, 1);
-
-	/* Staged behind a busy call: copied as they are, in order. */
-	arg.p[1] = 6;
-	arg.sleep_ms = 300;
-	busy = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
-	REQUIRE(busy != NULL);
-	arg.sleep_ms = 0;
-	arg.p[0] = 2;
-	arg.p[1] = 5;	/* back to what the orbit's copy held before `busy` */
-	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
-	REQUIRE(staged != NULL);
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, 6);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, 5);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
-
-	/* Idle again: the comparison is with what the staged copies left. */
-	arg.p[0] = 7;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 5);
-	arg.p[1] = 6;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 6);
-
-	/* No filter: a page written is a page copied. */
-	CHECK_EQ(orbit_area_set_copy_filter(a, NULL, NULL), 0);
-	c0 = copied_by(ob);
-	arg.p[1] = 6;	/* the bytes it had */
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
-	CHECK_EQ(ret, 7006);
-	CHECK(copied_by(ob) - c0 >= 1);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }
@@ -457,8 +319,7 @@ int main(void)
 	RUN_MODES(changed_independent_of_calls);
 	RUN(usable_size);
 	RUN(call_check);
-	RUN_MODES(copy_filter);
-	RUN_MODES(filtered_equal_pages_not_copied);
+	RUN_MODES(copy_filter_any_backend);
 	RUN_MODES(check_scan_serves_the_snapshot);
 	return CHECK_DONE();
 }

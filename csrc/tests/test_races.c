@@ -11,8 +11,9 @@
  *     init,destroy} (see the Makefile): a thread can be paused right after it
  *     unlocks a given mutex, and locking a mutex that was destroyed (freed
  *     with its object) is counted;
- *   - and with -Wl,--wrap=us_snapshot_call: a thread can be paused inside
- *     the backend's call operation, while it sends a call.
+ *   - and with -Wl,--wrap=us_send_call: a thread can be paused inside
+ *     the backend's call operation, while it sends a call (both backends
+ *     send calls with us_send_call, us/channel.c).
  * Each scenario runs in a forked child: a use-after-free there crashes (or
  * trips ASan) in the child and fails that one test.
  */
@@ -458,32 +459,27 @@ static void test_destroy_while_submitting(void)
 /* ------------------------ the process lost while a call is sent to it */
 
 /*
- * This binary is also linked with -Wl,--wrap=us_snapshot_call (the
- * userspace backend's call operation): a thread can be paused inside
- * orbit_sys->call(), after the library has read ob->sys and dropped the
- * orbit's lock, before the backend touches its process object.
+ * This binary is also linked with -Wl,--wrap=us_send_call (us/channel.c,
+ * which the call operation of either backend uses to send a call): a thread
+ * can be paused inside orbit_sys->call(), after the library has read
+ * ob->sys and dropped the orbit's lock, while the backend sends to its
+ * process.
  */
-int __real_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
-			    struct orbit_sys_area *const *areas, orbit_entry entry,
-			    const void *arg, size_t argsize, uint64_t scan,
-			    struct orbit_sync_stats *st);
-int __wrap_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
-			    struct orbit_sys_area *const *areas, orbit_entry entry,
-			    const void *arg, size_t argsize, uint64_t scan,
-			    struct orbit_sync_stats *st);
+int __real_us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
+			const void *arg, size_t argsize, const int *fds, int nfds);
+int __wrap_us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
+			const void *arg, size_t argsize, const int *fds, int nfds);
 
 static __thread int send_pause_at;	/* pause in this thread's Nth send (0: never) */
 
-int __wrap_us_snapshot_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
-			    struct orbit_sys_area *const *areas, orbit_entry entry,
-			    const void *arg, size_t argsize, uint64_t scan,
-			    struct orbit_sync_stats *st)
+int __wrap_us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
+			const void *arg, size_t argsize, const int *fds, int nfds)
 {
 	if (send_pause_at && --send_pause_at == 0) {
 		sem_post(&paused);
 		sem_wait(&resume);
 	}
-	return __real_us_snapshot_call(s, seq, idle, narea, areas, entry, arg, argsize, scan, st);
+	return __real_us_send_call(s, seq, body, body_len, arg, argsize, fds, nfds);
 }
 
 /*

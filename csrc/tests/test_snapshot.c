@@ -2,9 +2,11 @@
  * test_snapshot.c - what a call sees of its areas: calls that name no area,
  * areas created after the orbit started, several orbits on one area, the
  * same area twice, snapshots of queued calls (also in a hardened orbit), and
- * a new process's first call.
+ * a new process's first call (also while the process is still setting
+ * itself up).
  * (What it costs with the userspace backend, exact page counts and its
- * staging ring, is in user/test_snapshot_costs.c.)
+ * staging ring, is in user/test_snapshot_costs.c; what that backend counts
+ * in these scenarios, in user/test_copy_counts.c.)
  *
  * main() sets ORBITPY_STAGING=65536 (16 pages) before any orbit exists: with
  * the userspace backend, queued calls here then also overflow its staging
@@ -21,7 +23,8 @@
 #include "orbit.h"
 #include "snapshot_util.h"
 
-/* A call that names no area copies nothing and does not reset the views. */
+/* A call that names no area copies nothing (pages_copied: a backend that
+ * copies nothing reports 0 throughout) and does not reset the views. */
 static void no_area_calls(const char *mode)
 {
 	struct orbit_area *a = check_area(16 * PG, mode);
@@ -39,7 +42,6 @@ static void no_area_calls(const char *mode)
 	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
 	stats(ob, &st);
 	CHECK_EQ(st.pages_copied, st0.pages_copied);
-	CHECK_EQ(st.full_syncs, 1);
 	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
@@ -51,7 +53,7 @@ static void area_after_start(const char *mode)
 {
 	struct orbit *ob = orbit_create("late", entry_sum, NULL, NULL);
 	struct orbit_area *b;
-	struct orbit_stats st, st0;
+	struct orbit_stats st;
 	unsigned char *p;
 	long ms = 0, ret = -1;
 
@@ -69,16 +71,10 @@ static void area_after_start(const char *mode)
 	 * before the area existed. */
 	CHECK_EQ(call_sum(ob, b, 0 + 2, 3), 7 + 3 * 9);
 	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 3);	/* header page + 2 */
 	CHECK_EQ(st.restarts, 0);
 
-	st0 = st;
 	p[6 * PG] = 1;
 	CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-	stats(ob, &st);
-	CHECK_EQ(st.pages_copied - st0.pages_copied,
-		 check_mode_is(mode, "full") ? 4 : 1);
 
 	/* An area created (and written) while the orbit holds another one. */
 	{
@@ -98,7 +94,7 @@ static void area_after_start(const char *mode)
 			CHECK_EQ(ret, 11);
 		}
 		stats(ob, &st);
-		CHECK_EQ(st.full_syncs, 2);
+		CHECK_EQ(st.restarts, 0);
 		CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
 		orbit_area_destroy(c);
 	}
@@ -111,8 +107,6 @@ static void two_orbits_one_area(const char *mode)
 	struct orbit_area *a = check_area(32 * PG, mode);
 	struct orbit *o1 = orbit_create("one", entry_sum, NULL, NULL);
 	struct orbit *o2 = orbit_create("two", entry_sum, NULL, NULL);
-	struct orbit_stats s1, s2, s1b, s2b;
-	int full = check_mode_is(mode, "full");
 	unsigned char *p;
 
 	REQUIRE(a && o1 && o2);
@@ -121,12 +115,6 @@ static void two_orbits_one_area(const char *mode)
 		p[i * PG] = 1;
 	CHECK_EQ(call_sum(o1, a, 1, 8), 6);
 	CHECK_EQ(call_sum(o2, a, 1, 8), 6);
-	stats(o1, &s1);
-	stats(o2, &s2);
-	CHECK_EQ(s1.pages_copied, 4);
-	CHECK_EQ(s2.pages_copied, 4);
-	CHECK_EQ(s1.full_syncs, 1);
-	CHECK_EQ(s2.full_syncs, 1);
 
 	/* Each orbit gets every page written since its own previous call,
 	 * whoever collected them. */
@@ -135,10 +123,6 @@ static void two_orbits_one_area(const char *mode)
 	p[6 * PG] = 1;
 	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
 	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	stats(o1, &s1b);
-	stats(o2, &s2b);
-	CHECK_EQ(s1b.pages_copied - s1.pages_copied, full ? 5 + 6 : 1 + 1);
-	CHECK_EQ(s2b.pages_copied - s2.pages_copied, full ? 6 : 2);
 
 	/* One orbit's writes are invisible to the other and to main. */
 	{
@@ -164,7 +148,6 @@ static void duplicate_area_in_call(const char *mode)
 	struct orbit_area *a = check_area(8 * PG, mode);
 	struct orbit *ob = orbit_create("dup", entry_sum, NULL, NULL);
 	struct orbit_area *twice[2];
-	struct orbit_stats st;
 	struct span s;
 	long ret = -1;
 
@@ -174,9 +157,6 @@ static void duplicate_area_in_call(const char *mode)
 	s = span_of(a, 1, 1);
 	CHECK_EQ(orbit_call(ob, 2, twice, entry_sum, &s, sizeof(s), &ret), 0);
 	CHECK_EQ(ret, 3);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 2);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }
@@ -390,9 +370,41 @@ static void prefault_first_call(const char *mode)
 	CHECK_EQ(pf_call_sum(ob, a, 3, 2), 21 + 2 * 1);
 	CHECK_EQ(pf_blocks, 1);
 	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 2);
 	CHECK_EQ(st.restarts, 1);
 
+	orbit_destroy(ob);
+	orbit_area_destroy(a);
+}
+
+/* A new process's setup (slowed here by its after_fork_child hook) replaces
+ * the fork's copy of the areas with the orbit's own: a first call made
+ * meanwhile must still see main's writes, on the first process and after a
+ * restart. */
+static void slow_setup(void *ctx)
+{
+	(void)ctx;
+	check_sleep_ms(300);
+}
+
+static void first_call_during_setup(void)
+{
+	struct orbit_hooks h = { .after_fork_child = slow_setup };
+	struct orbit_options o;
+	struct orbit_area *a = check_area(16 * PG, "auto");
+	struct orbit *ob;
+	unsigned char *p;
+
+	REQUIRE(a != NULL);
+	orbit_options_init(&o);
+	o.hooks = &h;
+	ob = orbit_create("slowsetup", entry_sum, NULL, &o);
+	REQUIRE(ob != NULL);
+	p = orbit_area_base(a);
+	p[PG] = 5;
+	CHECK_EQ(call_sum(ob, a, 1, 1), 5);	/* starts the process */
+	orbit_restart(ob);
+	p[PG] = 6;
+	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }
@@ -413,5 +425,6 @@ int main(void)
 	RUN_MODES(hardened_queued_snapshots);
 	RUN_MODES(running_call_isolated);
 	RUN_MODES(prefault_first_call);
+	RUN(first_call_during_setup);
 	return CHECK_DONE();
 }

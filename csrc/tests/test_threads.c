@@ -250,8 +250,8 @@ static void test_create_while_threads_run(void)
 		unsigned char *p;
 		long ret = -1;
 
-		if (!ar) {	/* uffd may be missing: fall back */
-			ar = orbit_area_create(4 * PG, "full");
+		if (!ar) {	/* a mode this backend lacks: its own choice */
+			ar = orbit_area_create(4 * PG, "auto");
 		}
 		if (!ar || !b) {
 			bad++;

@@ -9,8 +9,8 @@
  * The kernel backend (ks/) asks for a writable reservation instead
  * (us_reserve_set_writable, before the first area): its areas are pieces of
  * this one mapping, in main and in every orbit, because orbit_update shares
- * pages only between mappings of one anon_vma tree.  Released pieces are
- * then emptied, not unmapped.
+ * pages only between mappings of one anon_vma tree (which the mapping gets
+ * when it is made).  Released pieces are then emptied, not unmapped.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -101,6 +101,20 @@ static int res_init_locked(void)
 	p = mmap(NULL, res_size, res_prot(), MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
+	if (res_writable) {
+		/*
+		 * Give the mapping its anon_vma now, while it is one piece:
+		 * the areas split it (their snapshot modes, madvise), and a
+		 * piece first written after a split gets an anon_vma of its
+		 * own, the root of a tree of its own, when its neighbours have
+		 * none.  orbit_update shares pages only within one tree, and
+		 * the orbit's copy of the reservation is one mapping joined to
+		 * the first area it is sent: a later area from another tree
+		 * would fail with EINVAL.
+		 */
+		*(volatile char *)p = 0;
+		madvise(p, PM_PAGE_SIZE, MADV_DONTNEED);
+	}
 	res_base = p;
 	res_free[0].off = 0;
 	res_free[0].len = res_size;

@@ -236,6 +236,10 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
 		s->sock = -1;
 		s->pidfd = -1;
 		child_setup(s, sp, sv[0]);
+		/* From here on nothing in this process replaces its
+		 * mappings of the areas: the kernel backend waits for this
+		 * before its first orbit_update (ks/ks_sys.c). */
+		atomic_store_explicit(&s->ctl->started, 1, memory_order_release);
 		sp->child_main(s, sp->child_arg);
 		_exit(0);
 	}

@@ -109,6 +109,8 @@ struct us_ctl {
 	_Atomic uint64_t skip[US_SKIP_SLOTS];	/* call seq is cancelled if skip[seq % N] == seq */
 	struct us_mbox to_orbit;	/* calls */
 	struct us_mbox to_main;		/* results and updates */
+	_Atomic uint32_t started;	/* the orbit has set itself up (spawn.c's
+					 * child_setup): its areas are its own */
 };
 
 /* ---- wire format */

@@ -247,6 +247,30 @@ static void only_the_range_changes(void)
 	munmap(mem, NPAGES * PAGE);
 }
 
+/* A range main holds as several mappings (madvise() on part of it split
+ * it; orbitpy's areas are pieces of one such mapping, each with its own
+ * history of madvise() calls) is updated whole. */
+static void range_across_mappings(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit o;
+	long r;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 1, NPAGES * PAGE);
+	EXPECT(orbit_start(&o, mem) == 0, "start");
+	EXPECT(madvise(mem + 16 * PAGE, 16 * PAGE, MADV_RANDOM) == 0, "split: %s",
+	       strerror(errno));
+	memset(mem, 2, NPAGES * PAGE);
+	r = orbit_update(o.pidfd, mem, NPAGES * PAGE, 0);
+	EXPECT(r == 0, "update: %s", strerror(errno));
+	EXPECT(orbit_ask(&o, CMD_SUM, 5, 0) == sum_of_value(2), "below the split");
+	EXPECT(orbit_ask(&o, CMD_SUM, 20, 0) == sum_of_value(2), "in the split part");
+	EXPECT(orbit_ask(&o, CMD_SUM, 40, 0) == sum_of_value(2), "above the split");
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
 /* Many updates of a changing range: the orbit always sees the latest. */
 static void repeated_updates(void)
 {
@@ -270,12 +294,14 @@ static void repeated_updates(void)
 
 static void bad_arguments(void)
 {
-	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	unsigned char *mem = map_pages(NPAGES + 1024, MAP_PRIVATE);
 	unsigned char *shared = map_pages(4, MAP_SHARED);
 	struct orbit o;
 	int self;
 
 	EXPECT(mem != NULL && shared != NULL, "mmap");
+	/* Past mem, a hole (a range may span mappings, not holes). */
+	munmap(mem + NPAGES * PAGE, 1024 * PAGE);
 	EXPECT(orbit_start(&o, mem) == 0, "start");
 	errno = 0;
 	EXPECT(orbit_update(o.pidfd, mem, PAGE, 0x40) == -1 && errno == EINVAL, "flags: %d", errno);
@@ -286,7 +312,7 @@ static void bad_arguments(void)
 	EXPECT(orbit_update(0, mem, PAGE, 0) == -1 && errno == EBADF, "not a pidfd: %d", errno);
 	EXPECT(orbit_update(o.pidfd, shared, PAGE, 0) == -1 && errno == EINVAL, "shared: %d",
 	       errno);
-	/* A range not mapped, or running past its mapping. */
+	/* A range running past its mapping into the hole. */
 	EXPECT(orbit_update(o.pidfd, mem, (NPAGES + 1024) * PAGE, 0) == -1 && errno == ENOMEM,
 	       "past the mapping: %d", errno);
 	self = pidfd_open(getpid());
@@ -572,6 +598,7 @@ int main(void)
 	RUN(orbit_sees_the_snapshot);
 	RUN(orbit_writes_stay_private);
 	RUN(only_the_range_changes);
+	RUN(range_across_mappings);
 	RUN(repeated_updates);
 	RUN(bad_arguments);
 	RUN(permissions_must_match);

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _backend_user, _collector, _core, _heap, _scope
+from . import _backend_kernel, _backend_user, _collector, _core, _heap, _scope
 from ._copy import ArenaCopier
 from .errors import ArenaFull, OrbitError
 
@@ -29,7 +29,7 @@ _table: tuple[list[int], list[tuple[int, int, Any]]] = ([], [])
 # What Python knows of the backend the C core was built with (its mode names,
 # its environment, what its modes need from the process): one module per
 # backend, with the same names.
-_BACKENDS = {_backend_user.NAME: _backend_user}
+_BACKENDS = {m.NAME: m for m in (_backend_user, _backend_kernel)}
 if _core.BACKEND not in _BACKENDS:
     raise ImportError(f"orbitpy's C core was built with the {_core.BACKEND!r} backend, which "
                       f"the Python layer does not know (known: {', '.join(_BACKENDS)})")
