@@ -10,7 +10,8 @@
  * speak only through this table (and the "backend extras" of orbit.h, which
  * every backend answers).  Both backends are built in; the process picks
  * one before main() (sys_select.c: ORBITPY_BACKEND=kernel|user|auto; auto
- * is the userspace backend until the kernel backend is complete).
+ * is the kernel backend on a kernel with the orbit system calls, else the
+ * userspace backend).
  *
  * All operations return 0 (or a count) on success and -errno on failure.
  * Blocking operations never call the orbit hooks themselves: the caller

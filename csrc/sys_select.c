@@ -4,11 +4,12 @@
  * Both backends are built in: the userspace backend (us/) runs on any Linux,
  * the kernel backend (ks/) needs the orbit system calls of kernel/patches.
  * ORBITPY_BACKEND=user or =kernel forces one.  Unset or "auto" means the
- * userspace backend for now: the kernel backend does not yet pass the whole
- * C test suite (calls made while the orbit is busy wait instead of queueing,
- * see ks/ks_sys.c), so it is used only when asked for.  The choice
- * is made once, before main() runs, so that every area and orbit of the
- * process belongs to one backend; a process forked from main inherits it.
+ * kernel backend where the running kernel answers its probe (an
+ * orbit_update() that returns the ABI version it was built for; ENOSYS, or a
+ * kernel using the number for something else, means no), else the userspace
+ * backend.  The choice is made once, before main() runs, so that every area
+ * and orbit of the process belongs to one backend; a process forked from
+ * main inherits it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,5 +34,11 @@ __attribute__((constructor)) static void orbit_sys_select(void)
 	if (v && *v && strcmp(v, "auto"))
 		fprintf(stderr, "orbitpy: ORBITPY_BACKEND=%s is not a backend (kernel, user or "
 			"auto); choosing as for auto\n", v);
-	/* auto: the userspace backend until the kernel backend is complete. */
+	/* auto */
+	{
+		const struct orbit_sys_ops *k = orbit_sys_kernel(0);
+
+		if (k)
+			orbit_sys = k;
+	}
 }

@@ -1,9 +1,9 @@
 """What the Python layer knows of the kernel backend (csrc/ks/).
 
-The kernel backend (ORBITPY_BACKEND=kernel; never chosen by 'auto' yet) makes
-each call's snapshot with the orbit_update system call of kernel/patches:
-the orbit's memory in an area becomes a copy-on-write share of main's, and
-nothing is copied.  Everything else it takes from the userspace backend:
+The kernel backend (ORBITPY_BACKEND=kernel, or 'auto' on a kernel with the
+orbit system calls) makes each call's snapshot with the orbit_update system
+call of kernel/patches: the orbit's memory in an area becomes a copy-on-write
+share of main's, and nothing is copied.  Everything else it takes from the userspace backend:
 
 - the snapshot modes, which here only say how main finds the pages it
   wrote for orbit_area_changed() ('uffd', 'full'; 'mprotect' is refused:
@@ -37,8 +37,8 @@ MODES = _backend_user.MODES
 
 # csrc/ks/uapi_orbit.h: the call's number on x86_64 and its probe.
 _NR_ORBIT_UPDATE = 600
-_ORBIT_UPDATE_PROBE = 1 << 31
-_ORBIT_ABI_VERSION = 0x0B170001
+_ORBIT_UPDATE_PROBE = _core.KERNEL_UPDATE_PROBE
+_ORBIT_ABI_VERSION = _core.KERNEL_ABI_VERSION  # the header's, as the C core probes
 
 
 def kernel_has_orbit_calls() -> bool:

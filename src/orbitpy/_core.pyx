@@ -30,6 +30,14 @@ PAGE_SIZE = orbit_page_size()
 MAX_CALL_AREAS = ORBIT_MAX_CALL_AREAS
 BACKEND = (<bytes>orbit_backend_name()).decode()
 
+# The kernel backend's probe (csrc/ks/uapi_orbit.h): orbit_update(-1, 0, 0,
+# KERNEL_UPDATE_PROBE) returns KERNEL_ABI_VERSION on a kernel with the calls.
+cdef extern from "ks/uapi_orbit.h":
+    long ORBIT_ABI_VERSION
+    unsigned int ORBIT_UPDATE_PROBE
+KERNEL_ABI_VERSION = ORBIT_ABI_VERSION
+KERNEL_UPDATE_PROBE = ORBIT_UPDATE_PROBE
+
 
 class CoreError(Exception):
     """A failed core operation: .code is a positive ORBIT_E_* or errno value,
