@@ -5,8 +5,8 @@
  * and so hold for any backend: test_calls.c (calls in each mode),
  * test_snapshot.c (calls without areas, areas made after the orbit started,
  * two orbits on one area, an area named twice, a new process's first call)
- * and test_faults.c (orbit_restart of an idle orbit).  Each function here
- * is its shared scenario again, with the counts.
+ * and test_faults.c (orbit_restart of an idle orbit).  Each runs the shared
+ * scenario (tests/scenario_*.h) with a hook that asserts the counts.
  *
  * main() sets ORBITPY_STAGING=65536 (16 pages) before any orbit exists, as
  * test_snapshot.c does.
@@ -21,179 +21,54 @@
 
 #include "check.h"
 #include "orbit.h"
+#include "scenario_calls.h"
 #include "snapshot_util.h"
 
-/* ------------------------------------------- test_calls.c's run_mode */
+/* ------------------------------------- test_calls.c's scenario_calls */
 
-static struct orbit_area *g_area;
+/* What the userspace backend counts at scenario_calls()'s points. */
+struct calls_counts {
+	const char *mode;
+	uint64_t before;
+};
 
-/* Sum of the first byte of each of the area's first n pages. */
-static long sum_pages(void *arg, size_t argsize, void *store)
+static void calls_counts_at(void *ctx, int point, struct orbit *ob)
 {
-	long n = *(long *)arg, s = 0;
-	unsigned char *p = orbit_area_base(g_area);
+	struct calls_counts *c = ctx;
+	int full = check_mode_is(c->mode, "full");
+	struct orbit_stats st;
 
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		s += p[i * PG];
-	return s;
-}
-
-/* Writes to its view: must never reach main nor a later call. */
-static long scribble(void *arg, size_t argsize, void *store)
-{
-	long n = *(long *)arg;
-	unsigned char *p = orbit_area_base(g_area);
-
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		p[i * PG] = 200;
-	return 0;
-}
-
-static long crash(void *arg, size_t argsize, void *store)
-{
-	(void)arg;
-	(void)argsize;
-	(void)store;
-	raise(SIGSEGV);
-	return 0;
-}
-
-static long spin(void *arg, size_t argsize, void *store)
-{
-	(void)arg;
-	(void)argsize;
-	(void)store;
-	for (;;)
-		pause();
-	return 0;
-}
-
-static long pusher(void *arg, size_t argsize, void *store)
-{
-	long n = *(long *)arg;
-
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		orbit_push(&i, sizeof(i));
-	orbit_return_data("done", 4);
-	return n;
+	orbit_stats(ob, &st);
+	switch (point) {
+	case CALLS_FIRST:
+		CHECK_EQ(st.full_syncs, 1);
+		break;
+	case CALLS_BEFORE_THREE:
+		c->before = st.pages_copied;
+		break;
+	case CALLS_AFTER_THREE:	/* three pages written -> three copied */
+		if (!full)
+			CHECK_EQ(st.pages_copied - c->before, 3);
+		break;
+	case CALLS_BEFORE_RESET:
+		c->before = st.pages_reset;
+		break;
+	case CALLS_AFTER_RESET:	/* the orbit's four writes, reset */
+		if (!full)
+			CHECK_EQ(st.pages_reset - c->before, 4);
+		break;
+	case CALLS_RESTARTED:	/* the new process got the whole area */
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	}
 }
 
 static void calls_counts(const char *mode)
 {
-	struct orbit_options o;
-	struct orbit *ob;
-	struct orbit_stats st;
-	unsigned char *p;
-	long n = 16, ret = -1;
-	struct orbit_future *f1, *f2;
+	struct calls_counts c = { .mode = mode };
+	struct scenario_hook h = { .at = calls_counts_at, .ctx = &c };
 
-	g_area = orbit_area_create(64 * PG, mode);
-	CHECK(g_area != NULL);
-	if (!g_area)
-		return;
-	p = orbit_area_base(g_area);
-	for (int i = 0; i < 16; i++)
-		p[i * PG] = 1;
-	orbit_options_init(&o);
-	ob = orbit_create("t", sum_pages, NULL, &o);
-	CHECK(ob != NULL);
-
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 16);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-
-	/* Incremental: three pages written -> three pages copied. */
-	p[0] = 2;
-	p[5 * PG] = 2;
-	p[9 * PG] = 2;
-	orbit_stats(ob, &st);
-	uint64_t before = st.pages_copied;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19);
-	orbit_stats(ob, &st);
-	if (!check_mode_is(mode, "full"))
-		CHECK_EQ(st.pages_copied - before, 3);
-
-	/* The orbit's own writes: reset before the next call, never seen. */
-	long four = 4;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, scribble, &four, sizeof(four), &ret), 0);
-	CHECK_EQ(p[0], 2);
-	orbit_stats(ob, &st);
-	before = st.pages_reset;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19);
-	orbit_stats(ob, &st);
-	if (!check_mode_is(mode, "full"))
-		CHECK_EQ(st.pages_reset - before, 4);
-
-	/* Async snapshots are fixed when call_async returns. */
-	f1 = orbit_call_async(ob, 0, 1, &g_area, NULL, &n, sizeof(n));
-	p[1 * PG] = 50;
-	f2 = orbit_call_async(ob, 0, 1, &g_area, NULL, &n, sizeof(n));
-	p[2 * PG] = 50;
-	CHECK(f1 && f2);
-	CHECK_EQ(orbit_future_get(f1, &ret), 0);
-	CHECK_EQ(ret, 19);
-	CHECK_EQ(orbit_future_get(f2, &ret), 0);
-	CHECK_EQ(ret, 19 + 49);
-	orbit_future_release(f1);
-	orbit_future_release(f2);
-
-	/* Updates and attached data. */
-	long three = 3;
-	f1 = orbit_call_async(ob, 0, 0, NULL, pusher, &three, sizeof(three));
-	CHECK(f1 != NULL);
-	for (long i = 0; i < 3; i++) {
-		void *d = NULL;
-		size_t len = 0;
-
-		CHECK_EQ(orbit_pull(f1, 5000, &d, &len), 1);
-		CHECK_EQ(len, sizeof(long));
-		if (d)
-			CHECK_EQ(*(long *)d, i);
-		free(d);
-	}
-	{
-		void *d;
-		size_t len;
-
-		CHECK_EQ(orbit_pull(f1, 5000, &d, &len), 0);
-		CHECK_EQ(orbit_future_get(f1, &ret), 0);
-		CHECK_EQ(ret, 3);
-		const void *data = orbit_future_data(f1, &len);
-		CHECK_EQ(len, 4);
-		CHECK(data && !memcmp(data, "done", 4));
-	}
-	orbit_future_release(f1);
-
-	/* A crash fails the call, and the next call restarts and resyncs. */
-	pid_t pid = orbit_pid(ob);
-	CHECK_EQ(orbit_call(ob, 0, NULL, crash, NULL, 0, &ret), -ORBIT_E_CRASHED);
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19 + 49 + 49);
-	CHECK(orbit_pid(ob) != pid);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-	CHECK_EQ(st.crashes, 1);
-	CHECK_EQ(st.full_syncs, 2);
-
-	orbit_destroy(ob);
-
-	/* Timeouts kill the orbit and fail the call. */
-	o.timeout_ms = 200;
-	ob = orbit_create("t2", spin, NULL, &o);
-	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, NULL, 0, &ret), -ORBIT_E_TIMEOUT);
-	CHECK_EQ(orbit_call(ob, 1, &g_area, sum_pages, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19 + 49 + 49);
-	orbit_destroy(ob);
-	orbit_area_destroy(g_area);
+	scenario_calls(mode, &h);
 }
 
 /* ---------------------------------------- test_snapshot.c's scenarios */
