@@ -22,6 +22,7 @@
 #include "check.h"
 #include "orbit.h"
 #include "scenario_calls.h"
+#include "scenario_snapshot.h"
 #include "snapshot_util.h"
 
 /* ------------------------------------- test_calls.c's scenario_calls */
@@ -73,243 +74,89 @@ static void calls_counts(const char *mode)
 
 /* ---------------------------------------- test_snapshot.c's scenarios */
 
-/* A call that names no area copies nothing and does not reset the views. */
-static void no_area_calls(const char *mode)
-{
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit *ob = orbit_create("noarea", entry_sum, NULL, NULL);
-	struct orbit_stats st, st0;
-	unsigned char *p;
-	long ret = -1, ms = 0;
+/* What the userspace backend counts at scenario_snapshot.h's points. */
+struct snapshot_counts {
+	const char *mode;
+	struct orbit_stats st0[2];	/* per orbit, at an earlier point */
+};
 
-	REQUIRE(a && ob);
-	p = orbit_area_base(a);
-	p[PG] = 5;
-	CHECK_EQ(call_sum(ob, a, 1, 1), 5);
-	stats(ob, &st0);
-	p[PG] = 6;	/* not sent: the next call does not name the area */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
+static void snapshot_counts_at(void *ctx, int point, struct orbit *ob)
+{
+	struct snapshot_counts *c = ctx;
+	int full = check_mode_is(c->mode, "full");
+	struct orbit_stats st;
+
 	stats(ob, &st);
-	CHECK_EQ(st.pages_copied, st0.pages_copied);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	switch (point) {
+	case NO_AREA_AFTER:	/* the first call's sync only */
+		CHECK_EQ(st.full_syncs, 1);
+		break;
+	case LATE_FIRST:
+		CHECK_EQ(st.full_syncs, 1);
+		CHECK_EQ(st.pages_copied, 3);	/* header page + 2 */
+		c->st0[0] = st;
+		break;
+	case LATE_ONE_MORE:
+		CHECK_EQ(st.pages_copied - c->st0[0].pages_copied, full ? 4 : 1);
+		break;
+	case LATE_SECOND_AREA:
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	case TWO_FIRST_1:
+	case TWO_FIRST_2:
+		CHECK_EQ(st.pages_copied, 4);
+		CHECK_EQ(st.full_syncs, 1);
+		c->st0[point - TWO_FIRST_1] = st;
+		break;
+	case TWO_THEN_1:	/* pages 5 and 6, each collected by one orbit */
+		CHECK_EQ(st.pages_copied - c->st0[0].pages_copied, full ? 5 + 6 : 1 + 1);
+		break;
+	case TWO_THEN_2:
+		CHECK_EQ(st.pages_copied - c->st0[1].pages_copied, full ? 6 : 2);
+		break;
+	case TWICE_AFTER:	/* one sync of header page + 1 */
+		CHECK_EQ(st.full_syncs, 1);
+		CHECK_EQ(st.pages_copied, 2);
+		break;
+	case PREFAULT_RESTARTED:
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	}
 }
 
-/* ------------------------------------------------- areas and orbits */
+typedef void snapshot_scenario(const char *mode, const struct scenario_hook *h);
+
+static void snapshot_counted(snapshot_scenario *run, const char *mode)
+{
+	struct snapshot_counts c = { .mode = mode };
+	struct scenario_hook h = { .at = snapshot_counts_at, .ctx = &c };
+
+	run(mode, &h);
+}
+
+static void no_area_calls(const char *mode)
+{
+	snapshot_counted(scenario_no_area_calls, mode);
+}
 
 static void area_after_start(const char *mode)
 {
-	struct orbit *ob = orbit_create("late", entry_sum, NULL, NULL);
-	struct orbit_area *b;
-	struct orbit_stats st, st0;
-	unsigned char *p;
-	long ms = 0, ret = -1;
-
-	REQUIRE(ob != NULL);
-	/* Start the process with no area at all. */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
-	CHECK(orbit_pid(ob) > 0);
-
-	b = check_area(32 * PG, mode);
-	REQUIRE(b != NULL);
-	p = orbit_area_base(b);
-	p[2 * PG] = 7;
-	p[4 * PG] = 9;
-	/* The orbit learns the address from the argument: it was forked
-	 * before the area existed. */
-	CHECK_EQ(call_sum(ob, b, 0 + 2, 3), 7 + 3 * 9);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 3);	/* header page + 2 */
-	CHECK_EQ(st.restarts, 0);
-
-	st0 = st;
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-	stats(ob, &st);
-	CHECK_EQ(st.pages_copied - st0.pages_copied,
-		 check_mode_is(mode, "full") ? 4 : 1);
-
-	/* An area created (and written) while the orbit holds another one. */
-	{
-		struct orbit_area *c = check_area(8 * PG, mode);
-		struct orbit_area *both[2];
-		unsigned char *q;
-
-		REQUIRE(c != NULL);
-		both[0] = b;
-		both[1] = c;
-		q = orbit_area_base(c);
-		q[PG] = 11;
-		{
-			struct span s = span_of(c, 1, 1);
-
-			CHECK_EQ(orbit_call(ob, 2, both, entry_sum, &s, sizeof(s), &ret), 0);
-			CHECK_EQ(ret, 11);
-		}
-		stats(ob, &st);
-		CHECK_EQ(st.full_syncs, 2);
-		CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-		orbit_area_destroy(c);
-	}
-	orbit_destroy(ob);
-	orbit_area_destroy(b);
+	snapshot_counted(scenario_area_after_start, mode);
 }
 
 static void two_orbits_one_area(const char *mode)
 {
-	struct orbit_area *a = check_area(32 * PG, mode);
-	struct orbit *o1 = orbit_create("one", entry_sum, NULL, NULL);
-	struct orbit *o2 = orbit_create("two", entry_sum, NULL, NULL);
-	struct orbit_stats s1, s2, s1b, s2b;
-	int full = check_mode_is(mode, "full");
-	unsigned char *p;
-
-	REQUIRE(a && o1 && o2);
-	p = orbit_area_base(a);
-	for (int i = 1; i <= 3; i++)
-		p[i * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6);
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6);
-	stats(o1, &s1);
-	stats(o2, &s2);
-	CHECK_EQ(s1.pages_copied, 4);
-	CHECK_EQ(s2.pages_copied, 4);
-	CHECK_EQ(s1.full_syncs, 1);
-	CHECK_EQ(s2.full_syncs, 1);
-
-	/* Each orbit gets every page written since its own previous call,
-	 * whoever collected them. */
-	p[5 * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5);
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	stats(o1, &s1b);
-	stats(o2, &s2b);
-	CHECK_EQ(s1b.pages_copied - s1.pages_copied, full ? 5 + 6 : 1 + 1);
-	CHECK_EQ(s2b.pages_copied - s2.pages_copied, full ? 6 : 2);
-
-	/* One orbit's writes are invisible to the other and to main. */
-	{
-		struct span s = span_of(a, 1, 3);
-		long ret;
-
-		CHECK_EQ(orbit_call(o1, 1, &a, entry_scribble, &s, sizeof(s), &ret), 0);
-		CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-		CHECK_EQ(p[PG], 1);
-		CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	}
-	/* Destroying one orbit leaves the other's copy working. */
-	orbit_destroy(o1);
-	p[8 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6 + 8);
-	orbit_destroy(o2);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_two_orbits_one_area, mode);
 }
 
-/* The same area twice in one call is one area. */
 static void duplicate_area_in_call(const char *mode)
 {
-	struct orbit_area *a = check_area(8 * PG, mode);
-	struct orbit *ob = orbit_create("dup", entry_sum, NULL, NULL);
-	struct orbit_area *twice[2];
-	struct orbit_stats st;
-	struct span s;
-	long ret = -1;
-
-	REQUIRE(a && ob);
-	twice[0] = twice[1] = a;
-	((unsigned char *)orbit_area_base(a))[PG] = 3;
-	s = span_of(a, 1, 1);
-	CHECK_EQ(orbit_call(ob, 2, twice, entry_sum, &s, sizeof(s), &ret), 0);
-	CHECK_EQ(ret, 3);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 2);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_duplicate_area_in_call, mode);
 }
 
-/* ------------------------------------ a new process's first call */
-
-/* Armed around a call: the block hook writes the area, as another thread
- * would while the caller has the GIL released. */
-static unsigned char *pf_area;
-static int pf_armed, pf_blocks;
-static pid_t pf_main;
-
-static void *pf_block_begin(void *ctx)
-{
-	(void)ctx;
-	if (pf_armed && getpid() == pf_main) {	/* not in the orbit, a fork */
-		pf_blocks++;
-		pf_area[3 * PG] = (unsigned char)(pf_area[3 * PG] + 10);
-	}
-	return NULL;
-}
-
-/* A call whose submission (not its wait) runs with the hook armed. */
-static long pf_call_sum(struct orbit *ob, struct orbit_area *a, long first, long n)
-{
-	struct span s = span_of(a, first, n);
-	struct orbit_future *f;
-	long ret = -12345;
-
-	pf_blocks = 0;
-	pf_armed = 1;
-	f = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
-	pf_armed = 0;
-	CHECK(f != NULL);
-	if (!f)
-		return -12345;
-	CHECK_EQ(orbit_future_get(f, &ret), 0);
-	orbit_future_release(f);
-	return ret;
-}
-
-/*
- * The first call to a new process (first start, restart) allocates the
- * pages of the orbit's new copy with the caller's lock (the GIL) released:
- * the block hooks bracket that work.  Writes made meanwhile are in the
- * call's snapshot.
- */
 static void prefault_first_call(const char *mode)
 {
-	struct orbit_hooks h = { .block_begin = pf_block_begin };
-	struct orbit_options o;
-	struct orbit_stats st;
-	struct orbit_area *a = check_area(64 * PG, mode);
-	struct orbit *ob;
-
-	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("prefault", entry_sum, NULL, &o);
-	REQUIRE(ob != NULL);
-	pf_area = orbit_area_base(a);
-	pf_main = getpid();
-	for (int k = 0; k < 40; k++)
-		pf_area[k * PG] = 1;
-
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);	/* 1, plus the write made meanwhile */
-	CHECK_EQ(pf_blocks, 1);
-	/* A later call to the same process: nothing to allocate, no release. */
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);
-	CHECK_EQ(pf_blocks, 0);
-
-	/* After a restart the new copy is allocated again, unlocked. */
-	orbit_restart(ob);
-	CHECK_EQ(pf_call_sum(ob, a, 3, 2), 21 + 2 * 1);
-	CHECK_EQ(pf_blocks, 1);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 2);
-	CHECK_EQ(st.restarts, 1);
-
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_prefault_first_call, mode);
 }
 
 /* ------------------------------------ test_faults.c's test_restart_idle */
