@@ -22,6 +22,7 @@
 #include "check.h"
 #include "orbit.h"
 #include "scenario_calls.h"
+#include "scenario_restart_idle.h"
 #include "scenario_snapshot.h"
 #include "snapshot_util.h"
 
@@ -161,43 +162,22 @@ static void prefault_first_call(const char *mode)
 
 /* ------------------------------------ test_faults.c's test_restart_idle */
 
-static long entry_peek(void *arg, size_t argsize, void *store)
+/* A new process after orbit_restart: the whole area again. */
+static void restart_idle_counts_at(void *ctx, int point, struct orbit *ob)
 {
-	(void)argsize;
-	(void)store;
-	return **(unsigned char **)arg;
+	struct orbit_stats st;
+
+	(void)ctx;
+	stats(ob, &st);
+	if (point == RESTART_IDLE_AFTER)
+		CHECK_EQ(st.full_syncs, 2);
 }
 
 static void test_restart_idle(void)
 {
-	struct orbit_area *a = check_area(4 * PG, "auto");
-	struct orbit *ob = orbit_create("restart", entry_peek, NULL, NULL);
-	struct orbit_stats st;
-	unsigned char *p;
-	long ret = -1;
-	pid_t pid;
+	struct scenario_hook h = { .at = restart_idle_counts_at };
 
-	REQUIRE(a && ob);
-	CHECK_EQ(orbit_restart(ob), 0);	/* nothing running: no-op */
-	CHECK_EQ(orbit_pid(ob), 0);
-	p = (unsigned char *)orbit_area_base(a) + PG;
-	*p = 17;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	pid = orbit_pid(ob);
-	CHECK_EQ(orbit_restart(ob), 0);
-	CHECK(check_wait_dead(pid, 3000));
-	CHECK_EQ(orbit_pid(ob), 0);
-	/* A new process gets the whole area again. */
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	CHECK(orbit_pid(ob) > 0 && orbit_pid(ob) != pid);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-	CHECK_EQ(st.crashes, 0);
-	CHECK_EQ(st.full_syncs, 2);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_restart_idle(&h);
 }
 
 int main(void)
