@@ -5,8 +5,9 @@
  * which holds for any backend; the shared test (tests/test_*.c) runs it with
  * no hook.  A backend's own test (tests/user/test_*.c) runs the same code
  * with a hook, called at the scenario's named points (an enum next to the
- * scenario) with the orbit there, to assert what that backend counts
- * meanwhile.  One scenario, written once, for both.
+ * scenario) with the orbit there (or NULL) and what the scenario just read
+ * there (or NULL; the enum says what), to assert what that backend counts
+ * or reports exactly.  One scenario, written once, for both.
  */
 #ifndef ORBIT_TESTS_SCENARIO_HOOK_H
 #define ORBIT_TESTS_SCENARIO_HOOK_H
@@ -14,7 +15,7 @@
 #include "orbit.h"
 
 struct scenario_hook {
-	void (*at)(void *ctx, int point, struct orbit *ob);
+	void (*at)(void *ctx, int point, struct orbit *ob, const void *seen);
 	void *ctx;
 };
 
@@ -22,7 +23,14 @@ static inline void scenario_at(const struct scenario_hook *h, int point,
 			       struct orbit *ob)
 {
 	if (h && h->at)
-		h->at(h->ctx, point, ob);
+		h->at(h->ctx, point, ob, NULL);
+}
+
+static inline void scenario_seen(const struct scenario_hook *h, int point,
+				 const void *seen)
+{
+	if (h && h->at)
+		h->at(h->ctx, point, NULL, seen);
 }
 
 #endif

@@ -34,12 +34,14 @@ struct calls_counts {
 	uint64_t before;
 };
 
-static void calls_counts_at(void *ctx, int point, struct orbit *ob)
+static void calls_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
 {
 	struct calls_counts *c = ctx;
 	int full = check_mode_is(c->mode, "full");
 	struct orbit_stats st;
 
+	(void)seen;
 	orbit_stats(ob, &st);
 	switch (point) {
 	case CALLS_FIRST:
@@ -81,12 +83,14 @@ struct snapshot_counts {
 	struct orbit_stats st0[2];	/* per orbit, at an earlier point */
 };
 
-static void snapshot_counts_at(void *ctx, int point, struct orbit *ob)
+static void snapshot_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
 {
 	struct snapshot_counts *c = ctx;
 	int full = check_mode_is(c->mode, "full");
 	struct orbit_stats st;
 
+	(void)seen;
 	stats(ob, &st);
 	switch (point) {
 	case NO_AREA_AFTER:	/* the first call's sync only */
@@ -163,11 +167,13 @@ static void prefault_first_call(const char *mode)
 /* ------------------------------------ test_faults.c's test_restart_idle */
 
 /* A new process after orbit_restart: the whole area again. */
-static void restart_idle_counts_at(void *ctx, int point, struct orbit *ob)
+static void restart_idle_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
 {
 	struct orbit_stats st;
 
 	(void)ctx;
+	(void)seen;
 	stats(ob, &st);
 	if (point == RESTART_IDLE_AFTER)
 		CHECK_EQ(st.full_syncs, 2);
