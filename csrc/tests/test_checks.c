@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "negate_filter.h"
 #include "orbit.h"
 #include "scenario_changed.h"
 
@@ -105,21 +106,6 @@ static void call_check(void)
 	CHECK_EQ(v.checks, 3);
 	CHECK(strstr(orbit_strerror(ORBIT_E_REFUSED), "refused") != NULL);
 	orbit_destroy(ob);
-}
-
-/* The filter negates the first long of every page copied. */
-static size_t filtered;
-
-static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	for (size_t i = 0; i < npages; i++) {
-		long *x = (long *)((char *)dst + i * PG);
-
-		*x = -*x;
-	}
-	filtered += npages;
 }
 
 /*

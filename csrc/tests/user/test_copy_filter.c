@@ -10,24 +10,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "negate_filter.h"
 #include "orbit.h"
 
 #define PG orbit_page_size()
-
-/* The filter negates the first long of every page copied. */
-static size_t filtered;
-
-static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	for (size_t i = 0; i < npages; i++) {
-		long *x = (long *)((char *)dst + i * PG);
-
-		*x = -*x;
-	}
-	filtered += npages;
-}
 
 struct slow_arg {
 	long *p;
