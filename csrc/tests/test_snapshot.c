@@ -47,6 +47,29 @@ static void duplicate_area_in_call(const char *mode)
 
 /* -------------------------------------------------- queued snapshots */
 
+/* Waits for the slow call the others queued behind, then checks each
+ * queued call's result against what main expected when it queued it (and
+ * its sequence number, counting from first_seq, unless that is 0);
+ * releases them all. */
+static void check_queued(struct orbit_future *slow, struct orbit_future **f,
+			 const long *expect, int n, uint64_t first_seq)
+{
+	long ret = -1;
+
+	CHECK_EQ(orbit_future_get(slow, &ret), 0);
+	orbit_future_release(slow);
+	for (int i = 0; i < n; i++) {
+		if (!f[i])
+			continue;
+		ret = -1;
+		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
+		CHECK_EQ(ret, expect[i]);
+		if (first_seq)
+			CHECK_EQ(orbit_future_seq(f[i]), first_seq + (uint64_t)i);
+		orbit_future_release(f[i]);
+	}
+}
+
 /* Each queued call sees the area as it was when call_async returned. */
 static void async_snapshot_fixed(const char *mode)
 {
@@ -54,7 +77,7 @@ static void async_snapshot_fixed(const char *mode)
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit *ob = orbit_create("async", entry_sum, NULL, NULL);
 	struct orbit_future *f[N], *slow;
-	long expect[N], ret, ms = 150;
+	long expect[N], ms = 150;
 	unsigned char *p;
 
 	REQUIRE(a && ob);
@@ -74,17 +97,7 @@ static void async_snapshot_fixed(const char *mode)
 	/* Scribble over everything: no queued call may see it. */
 	for (int i = 1; i <= 6; i++)
 		p[i * PG] = 0xAA;
-	CHECK_EQ(orbit_future_get(slow, &ret), 0);
-	orbit_future_release(slow);
-	for (int i = 0; i < N; i++) {
-		if (!f[i])
-			continue;
-		ret = -1;
-		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
-		CHECK_EQ(ret, expect[i]);
-		CHECK_EQ(orbit_future_seq(f[i]), 3 + (uint64_t)i);
-		orbit_future_release(f[i]);
-	}
+	check_queued(slow, f, expect, N, 3);
 	{
 		struct span s = span_of(a, 1, 6);
 
@@ -105,7 +118,7 @@ static void hardened_queued_snapshots(const char *mode)
 	struct orbit_options o;
 	struct orbit *ob;
 	struct orbit_future *f[N], *slow;
-	long expect[N], ret, ms = 150;
+	long expect[N], ms = 150;
 	unsigned char *p;
 	int fds0 = check_count_fds(), st;
 
@@ -126,16 +139,7 @@ static void hardened_queued_snapshots(const char *mode)
 		CHECK(f[i] != NULL);
 	}
 	memset(p + PG, 0xAA, 4 * PG);	/* after every snapshot */
-	CHECK_EQ(orbit_future_get(slow, &ret), 0);
-	orbit_future_release(slow);
-	for (int i = 0; i < N; i++) {
-		if (!f[i])
-			continue;
-		ret = -1;
-		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
-		CHECK_EQ(ret, expect[i]);
-		orbit_future_release(f[i]);
-	}
+	check_queued(slow, f, expect, N, 0);
 	orbit_destroy(ob);
 	errno = 0;
 	CHECK_EQ(waitpid(-1, &st, WNOHANG), -1);
