@@ -228,15 +228,12 @@ static void scenario_prefault_first_call(const char *mode,
 					const struct scenario_hook *h)
 {
 	struct orbit_hooks bh = { .block_begin = pf_block_begin };
-	struct orbit_options o;
 	struct orbit_stats st;
 	struct orbit_area *a = check_area(64 * PG, mode);
 	struct orbit *ob;
 
 	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &bh;
-	ob = orbit_create("prefault", entry_sum, NULL, &o);
+	ob = orbit_with_hooks("prefault", &bh);
 	REQUIRE(ob != NULL);
 	pf_area = orbit_area_base(a);
 	pf_main = getpid();

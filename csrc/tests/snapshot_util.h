@@ -94,6 +94,16 @@ static inline long call_sum(struct orbit *ob, struct orbit_area *a, long first, 
 	return rc ? -12345 : ret;
 }
 
+/* An orbit of entry_sum's with these hooks (orbit_options.hooks). */
+static inline struct orbit *orbit_with_hooks(const char *name, struct orbit_hooks *h)
+{
+	struct orbit_options o;
+
+	orbit_options_init(&o);
+	o.hooks = h;
+	return orbit_create(name, entry_sum, NULL, &o);
+}
+
 static inline void stats(struct orbit *ob, struct orbit_stats *st)
 {
 	orbit_stats(ob, st);

@@ -206,15 +206,12 @@ static void slow_setup(void *ctx)
 static void first_call_during_setup(void)
 {
 	struct orbit_hooks h = { .after_fork_child = slow_setup };
-	struct orbit_options o;
 	struct orbit_area *a = check_area(16 * PG, "auto");
 	struct orbit *ob;
 	unsigned char *p;
 
 	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("slowsetup", entry_sum, NULL, &o);
+	ob = orbit_with_hooks("slowsetup", &h);
 	REQUIRE(ob != NULL);
 	p = orbit_area_base(a);
 	p[PG] = 5;
