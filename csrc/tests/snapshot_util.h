@@ -1,8 +1,8 @@
 /*
  * snapshot_util.h - what the snapshot tests' entries look at and how they
  * call them: spans of an area's pages, weighed so that snapshots can be told
- * apart.  Shared by test_snapshot.c and the userspace backend's
- * user/test_snapshot_costs.c, user/test_copy_counts.c and
+ * apart.  Shared by test_snapshot.c, scenario_snapshot.h and the userspace
+ * backend's user/test_snapshot_costs.c, user/test_copy_counts.c and
  * user/test_base_memfd.c.
  */
 #ifndef ORBIT_SNAPSHOT_UTIL_H
