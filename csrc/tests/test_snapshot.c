@@ -155,7 +155,6 @@ static void running_call_isolated(const char *mode)
 	struct orbit *ob = orbit_create("iso", entry_sum, NULL, NULL);
 	struct orbit_future *f, *g;
 	unsigned char *p;
-	long ret = -1;
 
 	REQUIRE(a && ob);
 	p = orbit_area_base(a);
@@ -176,12 +175,8 @@ static void running_call_isolated(const char *mode)
 		g = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
 		REQUIRE(g != NULL);
 	}
-	CHECK_EQ(orbit_future_get(f, &ret), 0);
-	CHECK_EQ(ret, 1);
-	CHECK_EQ(orbit_future_get(g, &ret), 0);
-	CHECK_EQ(ret, 99);
-	orbit_future_release(f);
-	orbit_future_release(g);
+	CHECK_FUTURE(f, 1);
+	CHECK_FUTURE(g, 99);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }

@@ -70,12 +70,8 @@ static void copy_filter(const char *mode)
 	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
 	REQUIRE(staged != NULL);
 	*arg.p = 10;	/* after the snapshot: seen by neither */
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, -8);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, -9);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
+	CHECK_FUTURE(busy, -8);
+	CHECK_FUTURE(staged, -9);
 
 	/* Removed: plain copies again. */
 	CHECK_EQ(orbit_area_set_copy_filter(a, NULL, NULL), 0);
@@ -161,12 +157,8 @@ static void filtered_equal_pages_not_copied(const char *mode)
 	arg.p[1] = 5;	/* back to what the orbit's copy held before `busy` */
 	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
 	REQUIRE(staged != NULL);
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, 6);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, 5);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
+	CHECK_FUTURE(busy, 6);
+	CHECK_FUTURE(staged, 5);
 
 	/* Idle again: the comparison is with what the staged copies left. */
 	arg.p[0] = 7;
