@@ -38,6 +38,20 @@ static long read_slowly(void *arg, size_t argsize, void *store)
 	return *take_slowly(arg, argsize).p;
 }
 
+/* An orbit of entry's for a test of filter, set on area a; arg->p: where
+ * the test writes, page 5.  NULL if the orbit could not be made. */
+static struct orbit *filtered_orbit(struct orbit_area *a, const char *name, orbit_entry entry,
+				    orbit_copy_filter_fn filter, struct slow_arg *arg)
+{
+	struct orbit *ob = orbit_create(name, entry, NULL, NULL);
+
+	if (!ob)
+		return NULL;
+	arg->p = (long *)((char *)orbit_area_base(a) + 5 * PG);
+	CHECK_EQ(orbit_area_set_copy_filter(a, filter, NULL), 0);
+	return ob;
+}
+
 /* The orbit reads the filtered copy, for calls written straight into its
  * view and for staged ones; main's area keeps what main wrote. */
 static void copy_filter(const char *mode)
@@ -49,10 +63,8 @@ static void copy_filter(const char *mode)
 	long ret = 0;
 
 	REQUIRE(a != NULL);
-	ob = orbit_create("filter", read_slowly, NULL, NULL);
+	ob = filtered_orbit(a, "filter", read_slowly, negate_first, &arg);
 	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	CHECK_EQ(orbit_area_set_copy_filter(a, negate_first, NULL), 0);
 	filtered = 0;
 	*arg.p = 7;
 	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
@@ -124,10 +136,8 @@ static void filtered_equal_pages_not_copied(const char *mode)
 	long ret = 0;
 
 	REQUIRE(a != NULL);
-	ob = orbit_create("same", read_two_slowly, NULL, NULL);
+	ob = filtered_orbit(a, "same", read_two_slowly, zero_first, &arg);
 	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	CHECK_EQ(orbit_area_set_copy_filter(a, zero_first, NULL), 0);
 	arg.p[0] = 3;
 	arg.p[1] = 4;
 	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
