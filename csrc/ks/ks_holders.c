@@ -74,17 +74,6 @@ struct ks_holders {
 	int pidfd[KS_HOLDERS];
 };
 
-static int pidfd_open_sys(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-	(void)pid;
-	errno = ENOSYS;
-	return -1;
-#endif
-}
-
 struct ks_holders *ks_holders_new(void)
 {
 	struct ks_holders *h = calloc(1, sizeof(*h));
@@ -159,7 +148,7 @@ static void __attribute__((noreturn)) holder_main(pid_t main_pid, pid_t orbit, i
 	us_reserve_child_reset();
 	prctl(PR_SET_NAME, comm, 0, 0, 0);
 	prctl(PR_SET_PTRACER, orbit, 0, 0, 0);	/* EINVAL without Yama */
-	mfd = pidfd_open_sys(main_pid);
+	mfd = us_pidfd_open(main_pid);
 	/* main's descriptors: a socket or pipe held here would never see its
 	 * end (the orbit's channel among them). */
 	close_all_but(ready, mfd);
@@ -226,7 +215,7 @@ static int holder_start(struct ks_holders *h, int k)
 	while (n < 0 && errno == EINTR);
 	close(p[0]);
 	if (n == 1)
-		pidfd = pidfd_open_sys(pid);
+		pidfd = us_pidfd_open(pid);
 	if (pidfd < 0) {
 		kill(pid, SIGKILL);
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -336,7 +325,7 @@ static int orbit_holder_fd(pid_t pid, int fresh)
 	/* main reaps a holder only once it is dead and no call names it, or
 	 * after this process: the pid is still the holder's (unless someone
 	 * else in main reaped it, as it might the orbit itself). */
-	orbit_fds[slot].fd = pidfd_open_sys(pid);
+	orbit_fds[slot].fd = us_pidfd_open(pid);
 	if (orbit_fds[slot].fd < 0)
 		return -1;
 	orbit_fds[slot].pid = pid;

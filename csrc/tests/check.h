@@ -51,6 +51,15 @@ static int check_failures;
 	} while (0)
 
 /* Like CHECK, but gives up on the current test (it must return void). */
+/* A call's result: it succeeded and returned want; releases the future. */
+#define CHECK_FUTURE(f, want)                                                         \
+	do {                                                                          \
+		long _fret = -12345;                                                  \
+		CHECK_EQ(orbit_future_get((f), &_fret), 0);                           \
+		CHECK_EQ(_fret, (long)(want));                                        \
+		orbit_future_release(f);                                              \
+	} while (0)
+
 #define REQUIRE(cond)                                                                 \
 	do {                                                                          \
 		if (!(cond)) {                                                        \

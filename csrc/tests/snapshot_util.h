@@ -1,8 +1,8 @@
 /*
  * snapshot_util.h - what the snapshot tests' entries look at and how they
  * call them: spans of an area's pages, weighed so that snapshots can be told
- * apart.  Shared by test_snapshot.c and the userspace backend's
- * user/test_snapshot_costs.c, user/test_copy_counts.c and
+ * apart.  Shared by test_snapshot.c, scenario_snapshot.h and the userspace
+ * backend's user/test_snapshot_costs.c, user/test_copy_counts.c and
  * user/test_base_memfd.c.
  */
 #ifndef ORBIT_SNAPSHOT_UTIL_H
@@ -92,6 +92,16 @@ static inline long call_sum(struct orbit *ob, struct orbit_area *a, long first, 
 
 	CHECK_EQ(rc, 0);
 	return rc ? -12345 : ret;
+}
+
+/* An orbit of entry_sum's with these hooks (orbit_options.hooks). */
+static inline struct orbit *orbit_with_hooks(const char *name, struct orbit_hooks *h)
+{
+	struct orbit_options o;
+
+	orbit_options_init(&o);
+	o.hooks = h;
+	return orbit_create(name, entry_sum, NULL, &o);
 }
 
 static inline void stats(struct orbit *ob, struct orbit_stats *st)

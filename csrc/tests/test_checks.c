@@ -14,101 +14,20 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "negate_filter.h"
 #include "orbit.h"
+#include "scenario_changed.h"
 
 #define PG orbit_page_size()
 
-struct runs {
-	size_t pages[64];
-	size_t n;
-	int overflow;
-};
-
-static void note(void *ctx, size_t first, size_t npages)
-{
-	struct runs *r = ctx;
-
-	for (size_t i = 0; i < npages; i++) {
-		if (r->n == 64) {
-			r->overflow = 1;
-			return;
-		}
-		r->pages[r->n++] = first + i;
-	}
-}
-
-static int has_page(const struct runs *r, size_t page)
-{
-	for (size_t i = 0; i < r->n; i++)
-		if (r->pages[i] == page)
-			return 1;
-	return 0;
-}
-
-static struct runs changed(struct orbit_area *a)
-{
-	struct runs r = { 0 };
-
-	CHECK_EQ(orbit_area_changed(a, note, &r), 0);
-	return r;
-}
-
-static long read_first(void *arg, size_t argsize, void *store)
-{
-	(void)argsize;
-	(void)store;
-	return **(long **)arg;
-}
-
 static void changed_pages(const char *mode)
 {
-	struct orbit_area *a = check_area(64 * PG, mode);
-	char *b;
-	struct runs r;
-
-	REQUIRE(a != NULL);
-	b = orbit_area_base(a);
-	r = changed(a);	/* whatever setup wrote */
-	b[3 * PG] = 1;
-	b[10 * PG + 5] = 2;
-	b[11 * PG] = 3;
-	r = changed(a);
-	/* At least the pages written (a mode without tracking reports every
-	 * populated page, every time: the exact answers of the userspace
-	 * backend's modes are in user/test_modes.c). */
-	CHECK(has_page(&r, 3));
-	CHECK(has_page(&r, 10));
-	CHECK(has_page(&r, 11));
-	orbit_area_destroy(a);
+	scenario_changed_pages(mode, NULL);
 }
 
-/* A call's snapshot does not consume what the checks have not seen yet, and
- * the checks do not take pages away from the orbit's next snapshot. */
 static void changed_independent_of_calls(const char *mode)
 {
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit *ob;
-	long *p, ret = 0;
-	struct runs r;
-
-	REQUIRE(a != NULL);
-	ob = orbit_create("checks", read_first, NULL, NULL);
-	REQUIRE(ob != NULL);
-	p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	*p = 7;
-	r = changed(a);
-	CHECK(r.n >= 1);
-	*p = 8;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 8);	/* the check took page 5 first: the orbit still got it */
-	*p = 9;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 9);
-	r = changed(a);	/* both writes since the last check, reported (once:
-			 * user/test_modes.c) */
-	CHECK(has_page(&r, 5));
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_changed_independent_of_calls(mode, NULL);
 }
 
 static void usable_size(void)
@@ -187,21 +106,6 @@ static void call_check(void)
 	CHECK_EQ(v.checks, 3);
 	CHECK(strstr(orbit_strerror(ORBIT_E_REFUSED), "refused") != NULL);
 	orbit_destroy(ob);
-}
-
-/* The filter negates the first long of every page copied. */
-static size_t filtered;
-
-static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	for (size_t i = 0; i < npages; i++) {
-		long *x = (long *)((char *)dst + i * PG);
-
-		*x = -*x;
-	}
-	filtered += npages;
 }
 
 /*

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "orbit.h"
+#include "scenario_restart_idle.h"
 
 #define PG orbit_page_size()
 
@@ -403,43 +404,9 @@ static void test_timeout_fails_queued(void)
 
 /* ---------------------------------------------------------- orbit_restart */
 
-static long entry_peek(void *arg, size_t argsize, void *store)
-{
-	(void)argsize;
-	(void)store;
-	return **(unsigned char **)arg;
-}
-
 static void test_restart_idle(void)
 {
-	struct orbit_area *a = check_area(4 * PG, "auto");
-	struct orbit *ob = orbit_create("restart", entry_peek, NULL, NULL);
-	struct orbit_stats st;
-	unsigned char *p;
-	long ret = -1;
-	pid_t pid;
-
-	REQUIRE(a && ob);
-	CHECK_EQ(orbit_restart(ob), 0);	/* nothing running: no-op */
-	CHECK_EQ(orbit_pid(ob), 0);
-	p = (unsigned char *)orbit_area_base(a) + PG;
-	*p = 17;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	pid = orbit_pid(ob);
-	CHECK_EQ(orbit_restart(ob), 0);
-	CHECK(check_wait_dead(pid, 3000));
-	CHECK_EQ(orbit_pid(ob), 0);
-	/* A new process gets the whole area again. */
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	CHECK(orbit_pid(ob) > 0 && orbit_pid(ob) != pid);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-	CHECK_EQ(st.crashes, 0);
-	/* (The userspace backend's full_syncs here: user/test_copy_counts.c.) */
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_restart_idle(NULL);
 }
 
 static void test_restart_pending(void)

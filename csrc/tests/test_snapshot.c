@@ -4,9 +4,10 @@
  * same area twice, snapshots of queued calls (also in a hardened orbit), and
  * a new process's first call (also while the process is still setting
  * itself up).
+ * The scenarios user/test_copy_counts.c also runs, to assert what the
+ * userspace backend counts in them, are in scenario_snapshot.h.
  * (What it costs with the userspace backend, exact page counts and its
- * staging ring, is in user/test_snapshot_costs.c; what that backend counts
- * in these scenarios, in user/test_copy_counts.c.)
+ * staging ring, is in user/test_snapshot_costs.c.)
  *
  * main() sets ORBITPY_STAGING=65536 (16 pages) before any orbit exists: with
  * the userspace backend, queued calls here then also overflow its staging
@@ -21,147 +22,53 @@
 
 #include "check.h"
 #include "orbit.h"
+#include "scenario_snapshot.h"
 #include "snapshot_util.h"
 
-/* A call that names no area copies nothing (pages_copied: a backend that
- * copies nothing reports 0 throughout) and does not reset the views. */
 static void no_area_calls(const char *mode)
 {
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit *ob = orbit_create("noarea", entry_sum, NULL, NULL);
-	struct orbit_stats st, st0;
-	unsigned char *p;
-	long ret = -1, ms = 0;
-
-	REQUIRE(a && ob);
-	p = orbit_area_base(a);
-	p[PG] = 5;
-	CHECK_EQ(call_sum(ob, a, 1, 1), 5);
-	stats(ob, &st0);
-	p[PG] = 6;	/* not sent: the next call does not name the area */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
-	stats(ob, &st);
-	CHECK_EQ(st.pages_copied, st0.pages_copied);
-	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_no_area_calls(mode, NULL);
 }
-
-/* ------------------------------------------------- areas and orbits */
 
 static void area_after_start(const char *mode)
 {
-	struct orbit *ob = orbit_create("late", entry_sum, NULL, NULL);
-	struct orbit_area *b;
-	struct orbit_stats st;
-	unsigned char *p;
-	long ms = 0, ret = -1;
-
-	REQUIRE(ob != NULL);
-	/* Start the process with no area at all. */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
-	CHECK(orbit_pid(ob) > 0);
-
-	b = check_area(32 * PG, mode);
-	REQUIRE(b != NULL);
-	p = orbit_area_base(b);
-	p[2 * PG] = 7;
-	p[4 * PG] = 9;
-	/* The orbit learns the address from the argument: it was forked
-	 * before the area existed. */
-	CHECK_EQ(call_sum(ob, b, 0 + 2, 3), 7 + 3 * 9);
-	stats(ob, &st);
-	CHECK_EQ(st.restarts, 0);
-
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-
-	/* An area created (and written) while the orbit holds another one. */
-	{
-		struct orbit_area *c = check_area(8 * PG, mode);
-		struct orbit_area *both[2];
-		unsigned char *q;
-
-		REQUIRE(c != NULL);
-		both[0] = b;
-		both[1] = c;
-		q = orbit_area_base(c);
-		q[PG] = 11;
-		{
-			struct span s = span_of(c, 1, 1);
-
-			CHECK_EQ(orbit_call(ob, 2, both, entry_sum, &s, sizeof(s), &ret), 0);
-			CHECK_EQ(ret, 11);
-		}
-		stats(ob, &st);
-		CHECK_EQ(st.restarts, 0);
-		CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-		orbit_area_destroy(c);
-	}
-	orbit_destroy(ob);
-	orbit_area_destroy(b);
+	scenario_area_after_start(mode, NULL);
 }
 
 static void two_orbits_one_area(const char *mode)
 {
-	struct orbit_area *a = check_area(32 * PG, mode);
-	struct orbit *o1 = orbit_create("one", entry_sum, NULL, NULL);
-	struct orbit *o2 = orbit_create("two", entry_sum, NULL, NULL);
-	unsigned char *p;
-
-	REQUIRE(a && o1 && o2);
-	p = orbit_area_base(a);
-	for (int i = 1; i <= 3; i++)
-		p[i * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6);
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6);
-
-	/* Each orbit gets every page written since its own previous call,
-	 * whoever collected them. */
-	p[5 * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5);
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-
-	/* One orbit's writes are invisible to the other and to main. */
-	{
-		struct span s = span_of(a, 1, 3);
-		long ret;
-
-		CHECK_EQ(orbit_call(o1, 1, &a, entry_scribble, &s, sizeof(s), &ret), 0);
-		CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-		CHECK_EQ(p[PG], 1);
-		CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	}
-	/* Destroying one orbit leaves the other's copy working. */
-	orbit_destroy(o1);
-	p[8 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6 + 8);
-	orbit_destroy(o2);
-	orbit_area_destroy(a);
+	scenario_two_orbits_one_area(mode, NULL);
 }
 
-/* The same area twice in one call is one area. */
 static void duplicate_area_in_call(const char *mode)
 {
-	struct orbit_area *a = check_area(8 * PG, mode);
-	struct orbit *ob = orbit_create("dup", entry_sum, NULL, NULL);
-	struct orbit_area *twice[2];
-	struct span s;
-	long ret = -1;
-
-	REQUIRE(a && ob);
-	twice[0] = twice[1] = a;
-	((unsigned char *)orbit_area_base(a))[PG] = 3;
-	s = span_of(a, 1, 1);
-	CHECK_EQ(orbit_call(ob, 2, twice, entry_sum, &s, sizeof(s), &ret), 0);
-	CHECK_EQ(ret, 3);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_duplicate_area_in_call(mode, NULL);
 }
 
 /* -------------------------------------------------- queued snapshots */
+
+/* Waits for the slow call the others queued behind, then checks each
+ * queued call's result against what main expected when it queued it (and
+ * its sequence number, counting from first_seq, unless that is 0);
+ * releases them all. */
+static void check_queued(struct orbit_future *slow, struct orbit_future **f,
+			 const long *expect, int n, uint64_t first_seq)
+{
+	long ret = -1;
+
+	CHECK_EQ(orbit_future_get(slow, &ret), 0);
+	orbit_future_release(slow);
+	for (int i = 0; i < n; i++) {
+		if (!f[i])
+			continue;
+		ret = -1;
+		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
+		CHECK_EQ(ret, expect[i]);
+		if (first_seq)
+			CHECK_EQ(orbit_future_seq(f[i]), first_seq + (uint64_t)i);
+		orbit_future_release(f[i]);
+	}
+}
 
 /* Each queued call sees the area as it was when call_async returned. */
 static void async_snapshot_fixed(const char *mode)
@@ -170,7 +77,7 @@ static void async_snapshot_fixed(const char *mode)
 	struct orbit_area *a = check_area(16 * PG, mode);
 	struct orbit *ob = orbit_create("async", entry_sum, NULL, NULL);
 	struct orbit_future *f[N], *slow;
-	long expect[N], ret, ms = 150;
+	long expect[N], ms = 150;
 	unsigned char *p;
 
 	REQUIRE(a && ob);
@@ -190,17 +97,7 @@ static void async_snapshot_fixed(const char *mode)
 	/* Scribble over everything: no queued call may see it. */
 	for (int i = 1; i <= 6; i++)
 		p[i * PG] = 0xAA;
-	CHECK_EQ(orbit_future_get(slow, &ret), 0);
-	orbit_future_release(slow);
-	for (int i = 0; i < N; i++) {
-		if (!f[i])
-			continue;
-		ret = -1;
-		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
-		CHECK_EQ(ret, expect[i]);
-		CHECK_EQ(orbit_future_seq(f[i]), 3 + (uint64_t)i);
-		orbit_future_release(f[i]);
-	}
+	check_queued(slow, f, expect, N, 3);
 	{
 		struct span s = span_of(a, 1, 6);
 
@@ -221,7 +118,7 @@ static void hardened_queued_snapshots(const char *mode)
 	struct orbit_options o;
 	struct orbit *ob;
 	struct orbit_future *f[N], *slow;
-	long expect[N], ret, ms = 150;
+	long expect[N], ms = 150;
 	unsigned char *p;
 	int fds0 = check_count_fds(), st;
 
@@ -242,16 +139,7 @@ static void hardened_queued_snapshots(const char *mode)
 		CHECK(f[i] != NULL);
 	}
 	memset(p + PG, 0xAA, 4 * PG);	/* after every snapshot */
-	CHECK_EQ(orbit_future_get(slow, &ret), 0);
-	orbit_future_release(slow);
-	for (int i = 0; i < N; i++) {
-		if (!f[i])
-			continue;
-		ret = -1;
-		CHECK_EQ(orbit_future_get(f[i], &ret), 0);
-		CHECK_EQ(ret, expect[i]);
-		orbit_future_release(f[i]);
-	}
+	check_queued(slow, f, expect, N, 0);
 	orbit_destroy(ob);
 	errno = 0;
 	CHECK_EQ(waitpid(-1, &st, WNOHANG), -1);
@@ -267,7 +155,6 @@ static void running_call_isolated(const char *mode)
 	struct orbit *ob = orbit_create("iso", entry_sum, NULL, NULL);
 	struct orbit_future *f, *g;
 	unsigned char *p;
-	long ret = -1;
 
 	REQUIRE(a && ob);
 	p = orbit_area_base(a);
@@ -288,93 +175,18 @@ static void running_call_isolated(const char *mode)
 		g = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
 		REQUIRE(g != NULL);
 	}
-	CHECK_EQ(orbit_future_get(f, &ret), 0);
-	CHECK_EQ(ret, 1);
-	CHECK_EQ(orbit_future_get(g, &ret), 0);
-	CHECK_EQ(ret, 99);
-	orbit_future_release(f);
-	orbit_future_release(g);
+	CHECK_FUTURE(f, 1);
+	CHECK_FUTURE(g, 99);
 	orbit_destroy(ob);
 	orbit_area_destroy(a);
 }
 
-/* ------------------------------------ a new process's first call */
-
-/* Armed around a call: the block hook writes the area, as another thread
- * would while the caller has the GIL released. */
-static unsigned char *pf_area;
-static int pf_armed, pf_blocks;
-static pid_t pf_main;
-
-static void *pf_block_begin(void *ctx)
-{
-	(void)ctx;
-	if (pf_armed && getpid() == pf_main) {	/* not in the orbit, a fork */
-		pf_blocks++;
-		pf_area[3 * PG] = (unsigned char)(pf_area[3 * PG] + 10);
-	}
-	return NULL;
-}
-
-/* A call whose submission (not its wait) runs with the hook armed. */
-static long pf_call_sum(struct orbit *ob, struct orbit_area *a, long first, long n)
-{
-	struct span s = span_of(a, first, n);
-	struct orbit_future *f;
-	long ret = -12345;
-
-	pf_blocks = 0;
-	pf_armed = 1;
-	f = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
-	pf_armed = 0;
-	CHECK(f != NULL);
-	if (!f)
-		return -12345;
-	CHECK_EQ(orbit_future_get(f, &ret), 0);
-	orbit_future_release(f);
-	return ret;
-}
-
-/*
- * The first call to a new process (first start, restart) allocates the
- * pages of the orbit's new copy with the caller's lock (the GIL) released:
- * the block hooks bracket that work.  Writes made meanwhile are in the
- * call's snapshot.
- */
 static void prefault_first_call(const char *mode)
 {
-	struct orbit_hooks h = { .block_begin = pf_block_begin };
-	struct orbit_options o;
-	struct orbit_stats st;
-	struct orbit_area *a = check_area(64 * PG, mode);
-	struct orbit *ob;
-
-	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("prefault", entry_sum, NULL, &o);
-	REQUIRE(ob != NULL);
-	pf_area = orbit_area_base(a);
-	pf_main = getpid();
-	for (int k = 0; k < 40; k++)
-		pf_area[k * PG] = 1;
-
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);	/* 1, plus the write made meanwhile */
-	CHECK_EQ(pf_blocks, 1);
-	/* A later call to the same process: nothing to allocate, no release. */
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);
-	CHECK_EQ(pf_blocks, 0);
-
-	/* After a restart the new copy is allocated again, unlocked. */
-	orbit_restart(ob);
-	CHECK_EQ(pf_call_sum(ob, a, 3, 2), 21 + 2 * 1);
-	CHECK_EQ(pf_blocks, 1);
-	stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_prefault_first_call(mode, NULL);
 }
+
+/* ------------------------------------ a new process's setup */
 
 /* A new process's setup (slowed here by its after_fork_child hook) replaces
  * the fork's copy of the areas with the orbit's own: a first call made
@@ -389,15 +201,12 @@ static void slow_setup(void *ctx)
 static void first_call_during_setup(void)
 {
 	struct orbit_hooks h = { .after_fork_child = slow_setup };
-	struct orbit_options o;
 	struct orbit_area *a = check_area(16 * PG, "auto");
 	struct orbit *ob;
 	unsigned char *p;
 
 	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("slowsetup", entry_sum, NULL, &o);
+	ob = orbit_with_hooks("slowsetup", &h);
 	REQUIRE(ob != NULL);
 	p = orbit_area_base(a);
 	p[PG] = 5;

@@ -185,6 +185,17 @@ void us_lifetime_child(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
+int us_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
 /* Signal the orbit through its pidfd where there is one: if someone else
  * reaped it (waitpid(-1) in main), its pid may be a stranger's by now. */
 static int signal_orbit(const struct orbit_sys *s, int sig)

@@ -23,7 +23,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,17 +41,6 @@ void us_registry_remove(struct orbit_sys *s)
 			break;
 		}
 	pthread_mutex_unlock(&registry_lock);
-}
-
-static int pidfd_open_compat(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-	(void)pid;
-	errno = ENOSYS;
-	return -1;
-#endif
 }
 
 struct watchdog {
@@ -90,7 +78,7 @@ static int start_watchdog(pid_t main_pid)
 	sigset_t all, old;
 
 	w.main_pid = main_pid;
-	w.pidfd = pidfd_open_compat(main_pid);
+	w.pidfd = us_pidfd_open(main_pid);
 	/* main may have died between fork and pidfd_open: then our parent is
 	 * already someone else, and the pidfd (if any) names a stranger. */
 	if (getppid() != main_pid)
@@ -249,7 +237,7 @@ int us_spawn(struct orbit_sys *s, const struct orbit_spawn *sp)
 		s->pid = pid;
 		s->sock = sv[0];
 		s->osock = -1;
-		s->pidfd = pidfd_open_compat(pid);
+		s->pidfd = us_pidfd_open(pid);
 		s->next = registry;
 		registry = s;
 	} else {

@@ -220,6 +220,9 @@ void us_orbit_end_children(void);
 void us_orbit_exit(int code) __attribute__((noreturn));
 void us_kill_descendants(pid_t root);
 void us_kill_orbit(struct orbit_sys *s);
+/* pidfd_open(pid, 0), or -1 with errno ENOSYS where the headers lack it;
+ * also the kernel backend's (ks_holders.c) */
+int us_pidfd_open(pid_t pid);
 
 /* fds.c (orbit, at its start): drop main's descriptors but 0-2, `own`,
  * `keep` and files */

@@ -5,8 +5,8 @@
  * and so hold for any backend: test_calls.c (calls in each mode),
  * test_snapshot.c (calls without areas, areas made after the orbit started,
  * two orbits on one area, an area named twice, a new process's first call)
- * and test_faults.c (orbit_restart of an idle orbit).  Each function here
- * is its shared scenario again, with the counts.
+ * and test_faults.c (orbit_restart of an idle orbit).  Each runs the shared
+ * scenario (tests/scenario_*.h) with a hook that asserts the counts.
  *
  * main() sets ORBITPY_STAGING=65536 (16 pages) before any orbit exists, as
  * test_snapshot.c does.
@@ -21,461 +21,169 @@
 
 #include "check.h"
 #include "orbit.h"
+#include "scenario_calls.h"
+#include "scenario_restart_idle.h"
+#include "scenario_snapshot.h"
 #include "snapshot_util.h"
 
-/* ------------------------------------------- test_calls.c's run_mode */
+/* ------------------------------------- test_calls.c's scenario_calls */
 
-static struct orbit_area *g_area;
+/* What the userspace backend counts at scenario_calls()'s points. */
+struct calls_counts {
+	const char *mode;
+	uint64_t before;
+};
 
-/* Sum of the first byte of each of the area's first n pages. */
-static long sum_pages(void *arg, size_t argsize, void *store)
+static void calls_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
 {
-	long n = *(long *)arg, s = 0;
-	unsigned char *p = orbit_area_base(g_area);
+	struct calls_counts *c = ctx;
+	int full = check_mode_is(c->mode, "full");
+	struct orbit_stats st;
 
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		s += p[i * PG];
-	return s;
-}
-
-/* Writes to its view: must never reach main nor a later call. */
-static long scribble(void *arg, size_t argsize, void *store)
-{
-	long n = *(long *)arg;
-	unsigned char *p = orbit_area_base(g_area);
-
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		p[i * PG] = 200;
-	return 0;
-}
-
-static long crash(void *arg, size_t argsize, void *store)
-{
-	(void)arg;
-	(void)argsize;
-	(void)store;
-	raise(SIGSEGV);
-	return 0;
-}
-
-static long spin(void *arg, size_t argsize, void *store)
-{
-	(void)arg;
-	(void)argsize;
-	(void)store;
-	for (;;)
-		pause();
-	return 0;
-}
-
-static long pusher(void *arg, size_t argsize, void *store)
-{
-	long n = *(long *)arg;
-
-	(void)argsize;
-	(void)store;
-	for (long i = 0; i < n; i++)
-		orbit_push(&i, sizeof(i));
-	orbit_return_data("done", 4);
-	return n;
+	(void)seen;
+	orbit_stats(ob, &st);
+	switch (point) {
+	case CALLS_FIRST:
+		CHECK_EQ(st.full_syncs, 1);
+		break;
+	case CALLS_BEFORE_THREE:
+		c->before = st.pages_copied;
+		break;
+	case CALLS_AFTER_THREE:	/* three pages written -> three copied */
+		if (!full)
+			CHECK_EQ(st.pages_copied - c->before, 3);
+		break;
+	case CALLS_BEFORE_RESET:
+		c->before = st.pages_reset;
+		break;
+	case CALLS_AFTER_RESET:	/* the orbit's four writes, reset */
+		if (!full)
+			CHECK_EQ(st.pages_reset - c->before, 4);
+		break;
+	case CALLS_RESTARTED:	/* the new process got the whole area */
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	}
 }
 
 static void calls_counts(const char *mode)
 {
-	struct orbit_options o;
-	struct orbit *ob;
-	struct orbit_stats st;
-	unsigned char *p;
-	long n = 16, ret = -1;
-	struct orbit_future *f1, *f2;
+	struct calls_counts c = { .mode = mode };
+	struct scenario_hook h = { .at = calls_counts_at, .ctx = &c };
 
-	g_area = orbit_area_create(64 * PG, mode);
-	CHECK(g_area != NULL);
-	if (!g_area)
-		return;
-	p = orbit_area_base(g_area);
-	for (int i = 0; i < 16; i++)
-		p[i * PG] = 1;
-	orbit_options_init(&o);
-	ob = orbit_create("t", sum_pages, NULL, &o);
-	CHECK(ob != NULL);
-
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 16);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-
-	/* Incremental: three pages written -> three pages copied. */
-	p[0] = 2;
-	p[5 * PG] = 2;
-	p[9 * PG] = 2;
-	orbit_stats(ob, &st);
-	uint64_t before = st.pages_copied;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19);
-	orbit_stats(ob, &st);
-	if (!check_mode_is(mode, "full"))
-		CHECK_EQ(st.pages_copied - before, 3);
-
-	/* The orbit's own writes: reset before the next call, never seen. */
-	long four = 4;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, scribble, &four, sizeof(four), &ret), 0);
-	CHECK_EQ(p[0], 2);
-	orbit_stats(ob, &st);
-	before = st.pages_reset;
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19);
-	orbit_stats(ob, &st);
-	if (!check_mode_is(mode, "full"))
-		CHECK_EQ(st.pages_reset - before, 4);
-
-	/* Async snapshots are fixed when call_async returns. */
-	f1 = orbit_call_async(ob, 0, 1, &g_area, NULL, &n, sizeof(n));
-	p[1 * PG] = 50;
-	f2 = orbit_call_async(ob, 0, 1, &g_area, NULL, &n, sizeof(n));
-	p[2 * PG] = 50;
-	CHECK(f1 && f2);
-	CHECK_EQ(orbit_future_get(f1, &ret), 0);
-	CHECK_EQ(ret, 19);
-	CHECK_EQ(orbit_future_get(f2, &ret), 0);
-	CHECK_EQ(ret, 19 + 49);
-	orbit_future_release(f1);
-	orbit_future_release(f2);
-
-	/* Updates and attached data. */
-	long three = 3;
-	f1 = orbit_call_async(ob, 0, 0, NULL, pusher, &three, sizeof(three));
-	CHECK(f1 != NULL);
-	for (long i = 0; i < 3; i++) {
-		void *d = NULL;
-		size_t len = 0;
-
-		CHECK_EQ(orbit_pull(f1, 5000, &d, &len), 1);
-		CHECK_EQ(len, sizeof(long));
-		if (d)
-			CHECK_EQ(*(long *)d, i);
-		free(d);
-	}
-	{
-		void *d;
-		size_t len;
-
-		CHECK_EQ(orbit_pull(f1, 5000, &d, &len), 0);
-		CHECK_EQ(orbit_future_get(f1, &ret), 0);
-		CHECK_EQ(ret, 3);
-		const void *data = orbit_future_data(f1, &len);
-		CHECK_EQ(len, 4);
-		CHECK(data && !memcmp(data, "done", 4));
-	}
-	orbit_future_release(f1);
-
-	/* A crash fails the call, and the next call restarts and resyncs. */
-	pid_t pid = orbit_pid(ob);
-	CHECK_EQ(orbit_call(ob, 0, NULL, crash, NULL, 0, &ret), -ORBIT_E_CRASHED);
-	CHECK_EQ(orbit_call(ob, 1, &g_area, NULL, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19 + 49 + 49);
-	CHECK(orbit_pid(ob) != pid);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-	CHECK_EQ(st.crashes, 1);
-	CHECK_EQ(st.full_syncs, 2);
-
-	orbit_destroy(ob);
-
-	/* Timeouts kill the orbit and fail the call. */
-	o.timeout_ms = 200;
-	ob = orbit_create("t2", spin, NULL, &o);
-	CHECK_EQ(orbit_call(ob, 0, NULL, NULL, NULL, 0, &ret), -ORBIT_E_TIMEOUT);
-	CHECK_EQ(orbit_call(ob, 1, &g_area, sum_pages, &n, sizeof(n), &ret), 0);
-	CHECK_EQ(ret, 19 + 49 + 49);
-	orbit_destroy(ob);
-	orbit_area_destroy(g_area);
+	scenario_calls(mode, &h);
 }
 
 /* ---------------------------------------- test_snapshot.c's scenarios */
 
-/* A call that names no area copies nothing and does not reset the views. */
-static void no_area_calls(const char *mode)
-{
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit *ob = orbit_create("noarea", entry_sum, NULL, NULL);
-	struct orbit_stats st, st0;
-	unsigned char *p;
-	long ret = -1, ms = 0;
+/* What the userspace backend counts at scenario_snapshot.h's points. */
+struct snapshot_counts {
+	const char *mode;
+	struct orbit_stats st0[2];	/* per orbit, at an earlier point */
+};
 
-	REQUIRE(a && ob);
-	p = orbit_area_base(a);
-	p[PG] = 5;
-	CHECK_EQ(call_sum(ob, a, 1, 1), 5);
-	stats(ob, &st0);
-	p[PG] = 6;	/* not sent: the next call does not name the area */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
+static void snapshot_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
+{
+	struct snapshot_counts *c = ctx;
+	int full = check_mode_is(c->mode, "full");
+	struct orbit_stats st;
+
+	(void)seen;
 	stats(ob, &st);
-	CHECK_EQ(st.pages_copied, st0.pages_copied);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(call_sum(ob, a, 1, 1), 6);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	switch (point) {
+	case NO_AREA_AFTER:	/* the first call's sync only */
+		CHECK_EQ(st.full_syncs, 1);
+		break;
+	case LATE_FIRST:
+		CHECK_EQ(st.full_syncs, 1);
+		CHECK_EQ(st.pages_copied, 3);	/* header page + 2 */
+		c->st0[0] = st;
+		break;
+	case LATE_ONE_MORE:
+		CHECK_EQ(st.pages_copied - c->st0[0].pages_copied, full ? 4 : 1);
+		break;
+	case LATE_SECOND_AREA:
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	case TWO_FIRST_1:
+	case TWO_FIRST_2:
+		CHECK_EQ(st.pages_copied, 4);
+		CHECK_EQ(st.full_syncs, 1);
+		c->st0[point - TWO_FIRST_1] = st;
+		break;
+	case TWO_THEN_1:	/* pages 5 and 6, each collected by one orbit */
+		CHECK_EQ(st.pages_copied - c->st0[0].pages_copied, full ? 5 + 6 : 1 + 1);
+		break;
+	case TWO_THEN_2:
+		CHECK_EQ(st.pages_copied - c->st0[1].pages_copied, full ? 6 : 2);
+		break;
+	case TWICE_AFTER:	/* one sync of header page + 1 */
+		CHECK_EQ(st.full_syncs, 1);
+		CHECK_EQ(st.pages_copied, 2);
+		break;
+	case PREFAULT_RESTARTED:
+		CHECK_EQ(st.full_syncs, 2);
+		break;
+	}
 }
 
-/* ------------------------------------------------- areas and orbits */
+typedef void snapshot_scenario(const char *mode, const struct scenario_hook *h);
+
+static void snapshot_counted(snapshot_scenario *run, const char *mode)
+{
+	struct snapshot_counts c = { .mode = mode };
+	struct scenario_hook h = { .at = snapshot_counts_at, .ctx = &c };
+
+	run(mode, &h);
+}
+
+static void no_area_calls(const char *mode)
+{
+	snapshot_counted(scenario_no_area_calls, mode);
+}
 
 static void area_after_start(const char *mode)
 {
-	struct orbit *ob = orbit_create("late", entry_sum, NULL, NULL);
-	struct orbit_area *b;
-	struct orbit_stats st, st0;
-	unsigned char *p;
-	long ms = 0, ret = -1;
-
-	REQUIRE(ob != NULL);
-	/* Start the process with no area at all. */
-	CHECK_EQ(orbit_call(ob, 0, NULL, entry_sleep, &ms, sizeof(ms), &ret), 0);
-	CHECK(orbit_pid(ob) > 0);
-
-	b = check_area(32 * PG, mode);
-	REQUIRE(b != NULL);
-	p = orbit_area_base(b);
-	p[2 * PG] = 7;
-	p[4 * PG] = 9;
-	/* The orbit learns the address from the argument: it was forked
-	 * before the area existed. */
-	CHECK_EQ(call_sum(ob, b, 0 + 2, 3), 7 + 3 * 9);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 3);	/* header page + 2 */
-	CHECK_EQ(st.restarts, 0);
-
-	st0 = st;
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-	stats(ob, &st);
-	CHECK_EQ(st.pages_copied - st0.pages_copied,
-		 check_mode_is(mode, "full") ? 4 : 1);
-
-	/* An area created (and written) while the orbit holds another one. */
-	{
-		struct orbit_area *c = check_area(8 * PG, mode);
-		struct orbit_area *both[2];
-		unsigned char *q;
-
-		REQUIRE(c != NULL);
-		both[0] = b;
-		both[1] = c;
-		q = orbit_area_base(c);
-		q[PG] = 11;
-		{
-			struct span s = span_of(c, 1, 1);
-
-			CHECK_EQ(orbit_call(ob, 2, both, entry_sum, &s, sizeof(s), &ret), 0);
-			CHECK_EQ(ret, 11);
-		}
-		stats(ob, &st);
-		CHECK_EQ(st.full_syncs, 2);
-		CHECK_EQ(call_sum(ob, b, 2, 5), 7 + 3 * 9 + 5 * 1);
-		orbit_area_destroy(c);
-	}
-	orbit_destroy(ob);
-	orbit_area_destroy(b);
+	snapshot_counted(scenario_area_after_start, mode);
 }
 
 static void two_orbits_one_area(const char *mode)
 {
-	struct orbit_area *a = check_area(32 * PG, mode);
-	struct orbit *o1 = orbit_create("one", entry_sum, NULL, NULL);
-	struct orbit *o2 = orbit_create("two", entry_sum, NULL, NULL);
-	struct orbit_stats s1, s2, s1b, s2b;
-	int full = check_mode_is(mode, "full");
-	unsigned char *p;
-
-	REQUIRE(a && o1 && o2);
-	p = orbit_area_base(a);
-	for (int i = 1; i <= 3; i++)
-		p[i * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6);
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6);
-	stats(o1, &s1);
-	stats(o2, &s2);
-	CHECK_EQ(s1.pages_copied, 4);
-	CHECK_EQ(s2.pages_copied, 4);
-	CHECK_EQ(s1.full_syncs, 1);
-	CHECK_EQ(s2.full_syncs, 1);
-
-	/* Each orbit gets every page written since its own previous call,
-	 * whoever collected them. */
-	p[5 * PG] = 1;
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5);
-	p[6 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-	CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	stats(o1, &s1b);
-	stats(o2, &s2b);
-	CHECK_EQ(s1b.pages_copied - s1.pages_copied, full ? 5 + 6 : 1 + 1);
-	CHECK_EQ(s2b.pages_copied - s2.pages_copied, full ? 6 : 2);
-
-	/* One orbit's writes are invisible to the other and to main. */
-	{
-		struct span s = span_of(a, 1, 3);
-		long ret;
-
-		CHECK_EQ(orbit_call(o1, 1, &a, entry_scribble, &s, sizeof(s), &ret), 0);
-		CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6);
-		CHECK_EQ(p[PG], 1);
-		CHECK_EQ(call_sum(o1, a, 1, 8), 6 + 5 + 6);
-	}
-	/* Destroying one orbit leaves the other's copy working. */
-	orbit_destroy(o1);
-	p[8 * PG] = 1;
-	CHECK_EQ(call_sum(o2, a, 1, 8), 6 + 5 + 6 + 8);
-	orbit_destroy(o2);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_two_orbits_one_area, mode);
 }
 
-/* The same area twice in one call is one area. */
 static void duplicate_area_in_call(const char *mode)
 {
-	struct orbit_area *a = check_area(8 * PG, mode);
-	struct orbit *ob = orbit_create("dup", entry_sum, NULL, NULL);
-	struct orbit_area *twice[2];
-	struct orbit_stats st;
-	struct span s;
-	long ret = -1;
-
-	REQUIRE(a && ob);
-	twice[0] = twice[1] = a;
-	((unsigned char *)orbit_area_base(a))[PG] = 3;
-	s = span_of(a, 1, 1);
-	CHECK_EQ(orbit_call(ob, 2, twice, entry_sum, &s, sizeof(s), &ret), 0);
-	CHECK_EQ(ret, 3);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 1);
-	CHECK_EQ(st.pages_copied, 2);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_duplicate_area_in_call, mode);
 }
 
-/* ------------------------------------ a new process's first call */
-
-/* Armed around a call: the block hook writes the area, as another thread
- * would while the caller has the GIL released. */
-static unsigned char *pf_area;
-static int pf_armed, pf_blocks;
-static pid_t pf_main;
-
-static void *pf_block_begin(void *ctx)
-{
-	(void)ctx;
-	if (pf_armed && getpid() == pf_main) {	/* not in the orbit, a fork */
-		pf_blocks++;
-		pf_area[3 * PG] = (unsigned char)(pf_area[3 * PG] + 10);
-	}
-	return NULL;
-}
-
-/* A call whose submission (not its wait) runs with the hook armed. */
-static long pf_call_sum(struct orbit *ob, struct orbit_area *a, long first, long n)
-{
-	struct span s = span_of(a, first, n);
-	struct orbit_future *f;
-	long ret = -12345;
-
-	pf_blocks = 0;
-	pf_armed = 1;
-	f = orbit_call_async(ob, 0, 1, &a, entry_sum, &s, sizeof(s));
-	pf_armed = 0;
-	CHECK(f != NULL);
-	if (!f)
-		return -12345;
-	CHECK_EQ(orbit_future_get(f, &ret), 0);
-	orbit_future_release(f);
-	return ret;
-}
-
-/*
- * The first call to a new process (first start, restart) allocates the
- * pages of the orbit's new copy with the caller's lock (the GIL) released:
- * the block hooks bracket that work.  Writes made meanwhile are in the
- * call's snapshot.
- */
 static void prefault_first_call(const char *mode)
 {
-	struct orbit_hooks h = { .block_begin = pf_block_begin };
-	struct orbit_options o;
-	struct orbit_stats st;
-	struct orbit_area *a = check_area(64 * PG, mode);
-	struct orbit *ob;
-
-	REQUIRE(a != NULL);
-	orbit_options_init(&o);
-	o.hooks = &h;
-	ob = orbit_create("prefault", entry_sum, NULL, &o);
-	REQUIRE(ob != NULL);
-	pf_area = orbit_area_base(a);
-	pf_main = getpid();
-	for (int k = 0; k < 40; k++)
-		pf_area[k * PG] = 1;
-
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);	/* 1, plus the write made meanwhile */
-	CHECK_EQ(pf_blocks, 1);
-	/* A later call to the same process: nothing to allocate, no release. */
-	CHECK_EQ(pf_call_sum(ob, a, 3, 1), 11);
-	CHECK_EQ(pf_blocks, 0);
-
-	/* After a restart the new copy is allocated again, unlocked. */
-	orbit_restart(ob);
-	CHECK_EQ(pf_call_sum(ob, a, 3, 2), 21 + 2 * 1);
-	CHECK_EQ(pf_blocks, 1);
-	stats(ob, &st);
-	CHECK_EQ(st.full_syncs, 2);
-	CHECK_EQ(st.restarts, 1);
-
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	snapshot_counted(scenario_prefault_first_call, mode);
 }
 
 /* ------------------------------------ test_faults.c's test_restart_idle */
 
-static long entry_peek(void *arg, size_t argsize, void *store)
+/* A new process after orbit_restart: the whole area again. */
+static void restart_idle_counts_at(void *ctx, int point, struct orbit *ob,
+				const void *seen)
 {
-	(void)argsize;
-	(void)store;
-	return **(unsigned char **)arg;
+	struct orbit_stats st;
+
+	(void)ctx;
+	(void)seen;
+	stats(ob, &st);
+	if (point == RESTART_IDLE_AFTER)
+		CHECK_EQ(st.full_syncs, 2);
 }
 
 static void test_restart_idle(void)
 {
-	struct orbit_area *a = check_area(4 * PG, "auto");
-	struct orbit *ob = orbit_create("restart", entry_peek, NULL, NULL);
-	struct orbit_stats st;
-	unsigned char *p;
-	long ret = -1;
-	pid_t pid;
+	struct scenario_hook h = { .at = restart_idle_counts_at };
 
-	REQUIRE(a && ob);
-	CHECK_EQ(orbit_restart(ob), 0);	/* nothing running: no-op */
-	CHECK_EQ(orbit_pid(ob), 0);
-	p = (unsigned char *)orbit_area_base(a) + PG;
-	*p = 17;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	pid = orbit_pid(ob);
-	CHECK_EQ(orbit_restart(ob), 0);
-	CHECK(check_wait_dead(pid, 3000));
-	CHECK_EQ(orbit_pid(ob), 0);
-	/* A new process gets the whole area again. */
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 17);
-	CHECK(orbit_pid(ob) > 0 && orbit_pid(ob) != pid);
-	orbit_stats(ob, &st);
-	CHECK_EQ(st.restarts, 1);
-	CHECK_EQ(st.crashes, 0);
-	CHECK_EQ(st.full_syncs, 2);
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_restart_idle(&h);
 }
 
 int main(void)

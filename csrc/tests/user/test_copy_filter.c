@@ -10,24 +10,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "negate_filter.h"
 #include "orbit.h"
 
 #define PG orbit_page_size()
-
-/* The filter negates the first long of every page copied. */
-static size_t filtered;
-
-static void negate_first(void *ctx, size_t first, size_t npages, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	for (size_t i = 0; i < npages; i++) {
-		long *x = (long *)((char *)dst + i * PG);
-
-		*x = -*x;
-	}
-	filtered += npages;
-}
 
 struct slow_arg {
 	long *p;
@@ -52,6 +38,20 @@ static long read_slowly(void *arg, size_t argsize, void *store)
 	return *take_slowly(arg, argsize).p;
 }
 
+/* An orbit of entry's for a test of filter, set on area a; arg->p: where
+ * the test writes, page 5.  NULL if the orbit could not be made. */
+static struct orbit *filtered_orbit(struct orbit_area *a, const char *name, orbit_entry entry,
+				    orbit_copy_filter_fn filter, struct slow_arg *arg)
+{
+	struct orbit *ob = orbit_create(name, entry, NULL, NULL);
+
+	if (!ob)
+		return NULL;
+	arg->p = (long *)((char *)orbit_area_base(a) + 5 * PG);
+	CHECK_EQ(orbit_area_set_copy_filter(a, filter, NULL), 0);
+	return ob;
+}
+
 /* The orbit reads the filtered copy, for calls written straight into its
  * view and for staged ones; main's area keeps what main wrote. */
 static void copy_filter(const char *mode)
@@ -63,10 +63,8 @@ static void copy_filter(const char *mode)
 	long ret = 0;
 
 	REQUIRE(a != NULL);
-	ob = orbit_create("filter", read_slowly, NULL, NULL);
+	ob = filtered_orbit(a, "filter", read_slowly, negate_first, &arg);
 	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	CHECK_EQ(orbit_area_set_copy_filter(a, negate_first, NULL), 0);
 	filtered = 0;
 	*arg.p = 7;
 	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
@@ -84,12 +82,8 @@ static void copy_filter(const char *mode)
 	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
 	REQUIRE(staged != NULL);
 	*arg.p = 10;	/* after the snapshot: seen by neither */
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, -8);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, -9);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
+	CHECK_FUTURE(busy, -8);
+	CHECK_FUTURE(staged, -9);
 
 	/* Removed: plain copies again. */
 	CHECK_EQ(orbit_area_set_copy_filter(a, NULL, NULL), 0);
@@ -142,10 +136,8 @@ static void filtered_equal_pages_not_copied(const char *mode)
 	long ret = 0;
 
 	REQUIRE(a != NULL);
-	ob = orbit_create("same", read_two_slowly, NULL, NULL);
+	ob = filtered_orbit(a, "same", read_two_slowly, zero_first, &arg);
 	REQUIRE(ob != NULL);
-	arg.p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	CHECK_EQ(orbit_area_set_copy_filter(a, zero_first, NULL), 0);
 	arg.p[0] = 3;
 	arg.p[1] = 4;
 	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &arg, sizeof(arg), &ret), 0);
@@ -175,12 +167,8 @@ static void filtered_equal_pages_not_copied(const char *mode)
 	arg.p[1] = 5;	/* back to what the orbit's copy held before `busy` */
 	staged = orbit_call_async(ob, 0, 1, &a, NULL, &arg, sizeof(arg));
 	REQUIRE(staged != NULL);
-	CHECK_EQ(orbit_future_get(busy, &ret), 0);
-	CHECK_EQ(ret, 6);
-	CHECK_EQ(orbit_future_get(staged, &ret), 0);
-	CHECK_EQ(ret, 5);
-	orbit_future_release(busy);
-	orbit_future_release(staged);
+	CHECK_FUTURE(busy, 6);
+	CHECK_FUTURE(staged, 5);
 
 	/* Idle again: the comparison is with what the staged copies left. */
 	arg.p[0] = 7;

@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "orbit.h"
+#include "scenario_changed.h"
 
 #define PG orbit_page_size()
 
@@ -36,99 +37,51 @@ static void named_mode_reported(const char *mode)
 	CHECK_EQ(errno, ENOMEM);
 }
 
-/* ----------------------------------- test_checks.c's changed pages, exact */
+/* ------------------ test_checks.c's changed pages (scenario_changed.h) */
 
-struct runs {
-	size_t pages[64];
-	size_t n;
-	int overflow;
-};
-
-static void note(void *ctx, size_t first, size_t npages)
+/* What the userspace backend's modes report exactly: the pages written,
+ * once; "full" every populated page, every time. */
+static void changed_exactly_at(void *ctx, int point, struct orbit *ob,
+			       const void *seen)
 {
-	struct runs *r = ctx;
+	const char *mode = ctx;
+	const struct runs *r = seen;
 
-	for (size_t i = 0; i < npages; i++) {
-		if (r->n == 64) {
-			r->overflow = 1;
-			return;
-		}
-		r->pages[r->n++] = first + i;
+	(void)ob;
+	if (check_mode_is(mode, "full")) {
+		CHECK(r->n >= (point == CHANGED_AFTER_CALLS ? 1 : 3));
+		return;
 	}
-}
-
-static struct runs changed(struct orbit_area *a)
-{
-	struct runs r = { 0 };
-
-	CHECK_EQ(orbit_area_changed(a, note, &r), 0);
-	return r;
-}
-
-static long read_first(void *arg, size_t argsize, void *store)
-{
-	(void)argsize;
-	(void)store;
-	return **(long **)arg;
+	switch (point) {
+	case CHANGED_WRITTEN:
+		CHECK_EQ(r->n, 3);
+		CHECK_EQ(r->pages[0], 3);
+		CHECK_EQ(r->pages[1], 10);
+		CHECK_EQ(r->pages[2], 11);
+		break;
+	case CHANGED_AGAIN:
+		CHECK_EQ(r->n, 0);
+		break;
+	case CHANGED_AFTER_CALLS:	/* both writes, reported once */
+		CHECK(r->n >= 1);
+		CHECK_EQ(r->n, 1);
+		CHECK_EQ(r->pages[0], 5);
+		break;
+	}
 }
 
 static void changed_pages(const char *mode)
 {
-	struct orbit_area *a = check_area(64 * PG, mode);
-	char *b;
-	struct runs r;
+	struct scenario_hook h = { .at = changed_exactly_at, .ctx = (void *)mode };
 
-	REQUIRE(a != NULL);
-	b = orbit_area_base(a);
-	r = changed(a);	/* whatever setup wrote */
-	b[3 * PG] = 1;
-	b[10 * PG + 5] = 2;
-	b[11 * PG] = 3;
-	r = changed(a);
-	if (check_mode_is(mode, "full")) {	/* every populated page, every time */
-		CHECK(r.n >= 3);
-	} else {
-		CHECK_EQ(r.n, 3);
-		CHECK_EQ(r.pages[0], 3);
-		CHECK_EQ(r.pages[1], 10);
-		CHECK_EQ(r.pages[2], 11);
-		/* Asked again with no write in between: nothing. */
-		r = changed(a);
-		CHECK_EQ(r.n, 0);
-	}
-	orbit_area_destroy(a);
+	scenario_changed_pages(mode, &h);
 }
 
-/* A call's snapshot does not consume what the checks have not seen yet, and
- * the checks do not take pages away from the orbit's next snapshot. */
 static void changed_independent_of_calls(const char *mode)
 {
-	struct orbit_area *a = check_area(16 * PG, mode);
-	struct orbit *ob;
-	long *p, ret = 0;
-	struct runs r;
+	struct scenario_hook h = { .at = changed_exactly_at, .ctx = (void *)mode };
 
-	REQUIRE(a != NULL);
-	ob = orbit_create("checks", read_first, NULL, NULL);
-	REQUIRE(ob != NULL);
-	p = (long *)((char *)orbit_area_base(a) + 5 * PG);
-	*p = 7;
-	r = changed(a);
-	CHECK(r.n >= 1);
-	*p = 8;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 8);	/* the check took page 5 first: the orbit still got it */
-	*p = 9;
-	CHECK_EQ(orbit_call(ob, 1, &a, NULL, &p, sizeof(p), &ret), 0);
-	CHECK_EQ(ret, 9);
-	r = changed(a);	/* both writes since the last check, reported once */
-	CHECK(r.n >= 1);
-	if (!check_mode_is(mode, "full")) {
-		CHECK_EQ(r.n, 1);
-		CHECK_EQ(r.pages[0], 5);
-	}
-	orbit_destroy(ob);
-	orbit_area_destroy(a);
+	scenario_changed_independent_of_calls(mode, &h);
 }
 
 /* --------------------------------------------- test_faults.c's crash */
