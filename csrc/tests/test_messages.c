@@ -72,7 +72,7 @@ static long entry(void *arg, size_t argsize, void *store)
 	return j->n;
 }
 
-/* Sizes straddling the mailbox's limit, and far beyond it. */
+/* Sizes straddling 16 KiB, and far beyond it. */
 static size_t size_for(uint32_t n)
 {
 	static const size_t sizes[] = { 0, 1, 100, 4000, 16 * 1024 - 200, 16 * 1024 - 64,
