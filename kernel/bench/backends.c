@@ -69,7 +69,7 @@ static const size_t area_sizes[] = { 256, 16384 };	/* pages */
 static const size_t dirty_counts[] = { 0, 1, 16, 256, 4096 };
 static const size_t async_dirty[] = { 1, 256 };
 
-static struct orbit_area *g_area;	/* the area the entries read */
+static struct orbit_area *g_area;	/* the area measured */
 static int g_release_fd = -1;		/* the orbit's end of the pipe busy calls wait on */
 static const char *g_backend;
 static long g_stamp = 1;		/* the value of main's latest writes */
@@ -119,14 +119,13 @@ static long noop(void *arg, size_t argsize, void *store)
 	return 0;
 }
 
-/* The word at the start of page *arg of the area, as this call sees it. */
+/* The word at *arg, an address in an area, as this call sees it (by
+ * address: the orbit process is a fork of main from before the area). */
 static long read_word(void *arg, size_t argsize, void *store)
 {
-	const char *p = orbit_area_base(g_area);
-
 	(void)argsize;
 	(void)store;
-	return *(const long *)(p + *(size_t *)arg * orbit_page_size());
+	return **(const long *const *)arg;
 }
 
 /* Keeps the orbit busy until main writes a byte to the pipe. */
@@ -155,9 +154,9 @@ static void report_slope(const char *what, size_t area_pages, size_t dirty, doub
 	       g_backend, what, area_pages, dirty, us);
 }
 
-/* Main writes k of the area's pages, spread evenly; returns the index of
- * the last one written (page 0 when k is 0: its value is `*page0`). */
-static size_t write_pages(char *base, size_t area_pages, size_t k, long *page0)
+/* Main writes k of the area's pages, spread evenly; returns the address of
+ * the last word written (page 0's when k is 0: its value is `*page0`). */
+static long *write_pages(char *base, size_t area_pages, size_t k, long *page0)
 {
 	size_t stride = k ? area_pages / k : 0;
 	size_t pg = orbit_page_size();
@@ -167,7 +166,7 @@ static size_t write_pages(char *base, size_t area_pages, size_t k, long *page0)
 		*(long *)(base + i * stride * pg) = g_stamp;
 	if (k)
 		*page0 = g_stamp;
-	return k ? (k - 1) * stride : 0;
+	return (long *)(base + (k ? (k - 1) * stride * pg : 0));
 }
 
 static void bench_empty_call(struct orbit *ob)
@@ -200,7 +199,7 @@ static int bench_call(struct orbit *ob, size_t area_pages, size_t k, long *page0
 
 	while (more_rounds(n, start)) {
 		double t0 = now_us(), t1, t2;
-		size_t last = write_pages(base, area_pages, k, page0);
+		long *last = write_pages(base, area_pages, k, page0);
 		long ret = 0;
 		int err;
 
@@ -214,8 +213,8 @@ static int bench_call(struct orbit *ob, size_t area_pages, size_t k, long *page0
 		/* The page read holds *page0: page 0 when k is 0, else the
 		 * last page written, as page 0 was, this round. */
 		if (ret != *page0) {
-			fprintf(stderr, "backends: the orbit read %ld at page %zu, main wrote %ld\n",
-				ret, last, *page0);
+			fprintf(stderr, "backends: the orbit read %ld at %p, main wrote %ld\n",
+				ret, (void *)last, *page0);
 			g_errors++;
 			return -1;
 		}
@@ -241,7 +240,7 @@ static void bench_async_issue(struct orbit *ob, int release_w, size_t area_pages
 
 	while (more_rounds(n, start)) {
 		struct orbit_future *busy, *f;
-		size_t last;
+		long *last;
 		long ret = 0;
 		double t0;
 		int err;
