@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "orbit.h"
@@ -108,6 +109,20 @@ static int more_rounds(int done, double start)
 static void fail(const char *what, int err)
 {
 	fprintf(stderr, "backends: %s: %s\n", what, orbit_strerror(err));
+	g_errors++;
+}
+
+/* A call's failure; for a crash, how the orbit process ended. */
+static void fail_future(const char *what, struct orbit_future *f, int err)
+{
+	int st = orbit_future_status(f);
+
+	if (err == -ORBIT_E_CRASHED || err == -ORBIT_E_TIMEOUT)
+		fprintf(stderr, "backends: %s: %s (%s %d)\n", what, orbit_strerror(err),
+			WIFSIGNALED(st) ? "signal" : "exit status",
+			WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	else
+		fprintf(stderr, "backends: %s: %s\n", what, orbit_strerror(err));
 	g_errors++;
 }
 
@@ -263,23 +278,25 @@ static void bench_async_issue(struct orbit *ob, int release_w, size_t area_pages
 		if (write(release_w, "x", 1) != 1)
 			fail("release", -errno);
 		err = orbit_future_get(busy, &ret);
-		orbit_future_release(busy);
 		if (err || ret) {
-			fail("busy call", err ? err : -ETIMEDOUT);
+			fail_future("busy call", busy, err ? err : -ETIMEDOUT);
+			orbit_future_release(busy);
 			if (f)
 				orbit_future_release(f);
 			return;
 		}
+		orbit_future_release(busy);
 		if (!f) {
 			fail("queued call", -errno);
 			return;
 		}
 		err = orbit_future_get(f, &ret);
-		orbit_future_release(f);
 		if (err) {
-			fail("queued call", err);
+			fail_future("queued call", f, err);
+			orbit_future_release(f);
 			return;
 		}
+		orbit_future_release(f);
 		if (ret != *page0) {
 			fprintf(stderr, "backends: a queued call read %ld, main wrote %ld\n", ret,
 				*page0);
