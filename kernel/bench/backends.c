@@ -15,7 +15,8 @@
  *   empty_call    orbit_call() naming no area, of an entry that returns
  *   call          orbit_call() naming an area of A pages, all resident,
  *                 after main wrote k of them (every (A/k)-th page: runs of
- *                 one page, the copier's hard case); the orbit reads the
+ *                 one page, the copier's hard case, unless k = A); the
+ *                 orbit reads the
  *                 last page written and the result is checked, so every
  *                 call is known to see main's writes
  *   write         main writing those k pages (one word each) right after
