@@ -16,9 +16,8 @@
  *   call          orbit_call() naming an area of A pages, all resident,
  *                 after main wrote k of them (every (A/k)-th page: runs of
  *                 one page, the copier's hard case, unless k = A); the
- *                 orbit reads the
- *                 last page written and the result is checked, so every
- *                 call is known to see main's writes
+ *                 orbit reads the last page written and the result is
+ *                 checked, so every call is known to see main's writes
  *   write         main writing those k pages (one word each) right after
  *                 the previous call: the fault each first write takes
  *                 (the userspace backend's write-protect fault, the kernel
