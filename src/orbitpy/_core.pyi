@@ -15,6 +15,8 @@ CALL_CANCEL_QUEUED: int
 PAGE_SIZE: int
 MAX_CALL_AREAS: int
 BACKEND: str
+KERNEL_ABI_VERSION: int
+KERNEL_UPDATE_PROBE: int
 
 class CoreError(Exception):
     code: int
