@@ -53,8 +53,12 @@ const char *orbit_strerror(int code);
  * life of the process.
  */
 size_t orbit_page_size(void);
-/* The name of the backend this library was built with ("userspace", ...). */
+/* The name of the backend this process runs ("userspace", "kernel"). */
 const char *orbit_backend_name(void);
+/* Non-zero when the running kernel has the orbit system calls of
+ * kernel/patches, in the version this library was built for (the probe the
+ * kernel backend is chosen by), whichever backend runs. */
+int orbit_kernel_has_calls(void);
 
 struct orbit_area;
 

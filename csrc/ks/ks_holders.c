@@ -257,12 +257,7 @@ static void holder_end(struct ks_holders *h, int k)
 
 	if (!h->pid[k])
 		return;
-	/* Through its pidfd: if someone else reaped it (waitpid(-1) in
-	 * main), its pid may be a stranger's by now. */
-#ifdef SYS_pidfd_send_signal
-	if (syscall(SYS_pidfd_send_signal, h->pidfd[k], SIGKILL, NULL, 0U) < 0)
-#endif
-		kill(h->pid[k], SIGKILL);
+	us_pidfd_signal(h->pidfd[k], h->pid[k], SIGKILL);
 	while (waitpid(h->pid[k], &st, 0) < 0 && errno == EINTR)
 		;
 	close(h->pidfd[k]);

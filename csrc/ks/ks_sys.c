@@ -54,6 +54,11 @@ static int ks_probe(void)
 #endif
 }
 
+int orbit_kernel_has_calls(void)
+{
+	return ks_probe();
+}
+
 long ks_update(int pidfd, void *addr, size_t len, unsigned int flags)
 {
 #ifdef __NR_orbit_update
@@ -118,11 +123,14 @@ static void ks_destroy(struct orbit_sys *s, int grace_ms, int *status)
  */
 static int ks_wait_started(struct orbit_sys *s)
 {
-	uint64_t until = us_now_ns() + us_spin_ns();
+	uint64_t until;
 	unsigned n = 0;
 
 	if (s->pidfd < 0)	/* no pidfd: orbit_update could not name it either */
 		return -EBADF;
+	if (atomic_load_explicit(&s->ctl->started, memory_order_acquire))
+		return 0;	/* every call but a new process's first: one load */
+	until = us_now_ns() + us_spin_ns();
 	while (!atomic_load_explicit(&s->ctl->started, memory_order_acquire)) {
 		struct pollfd p = { .fd = s->pidfd, .events = POLLIN };
 
@@ -215,10 +223,11 @@ static int ks_call(struct orbit_sys *s, uint64_t seq, int idle, size_t narea,
 /* The orbit's side of a call: a queued call's snapshot waits in a holder. */
 static int ks_recv(struct orbit_sys *s, struct orbit_request *rq)
 {
-	int rc = orbit_sys_user.recv(s, rq);
+	int rc = orbit_sys_user.recv(s, rq);	/* which ends the children on failure */
 
-	if (!rc)
-		rc = ks_holders_take_snapshot(s->inbuf, (size_t)((char *)rq->arg - s->inbuf));
+	if (rc)
+		return rc;
+	rc = ks_holders_take_snapshot(s->inbuf, (size_t)((char *)rq->arg - s->inbuf));
 	if (rc)
 		us_orbit_end_children();
 	return rc;

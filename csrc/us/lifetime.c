@@ -196,15 +196,20 @@ int us_pidfd_open(pid_t pid)
 #endif
 }
 
-/* Signal the orbit through its pidfd where there is one: if someone else
+/* Signal a child through its pidfd where there is one: if someone else
  * reaped it (waitpid(-1) in main), its pid may be a stranger's by now. */
-static int signal_orbit(const struct orbit_sys *s, int sig)
+int us_pidfd_signal(int pidfd, pid_t pid, int sig)
 {
 #ifdef SYS_pidfd_send_signal
-	if (s->pidfd >= 0)
-		return (int)syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, 0);
+	if (pidfd >= 0)
+		return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 #endif
-	return kill(s->pid, sig);
+	return kill(pid, sig);
+}
+
+static int signal_orbit(const struct orbit_sys *s, int sig)
+{
+	return us_pidfd_signal(s->pidfd, s->pid, sig);
 }
 
 /* main: end the orbit and everything it started (the tree once). */

@@ -223,6 +223,9 @@ void us_kill_orbit(struct orbit_sys *s);
 /* pidfd_open(pid, 0), or -1 with errno ENOSYS where the headers lack it;
  * also the kernel backend's (ks_holders.c) */
 int us_pidfd_open(pid_t pid);
+/* Signal child `pid` through `pidfd` where there is one (-1: none), else by
+ * its pid; also the kernel backend's */
+int us_pidfd_signal(int pidfd, pid_t pid, int sig);
 
 /* fds.c (orbit, at its start): drop main's descriptors but 0-2, `own`,
  * `keep` and files */

@@ -22,7 +22,6 @@ area_error, area_created), as for the userspace backend's module.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import platform
 from typing import Any
@@ -35,31 +34,20 @@ NAME = "kernel"
 # known and refused (ENOTSUP, see area_error).
 MODES = _backend_user.MODES
 
-# csrc/ks/uapi_orbit.h: the call's number on x86_64 and its probe.
-_NR_ORBIT_UPDATE = 600
-_ORBIT_UPDATE_PROBE = _core.KERNEL_UPDATE_PROBE
-_ORBIT_ABI_VERSION = _core.KERNEL_ABI_VERSION  # the header's, as the C core probes
-
 
 def kernel_has_orbit_calls() -> bool:
-    """Does this kernel answer orbit_update's probe (as the C core asks it
-    before it lets the kernel backend run)?"""
-    if platform.machine() != "x86_64":
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    answer = libc.syscall(ctypes.c_long(_NR_ORBIT_UPDATE), ctypes.c_int(-1), ctypes.c_ulong(0),
-                          ctypes.c_ulong(0), ctypes.c_uint(_ORBIT_UPDATE_PROBE))
-    return bool(answer == _ORBIT_ABI_VERSION)
+    """Does this kernel answer orbit_update's probe (the C core's, which
+    decides whether the kernel backend may run)?"""
+    return _core.kernel_has_calls()
 
 
 def _no_orbit_calls() -> OSError:
     return OSError(errno.ENOSYS,
                    f"ORBITPY_BACKEND=kernel asks for the kernel backend, but this kernel "
-                   f"({platform.release()}) has no orbit system calls (orbit_update, system "
-                   f"call {_NR_ORBIT_UPDATE}: a kernel built with kernel/patches, see "
-                   f"kernel/README.md); unset ORBITPY_BACKEND (or set it to 'user' or "
-                   f"'auto') to use the userspace backend")
+                   f"({platform.release()}) has no orbit system calls (orbit_update: a "
+                   f"kernel built with kernel/patches, see kernel/README.md); unset "
+                   f"ORBITPY_BACKEND (or set it to 'user' or 'auto') to use the "
+                   f"userspace backend")
 
 
 def _require_orbit_calls() -> None:

@@ -15,8 +15,8 @@ CALL_CANCEL_QUEUED: int
 PAGE_SIZE: int
 MAX_CALL_AREAS: int
 BACKEND: str
-KERNEL_ABI_VERSION: int
-KERNEL_UPDATE_PROBE: int
+
+def kernel_has_calls() -> bool: ...
 
 class CoreError(Exception):
     code: int

@@ -30,13 +30,11 @@ PAGE_SIZE = orbit_page_size()
 MAX_CALL_AREAS = ORBIT_MAX_CALL_AREAS
 BACKEND = (<bytes>orbit_backend_name()).decode()
 
-# The kernel backend's probe (csrc/ks/uapi_orbit.h): orbit_update(-1, 0, 0,
-# KERNEL_UPDATE_PROBE) returns KERNEL_ABI_VERSION on a kernel with the calls.
-cdef extern from "ks/uapi_orbit.h":
-    long ORBIT_ABI_VERSION
-    unsigned int ORBIT_UPDATE_PROBE
-KERNEL_ABI_VERSION = ORBIT_ABI_VERSION
-KERNEL_UPDATE_PROBE = ORBIT_UPDATE_PROBE
+
+def kernel_has_calls():
+    """True when the running kernel has the orbit system calls, in the
+    version the C core was built for (the kernel backend's own probe)."""
+    return orbit_kernel_has_calls() != 0
 
 
 class CoreError(Exception):

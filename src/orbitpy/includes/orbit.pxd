@@ -64,6 +64,7 @@ cdef extern from "orbit.h":
     const char *orbit_strerror(int code)
     size_t orbit_page_size()
     const char *orbit_backend_name()
+    int orbit_kernel_has_calls()
     orbit_area *orbit_area_create(size_t size, const char *mode)
     void orbit_area_destroy(orbit_area *area)
     int orbit_area_confine_writes(orbit_area *area)
