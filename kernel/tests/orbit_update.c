@@ -715,6 +715,36 @@ static void from_must_match(void)
 	EXPECT(r[2] == -1 && err[2] == EINVAL, "other tree: r=%ld errno %d", r[2], err[2]);
 }
 
+/*
+ * A source's page written by the source itself belongs to the source's own
+ * anon_vma, which a sibling's mapping is not linked to: rmap would never
+ * find the sibling's mapping of it (reclaim and migration would leave it
+ * behind), so the sibling may not take it.  Main's pages it may.
+ */
+static void from_pages_of_its_own(void)
+{
+	unsigned char *mem = map_pages(NPAGES, MAP_PRIVATE);
+	struct orbit src, o;
+
+	EXPECT(mem != NULL, "mmap");
+	memset(mem, 1, NPAGES * PAGE);
+	EXPECT(orbit_start(&src, mem) == 0 && orbit_start(&o, mem) == 0, "start");
+	memset(mem, 2, NPAGES * PAGE);
+	EXPECT(orbit_update(src.pidfd, mem, NPAGES * PAGE, 0) == 0, "to the source");
+	EXPECT(orbit_ask(&o, CMD_PULL, (unsigned long)src.pid, 0) == 0, "main's pages refused");
+	EXPECT(orbit_ask(&o, CMD_SUM, 9, 0) == sum_of_value(2), "pull");
+	EXPECT(orbit_ask(&src, CMD_WRITE, 9, 3) == 0, "source write");
+	EXPECT(orbit_ask(&o, CMD_PULL, (unsigned long)src.pid, 0) == EINVAL,
+	       "the source's own page taken");
+	EXPECT(orbit_ask(&o, CMD_SUM, 9, 0) == sum_of_value(2), "refused, yet changed");
+	/* Main's update replaces the source's page with main's: allowed again. */
+	EXPECT(orbit_update(src.pidfd, mem, NPAGES * PAGE, 0) == 0, "to the source 2");
+	EXPECT(orbit_ask(&o, CMD_PULL, (unsigned long)src.pid, 0) == 0, "second pull");
+	orbit_stop(&src);
+	orbit_stop(&o);
+	munmap(mem, NPAGES * PAGE);
+}
+
 /* Two processes taking each other's range at the same time lock the same
  * two mms in opposite roles: they must not deadlock. */
 static void from_both_ways_no_deadlock(void)
@@ -734,10 +764,11 @@ static void from_both_ways_no_deadlock(void)
 			if (read(i ? q[0] : p[0], &other, sizeof(other)) != sizeof(other))
 				_exit(2);
 			fd = pidfd_open(other);
+			/* Neither writes: a page of its own would be refused
+			 * to the other (from_pages_of_its_own). */
 			for (int n = 0; n < 500 && !bad; n++) {
 				long r;
 
-				memset(mem + (size_t)(n % NPAGES) * PAGE, n & 0xff, PAGE);
 				r = orbit_update(fd, mem, NPAGES * PAGE, ORBIT_UPDATE_FROM_PIDFD);
 				if (r && errno == ESRCH)
 					break;	/* the other one is done */
@@ -783,6 +814,7 @@ int main(void)
 	RUN(from_bad_source);
 	RUN(from_needs_ptrace);
 	RUN(from_must_match);
+	RUN(from_pages_of_its_own);
 	RUN(from_both_ways_no_deadlock);
 	printf("%s orbit_update: %d failed\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;
