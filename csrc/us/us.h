@@ -11,16 +11,18 @@
  *        or, while the orbit is busy, the staging ring (shared memory), which
  *        the orbit copies into the base when it takes the call
  *
- *   control: a stream socket (framed messages, fds for new bases) plus a
- *   shared page of counters that lets either side spin briefly before
- *   sleeping.
+ *   control: a stream socket (framed messages, fds for new bases) plus
+ *   shared memory: counters that let either side spin briefly before
+ *   sleeping, and a mailbox per direction that carries small messages
+ *   without a system call when the reader is awake.
  *
  * The files:
  *   us_sys.c      the operation table (orbit_sys.h), and where to start
  *   snapshot.c    main's half of a call: the pages it copies, and where
  *   background_sync.c  the same copies into idle orbits' bases, between calls
  *   orbit_view.c  the orbit's half: its views of the areas, its messages
- *   channel.c     framed messages over the socket
+ *   channel.c     framed messages over the socket; mailbox.c the small
+ *                 ones through shared memory
  *   dirty_track.c choosing a tracker; dirty_track_{uffd,mprotect,full}.c
  *                 one per snapshot mode; pagemap.c page-table queries
  *   reserve.c     the address range areas live in (ORBITPY_RESERVE)
