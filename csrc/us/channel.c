@@ -122,10 +122,24 @@ int us_send_all(int fd, const struct iovec *iov_in, int iovcnt, const int *fds, 
 }
 
 /*
+ * The orbit process is gone (its end of the socket is closed), as a send
+ * would find: a call put in the mailbox must fail the same way, so that the
+ * core starts a new process for it instead of waiting for an answer that
+ * cannot come.  One poll() costs a fraction of a send.
+ */
+static int peer_gone(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/*
  * Send call `seq`: a header, the backend's body (body_len bytes, first) and
  * the call's argument, with `fds` on its first byte; then count it in
- * ctl->req_count.  Counted only once all of it is in the socket: the orbit,
- * spinning on the count, then reads a whole message without polling first.
+ * ctl->req_count.  Counted only once all of it is in the socket (or the
+ * mailbox, see mailbox.c): the orbit, spinning on the count, then reads a
+ * whole message without polling first.
  */
 int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
 		 const void *arg, size_t argsize, const int *fds, int nfds)
@@ -137,8 +151,15 @@ int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t bod
 	struct iovec iov[3] = {
 		{ &h, sizeof(h) }, { (void *)body, body_len }, { (void *)arg, argsize },
 	};
-	int err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
+	int err = 0;
 
+	if (nfds || atomic_load_explicit(&s->ctl->req_taken, memory_order_acquire) !=
+		    atomic_load_explicit(&s->ctl->req_count, memory_order_relaxed))
+		err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
+	else if (peer_gone(s->sock))
+		err = -EPIPE;
+	else if (!us_mbox_put(&s->ctl->to_orbit, iov, 3))
+		err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
 	if (!err)
 		atomic_fetch_add(&s->ctl->req_count, 1);
 	return err;
@@ -188,16 +209,25 @@ static int rx_step(int fd, struct us_rx *rx)
 	}
 }
 
-int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms)
+/*
+ * Wait up to timeout_ms for the orbit's next message: 1 when it is complete
+ * in rx (read from the socket), 2 when it waits in the mailbox `mb` instead
+ * (see mailbox.c), -ETIMEDOUT, -EINTR, -EPIPE.
+ */
+int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : us_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int rc = rx_step(fd, rx), wait;
+		int rc, wait, err, marked = 0;
 		uint64_t now;
 
+		/* A message begun in the socket comes before anything else. */
+		if (rx->hdr_got == 0 && us_mbox_full(mb))
+			return 2;
+		rc = rx_step(fd, rx);
 		if (rc)
 			return rc;
 		now = us_now_ns();
@@ -205,8 +235,17 @@ int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms)
 			return -ETIMEDOUT;
 		wait = deadline == UINT64_MAX ? -1
 					      : (int)((deadline - now + 999999) / 1000000);
+		/* From here the orbit sends through the socket, which wakes us. */
+		if (rx->hdr_got == 0) {
+			if (us_mbox_sleep(mb))
+				return 2;
+			marked = 1;
+		}
 		rc = poll(&p, 1, wait);
-		if (rc < 0 && errno == EINTR)
+		err = errno;
+		if (marked)
+			us_mbox_wake(mb);
+		if (rc < 0 && err == EINTR)
 			return -EINTR;
 	}
 }
