@@ -210,26 +210,83 @@ static int rx_step(int fd, struct us_rx *rx)
 }
 
 /*
+ * Where the orbit's next message is, none of it being read yet: 2 in the
+ * mailbox `mb`, 1 in the socket (it may be read), 0 nowhere yet, -EPIPE
+ * (the socket ended) or another error.  `count` is the orbit's count of
+ * messages sent, `seen` ours of those taken.
+ *
+ * The invariant the orbit keeps (us_out_send): it fills the mailbox only
+ * when we have taken every earlier message, and sends nothing more until
+ * it is counted, so a FULL mailbox always holds the next message.  Bytes at
+ * the head of the socket are the next message's only if the mailbox was
+ * found not FULL *after* they were seen: looked at before, the mailbox may
+ * have been empty, then filled by the orbit, which then sent the message
+ * after it through the socket (we had not taken the mailbox's yet), so the
+ * socket would deliver that one first.  Hence the order below: first learn
+ * that something is in the socket, then look at the mailbox.
+ *  - A count ahead of `seen` (acquire, pairing with the orbit's increment
+ *    after it filled the mailbox or sent the whole message) says message
+ *    seen+1 is complete; if it were the mailbox's, the mailbox would be
+ *    FULL now (only we empty it), so otherwise it is whole in the socket.
+ *  - Else a peek at the socket (a message being sent, not yet counted: a
+ *    big one we must read while the orbit writes it): the orbit filled the
+ *    mailbox, if it did, before it sent the bytes the peek saw, and the
+ *    socket's lock orders that before our look at the mailbox.
+ */
+static int next_message(int fd, struct us_mbox *mb, _Atomic uint64_t *count, uint64_t seen)
+{
+	ssize_t n;
+	char c;
+
+	if (us_mbox_full(mb))
+		return 2;
+	/* Signed: a message taken from the mailbox is counted a moment after
+	 * it is put there, so `seen` may be ahead. */
+	if ((int64_t)(atomic_load_explicit(count, memory_order_acquire) - seen) > 0)
+		return us_mbox_full(mb) ? 2 : 1;
+	do
+		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	/* Something seen in the socket (bytes, its end, an error): a message
+	 * in the mailbox comes before it. */
+	if (us_mbox_full(mb))
+		return 2;
+	if (n > 0)
+		return 1;
+	if (n == 0 || errno == ECONNRESET)
+		return -EPIPE;
+	return -errno;
+}
+
+/*
  * Wait up to timeout_ms for the orbit's next message: 1 when it is complete
  * in rx (read from the socket), 2 when it waits in the mailbox `mb` instead
- * (see mailbox.c), -ETIMEDOUT, -EINTR, -EPIPE.
+ * (see mailbox.c and next_message), -ETIMEDOUT, -EINTR, -EPIPE.
  */
-int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, int timeout_ms)
+int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, _Atomic uint64_t *count,
+	       uint64_t seen, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : us_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int rc, wait, err, marked = 0;
+		int rc = 1, wait, err, marked = 0;
 		uint64_t now;
 
 		/* A message begun in the socket comes before anything else. */
-		if (rx->hdr_got == 0 && us_mbox_full(mb))
-			return 2;
-		rc = rx_step(fd, rx);
-		if (rc)
-			return rc;
+		if (rx->hdr_got == 0) {
+			rc = next_message(fd, mb, count, seen);
+			if (rc == 2 || rc < 0)
+				return rc;
+		}
+		if (rc) {
+			rc = rx_step(fd, rx);
+			if (rc)
+				return rc;
+		}
 		now = us_now_ns();
 		if (now >= deadline)
 			return -ETIMEDOUT;

@@ -11,10 +11,17 @@
  * payload).
  *
  * Order.  The writer uses the mailbox only when the reader has taken every
- * earlier message (its `taken` count equals the writer's `count`): then
- * nothing of this writer is left in the socket, and the mailbox's message is
- * the next one whichever way the reader looks first.  Messages carrying
- * descriptors, and those that do not fit, go through the socket.
+ * earlier message (its `taken` count equals the writer's `count`), and
+ * sends nothing more until the message is counted: so a FULL mailbox holds
+ * the reader's next message, and nothing of this writer was left in the
+ * socket when it was filled.  Messages carrying descriptors, and those that
+ * do not fit, go through the socket.  The messages sent after a mailbox's
+ * one, before the reader took it, go through the socket too; so the reader
+ * must look at the mailbox *after* it learnt that the socket holds a
+ * message (its count ahead, poll() or a peek), never before: it could
+ * otherwise find the mailbox empty, then read the socket's message once
+ * the writer had filled the mailbox and sent the next one (channel.c's
+ * next_message, orbit_view.c's wait_readable).
  *
  * Wake-ups.  A reader that sleeps does so in poll() on the socket, and only
  * the socket wakes it.  So before sleeping the reader marks the mailbox

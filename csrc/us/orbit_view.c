@@ -276,7 +276,9 @@ static int64_t view_discard(struct us_view *v)
 	return err ? err : (int64_t)d.pages;
 }
 
-/* Main's next call is complete: in the mailbox, or counted (in the socket). */
+/* Main's next call is complete: in the mailbox, or counted (in the socket).
+ * Callers look at the mailbox again after this: a count ahead of ours with
+ * the mailbox not FULL then means the call is in the socket (mailbox.c). */
 static int call_waiting(struct orbit_sys *s)
 {
 	return us_mbox_full(&s->ctl->to_orbit) ||
@@ -332,6 +334,9 @@ static int wait_readable(struct orbit_sys *s)
 			if (err)
 				return err;
 		}
+		/* The mailbox looked at after the socket's bytes were seen
+		 * (mailbox.c, "Order"): a call main put there before sending
+		 * those is FULL by now. */
 		if (p.revents & (POLLIN | POLLHUP | POLLERR))
 			return us_mbox_full(mb);
 	}

@@ -261,7 +261,8 @@ void us_mbox_wake(struct us_mbox *mb);
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
 		 const void *arg, size_t argsize, const int *fds, int nfds);
-int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, int timeout_ms);
+int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, _Atomic uint64_t *count,
+	       uint64_t seen, int timeout_ms);
 int us_read_msg(int fd, struct us_hdr *h, char **buf, size_t *cap, int *fds, int *nfds, int maxfds);
 unsigned us_spin_ns(void);
 void us_cpu_relax(void);

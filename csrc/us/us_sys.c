@@ -181,7 +181,7 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 			us_spin_step(&n);
 		}
 	}
-	rc = us_rx_poll(s->sock, &s->rx, mb, timeout_ms);
+	rc = us_rx_poll(s->sock, &s->rx, mb, &s->ctl->resp_count, s->resp_seen, timeout_ms);
 	if (rc == 2)
 		rc = take_mailbox(s);
 	if (rc < 0)
