@@ -2,11 +2,13 @@
  * test_messages.c - calls, results and updates of every size arrive whole and
  * in order, whichever way each travels.
  *
- * A backend may carry messages more than one way (the userspace backend
- * sends descriptors with a call; a shared-memory path for small messages was
- * tried and reverted, see README.md).  These tests mix sizes around
- * 16 KiB with far bigger ones, queue calls behind each other, and make each
- * side sleep while the other writes.  Any backend must pass them.
+ * The userspace backend sends small messages through a mailbox in shared
+ * memory and the others (descriptors, or too big for it) through the
+ * socket; a message may take the mailbox only when everything before it has
+ * been read (us/mailbox.c).  These tests mix sizes around the mailbox's
+ * limit (16 KiB) with far bigger ones, queue calls behind each other, and
+ * make each side sleep while the other writes, so that every order of the
+ * two ways, and both sleeping sides, occur.  Any backend must pass them.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -72,7 +74,7 @@ static long entry(void *arg, size_t argsize, void *store)
 	return j->n;
 }
 
-/* Sizes straddling 16 KiB, and far beyond it. */
+/* Sizes straddling the mailbox's limit, and far beyond it. */
 static size_t size_for(uint32_t n)
 {
 	static const size_t sizes[] = { 0, 1, 100, 4000, 16 * 1024 - 200, 16 * 1024 - 64,

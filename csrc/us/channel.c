@@ -122,10 +122,24 @@ int us_send_all(int fd, const struct iovec *iov_in, int iovcnt, const int *fds, 
 }
 
 /*
+ * The orbit process is gone (its end of the socket is closed), as a send
+ * would find: a call put in the mailbox must fail the same way, so that the
+ * core starts a new process for it instead of waiting for an answer that
+ * cannot come.  One poll() costs a fraction of a send.
+ */
+static int peer_gone(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/*
  * Send call `seq`: a header, the backend's body (body_len bytes, first) and
  * the call's argument, with `fds` on its first byte; then count it in
- * ctl->req_count.  Counted only once all of it is in the socket: the orbit,
- * spinning on the count, then reads a whole message without polling first.
+ * ctl->req_count.  Counted only once all of it is in the socket (or the
+ * mailbox, see mailbox.c): the orbit, spinning on the count, then reads a
+ * whole message without polling first.
  */
 int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
 		 const void *arg, size_t argsize, const int *fds, int nfds)
@@ -137,8 +151,15 @@ int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t bod
 	struct iovec iov[3] = {
 		{ &h, sizeof(h) }, { (void *)body, body_len }, { (void *)arg, argsize },
 	};
-	int err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
+	int err = 0;
 
+	if (nfds || atomic_load_explicit(&s->ctl->req_taken, memory_order_acquire) !=
+		    atomic_load_explicit(&s->ctl->req_count, memory_order_relaxed))
+		err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
+	else if (peer_gone(s->sock))
+		err = -EPIPE;
+	else if (!us_mbox_put(&s->ctl->to_orbit, iov, 3))
+		err = us_send_all(s->sock, iov, argsize ? 3 : 2, fds, nfds);
 	if (!err)
 		atomic_fetch_add(&s->ctl->req_count, 1);
 	return err;
@@ -188,25 +209,100 @@ static int rx_step(int fd, struct us_rx *rx)
 	}
 }
 
-int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms)
+/*
+ * Where the orbit's next message is, none of it being read yet: 2 in the
+ * mailbox `mb`, 1 in the socket (it may be read), 0 nowhere yet, -EPIPE
+ * (the socket ended) or another error.  `count` is the orbit's count of
+ * messages sent, `seen` ours of those taken.
+ *
+ * The invariant the orbit keeps (us_out_send): it fills the mailbox only
+ * when we have taken every earlier message, and sends nothing more until
+ * it is counted, so a FULL mailbox always holds the next message.  Bytes at
+ * the head of the socket are the next message's only if the mailbox was
+ * found not FULL *after* they were seen: looked at before, the mailbox may
+ * have been empty, then filled by the orbit, which then sent the message
+ * after it through the socket (we had not taken the mailbox's yet), so the
+ * socket would deliver that one first.  Hence the order below: first learn
+ * that something is in the socket, then look at the mailbox.
+ *  - A count ahead of `seen` (acquire, pairing with the orbit's increment
+ *    after it filled the mailbox or sent the whole message) says message
+ *    seen+1 is complete; if it were the mailbox's, the mailbox would be
+ *    FULL now (only we empty it), so otherwise it is whole in the socket.
+ *  - Else a peek at the socket (a message being sent, not yet counted: a
+ *    big one we must read while the orbit writes it): the orbit filled the
+ *    mailbox, if it did, before it sent the bytes the peek saw, and the
+ *    socket's lock orders that before our look at the mailbox.
+ */
+static int next_message(int fd, struct us_mbox *mb, _Atomic uint64_t *count, uint64_t seen)
+{
+	ssize_t n;
+	char c;
+
+	if (us_mbox_full(mb))
+		return 2;
+	/* Signed: a message taken from the mailbox is counted a moment after
+	 * it is put there, so `seen` may be ahead. */
+	if ((int64_t)(atomic_load_explicit(count, memory_order_acquire) - seen) > 0)
+		return us_mbox_full(mb) ? 2 : 1;
+	do
+		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	/* Something seen in the socket (bytes, its end, an error): a message
+	 * in the mailbox comes before it. */
+	if (us_mbox_full(mb))
+		return 2;
+	if (n > 0)
+		return 1;
+	if (n == 0 || errno == ECONNRESET)
+		return -EPIPE;
+	return -errno;
+}
+
+/*
+ * Wait up to timeout_ms for the orbit's next message: 1 when it is complete
+ * in rx (read from the socket), 2 when it waits in the mailbox `mb` instead
+ * (see mailbox.c and next_message), -ETIMEDOUT, -EINTR, -EPIPE.
+ */
+int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, _Atomic uint64_t *count,
+	       uint64_t seen, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : us_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int rc = rx_step(fd, rx), wait;
+		int rc = 1, wait, err, marked = 0;
 		uint64_t now;
 
-		if (rc)
-			return rc;
+		/* A message begun in the socket comes before anything else. */
+		if (rx->hdr_got == 0) {
+			rc = next_message(fd, mb, count, seen);
+			if (rc == 2 || rc < 0)
+				return rc;
+		}
+		if (rc) {
+			rc = rx_step(fd, rx);
+			if (rc)
+				return rc;
+		}
 		now = us_now_ns();
 		if (now >= deadline)
 			return -ETIMEDOUT;
 		wait = deadline == UINT64_MAX ? -1
 					      : (int)((deadline - now + 999999) / 1000000);
+		/* From here the orbit sends through the socket, which wakes us. */
+		if (rx->hdr_got == 0) {
+			if (us_mbox_sleep(mb))
+				return 2;
+			marked = 1;
+		}
 		rc = poll(&p, 1, wait);
-		if (rc < 0 && errno == EINTR)
+		err = errno;
+		if (marked)
+			us_mbox_wake(mb);
+		if (rc < 0 && err == EINTR)
 			return -EINTR;
 	}
 }

@@ -75,10 +75,21 @@ int us_out_flush(struct orbit_sys *s)
 int us_out_send(struct orbit_sys *s, uint32_t kind, uint64_t seq, long retval, uint64_t aux,
 		const void *data, size_t len)
 {
-	struct us_outq *q = malloc(sizeof(*q) + sizeof(struct us_hdr) + len);
 	struct us_hdr h = { .magic = US_MAGIC, .kind = kind, .seq = seq, .len = len,
 			    .retval = retval, .aux = aux };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)data, len } };
+	struct us_outq *q;
 
+	/* Nothing queued and main has read every earlier message: the
+	 * mailbox, if it fits (mailbox.c). */
+	if (!s->outq &&
+	    atomic_load_explicit(&s->ctl->resp_taken, memory_order_acquire) ==
+		    atomic_load_explicit(&s->ctl->resp_count, memory_order_relaxed) &&
+	    us_mbox_put(&s->ctl->to_main, iov, 2)) {
+		atomic_fetch_add(&s->ctl->resp_count, 1);
+		return 0;
+	}
+	q = malloc(sizeof(*q) + sizeof(struct us_hdr) + len);
 	if (!q)
 		return -ENOMEM;
 	q->next = NULL;
@@ -265,42 +276,96 @@ static int64_t view_discard(struct us_view *v)
 	return err ? err : (int64_t)d.pages;
 }
 
-/* Wait for the next message from main, flushing our queue meanwhile. */
+/* Main's next call is complete: in the mailbox, or counted (in the socket).
+ * Callers look at the mailbox again after this: a count ahead of ours with
+ * the mailbox not FULL then means the call is in the socket (mailbox.c). */
+static int call_waiting(struct orbit_sys *s)
+{
+	return us_mbox_full(&s->ctl->to_orbit) ||
+	       (int64_t)(atomic_load_explicit(&s->ctl->req_count, memory_order_acquire) -
+			 s->req_seen) > 0;
+}
+
+/*
+ * Wait for the next message from main, flushing our queue meanwhile: 1 when
+ * it is in the mailbox, 0 when it is (or is coming) in the socket, or the
+ * socket ended.  (A call taken from the mailbox is counted a moment after
+ * it is put there, hence the signed comparison in call_waiting.)
+ */
 static int wait_readable(struct orbit_sys *s)
 {
 	uint64_t spin_until = us_now_ns() + us_spin_ns();
+	struct us_mbox *mb = &s->ctl->to_orbit;
 	unsigned n = 0;
 
 	/* A hot caller: answer without a scheduler round trip. */
 	while (!s->outq) {
-		/* Main counts a call after sending all of it: a count ahead of
-		 * ours means a whole message waits in the socket, no poll needed. */
-		if (atomic_load_explicit(&s->ctl->req_count, memory_order_acquire) !=
-		    s->req_seen)
-			return 0;
+		if (call_waiting(s))
+			return us_mbox_full(mb);
 		if (us_now_ns() >= spin_until)
 			break;
 		us_spin_step(&n);
 	}
 	for (;;) {
 		struct pollfd p = { .fd = s->osock, .events = POLLIN };
-		int err;
+		int err, rc;
 
+		if (call_waiting(s))
+			return us_mbox_full(mb);
+		/* From here main sends through the socket, which wakes us. */
+		if (us_mbox_sleep(mb))
+			return 1;
+		if (call_waiting(s)) {
+			us_mbox_wake(mb);
+			return 0;
+		}
 		if (s->outq)
 			p.events |= POLLOUT;
-		if (poll(&p, 1, -1) < 0) {
-			if (errno == EINTR)
+		rc = poll(&p, 1, -1);
+		err = errno;
+		us_mbox_wake(mb);
+		if (rc < 0) {
+			if (err == EINTR)
 				continue;
-			return -errno;
+			return -err;
 		}
 		if (p.revents & POLLOUT) {
 			err = us_out_flush(s);
 			if (err)
 				return err;
 		}
+		/* The mailbox looked at after the socket's bytes were seen
+		 * (mailbox.c, "Order"): a call main put there before sending
+		 * those is FULL by now. */
 		if (p.revents & (POLLIN | POLLHUP | POLLERR))
-			return 0;
+			return us_mbox_full(mb);
 	}
+}
+
+/* The call waiting in the mailbox, copied out (its argument must outlive
+ * the mailbox's next message). */
+static int take_mailbox(struct orbit_sys *s, struct us_hdr *h)
+{
+	struct us_mbox *mb = &s->ctl->to_orbit;
+	size_t len = mb->len;
+
+	if (len < sizeof(*h))
+		return -EPROTO;
+	memcpy(h, mb->data, sizeof(*h));
+	if (h->magic != US_MAGIC || h->len != len - sizeof(*h))
+		return -EPROTO;
+	if (h->len > s->inbuf_cap) {
+		char *nb = realloc(s->inbuf, h->len);
+
+		if (!nb)
+			return -ENOMEM;
+		s->inbuf = nb;
+		s->inbuf_cap = h->len;
+	}
+	if (h->len)
+		memcpy(s->inbuf, mb->data + sizeof(*h), h->len);
+	us_mbox_release(mb);
+	return 0;
 }
 
 int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
@@ -312,13 +377,17 @@ int us_view_recv(struct orbit_sys *s, struct orbit_request *rq)
 	int64_t reset = 0;
 
 	err = wait_readable(s);
-	if (err)
+	if (err < 0)
 		return err;
-	err = us_read_msg(s->osock, &h, &s->inbuf, &s->inbuf_cap, fds, &nfds,
-			  US_MAX_FDS);
+	if (err)
+		err = take_mailbox(s, &h);
+	else
+		err = us_read_msg(s->osock, &h, &s->inbuf, &s->inbuf_cap, fds, &nfds,
+				  US_MAX_FDS);
 	if (err)
 		return err;
 	s->req_seen++;
+	atomic_store_explicit(&s->ctl->req_taken, s->req_seen, memory_order_release);
 	if (h.kind != US_MSG_CALL || h.aux > h.len || h.aux < sizeof(body))
 		return -EPROTO;
 	memcpy(&body, s->inbuf, sizeof(body));

@@ -11,16 +11,18 @@
  *        or, while the orbit is busy, the staging ring (shared memory), which
  *        the orbit copies into the base when it takes the call
  *
- *   control: a stream socket (framed messages, fds for new bases) plus a
- *   shared page of counters that lets either side spin briefly before
- *   sleeping.
+ *   control: a stream socket (framed messages, fds for new bases) plus
+ *   shared memory: counters that let either side spin briefly before
+ *   sleeping, and a mailbox per direction that carries small messages
+ *   without a system call when the reader is awake.
  *
  * The files:
  *   us_sys.c      the operation table (orbit_sys.h), and where to start
  *   snapshot.c    main's half of a call: the pages it copies, and where
  *   background_sync.c  the same copies into idle orbits' bases, between calls
  *   orbit_view.c  the orbit's half: its views of the areas, its messages
- *   channel.c     framed messages over the socket
+ *   channel.c     framed messages over the socket; mailbox.c the small
+ *                 ones through shared memory
  *   dirty_track.c choosing a tracker; dirty_track_{uffd,mprotect,full}.c
  *                 one per snapshot mode; pagemap.c page-table queries
  *   reserve.c     the address range areas live in (ORBITPY_RESERVE)
@@ -86,13 +88,27 @@ struct us_link {
 
 #define US_SKIP_SLOTS 64	/* single calls cancelled and not yet taken */
 
+/* A message waiting in shared memory (mailbox.c). */
+#define US_MBOX_BYTES (16u << 10)	/* header and payload: a small call or result */
+enum { US_MBOX_EMPTY = 0, US_MBOX_FULL = 1, US_MBOX_SLEEP = 2 };
+
+struct us_mbox {
+	_Atomic uint32_t state;
+	uint32_t len;			/* bytes of data: a struct us_hdr, then its payload */
+	_Alignas(64) char data[US_MBOX_BYTES];
+};
+
 struct us_ctl {
 	_Atomic uint64_t req_count;	/* calls main has sent */
+	_Atomic uint64_t req_taken;	/* calls the orbit has read */
 	_Atomic uint64_t calls_done;	/* calls the orbit has answered */
 	_Atomic uint64_t resp_count;	/* messages the orbit has sent in full */
+	_Atomic uint64_t resp_taken;	/* messages main has read */
 	_Atomic uint64_t stage_tail;	/* staging bytes the orbit has released */
 	_Atomic uint64_t cancel_below;	/* calls below this seq are cancelled */
 	_Atomic uint64_t skip[US_SKIP_SLOTS];	/* call seq is cancelled if skip[seq % N] == seq */
+	struct us_mbox to_orbit;	/* calls */
+	struct us_mbox to_main;		/* results and updates */
 	_Atomic uint32_t started;	/* the orbit has set itself up (spawn.c's
 					 * child_setup): its areas are its own */
 };
@@ -231,11 +247,22 @@ int us_pidfd_signal(int pidfd, pid_t pid, int sig);
  * `keep` and files */
 void us_drop_inherited_fds(int own, const int *keep, size_t nkeep);
 
+/* mailbox.c: put returns 1 when the message is in the mailbox (the caller
+ * then counts it), 0 when it must go through the socket; only when the
+ * reader has taken every earlier message.  sleep returns -1 when a message
+ * is waiting instead. */
+int us_mbox_put(struct us_mbox *mb, const struct iovec *iov, int n);
+int us_mbox_full(struct us_mbox *mb);
+void us_mbox_release(struct us_mbox *mb);
+int us_mbox_sleep(struct us_mbox *mb);
+void us_mbox_wake(struct us_mbox *mb);
+
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,
 		 const void *arg, size_t argsize, const int *fds, int nfds);
-int us_rx_poll(int fd, struct us_rx *rx, int timeout_ms);
+int us_rx_poll(int fd, struct us_rx *rx, struct us_mbox *mb, _Atomic uint64_t *count,
+	       uint64_t seen, int timeout_ms);
 int us_read_msg(int fd, struct us_hdr *h, char **buf, size_t *cap, int *fds, int *nfds, int maxfds);
 unsigned us_spin_ns(void);
 void us_cpu_relax(void);

@@ -139,22 +139,51 @@ static pid_t us_pid(const struct orbit_sys *s)
 	return s->pid;
 }
 
+/* The message waiting in the mailbox, into s->rx as if read from the socket. */
+static int take_mailbox(struct orbit_sys *s)
+{
+	struct us_mbox *mb = &s->ctl->to_main;
+	struct us_hdr h;
+
+	if (mb->len < sizeof(h))
+		return -EPROTO;
+	memcpy(&h, mb->data, sizeof(h));
+	if (h.magic != US_MAGIC || h.len != mb->len - sizeof(h))
+		return -EPROTO;
+	s->rx.payload = h.len ? malloc(h.len) : NULL;
+	if (h.len && !s->rx.payload)
+		return -ENOMEM;
+	if (h.len)
+		memcpy(s->rx.payload, mb->data + sizeof(h), h.len);
+	s->rx.hdr = h;
+	s->rx.hdr_got = sizeof(h);
+	s->rx.got = h.len;
+	us_mbox_release(mb);
+	return 0;
+}
+
 static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 {
+	struct us_mbox *mb = &s->ctl->to_main;
 	int rc;
 
 	if (s->rx.hdr_got == 0 && timeout_ms != 0) {
 		uint64_t until = us_now_ns() + us_spin_ns();
 		unsigned n = 0;
 
-		while (atomic_load_explicit(&s->ctl->resp_count, memory_order_acquire) ==
-		       s->resp_seen) {
+		/* Signed: a message taken from the mailbox is counted a moment
+		 * after it is put there. */
+		while (!us_mbox_full(mb) &&
+		       (int64_t)(atomic_load_explicit(&s->ctl->resp_count, memory_order_acquire) -
+				 s->resp_seen) <= 0) {
 			if (us_now_ns() >= until)
 				break;
 			us_spin_step(&n);
 		}
 	}
-	rc = us_rx_poll(s->sock, &s->rx, timeout_ms);
+	rc = us_rx_poll(s->sock, &s->rx, mb, &s->ctl->resp_count, s->resp_seen, timeout_ms);
+	if (rc == 2)
+		rc = take_mailbox(s);
 	if (rc < 0)
 		return rc;
 	m->kind = (int)s->rx.hdr.kind;
@@ -166,6 +195,7 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 	m->skipped = m->kind == ORBIT_MSG_RESULT && (s->rx.hdr.aux & US_SKIPPED);
 	memset(&s->rx, 0, sizeof(s->rx));
 	s->resp_seen++;
+	atomic_store_explicit(&s->ctl->resp_taken, s->resp_seen, memory_order_release);
 	return 0;
 }
 
