@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import orbitpy
+from conftest import snapshot_params
 from objects_util import fill_free_lists
 
 BIG = 1 << 40  # ints far beyond CPython's small-int cache: each one is a new object
@@ -238,7 +239,7 @@ def test_orbit_reads_arena_objects_in_place_as_of_call_time(
     assert f(table) == (id(table), id(table[BIG]), [0, "changed" * 2], 500)
 
 
-@pytest.mark.parametrize("snapshot", TRACKED_MODES)
+@pytest.mark.parametrize("snapshot", snapshot_params(TRACKED_MODES))
 def test_check_cost_follows_changed_pages(snapshot: str, make_orbit: Any,
                                           new_arena: Any) -> None:
     arena = new_arena(64 << 20, snapshot)

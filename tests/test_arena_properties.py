@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import orbitpy
+from conftest import snapshot_params
 from orbitpy import _core
 
 # ------------------------------------------------------------------ classes
@@ -596,7 +597,7 @@ def test_async_calls_see_the_graph_as_of_call_async(rig: Rig, root_spec: Spec,
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("rig", ["mprotect", "full"], indirect=True)
+@pytest.mark.parametrize("rig", snapshot_params(["mprotect", "full"]), indirect=True)
 @settings(max_examples=250, **_SETTINGS)
 @given(root_spec=root_specs, steps=async_steps)
 def test_async_calls_in_other_snapshot_modes(rig: Rig, root_spec: Spec,

@@ -74,3 +74,21 @@ def test_kernel_area_errors_say_why() -> None:
     e = _backend_kernel.area_error(OSError(errno.ENOMEM, "x"), 4096, "auto", 1 << 30)
     assert isinstance(e, MemoryError)
     assert _backend_kernel.area_error(OSError(errno.EIO, "x"), 4096, "auto", 1 << 30) is None
+
+
+def test_kernel_backend_refuses_mprotect_saying_why() -> None:
+    """The kernel backend makes no area in 'mprotect' mode (its read-only
+    pieces of main's mapping would not match the orbit's mapping, which
+    orbit_update needs); the other modes work (conftest.UNAVAILABLE_MODES
+    skips mprotect's parametrizations for it)."""
+    if _core.BACKEND != _backend_kernel.NAME:
+        pytest.skip("the kernel backend is not the one running (ORBITPY_BACKEND=kernel "
+                    "on a kernel with the orbit calls: kernel/run-tests, ORBITPY_VM_PYTHON)")
+    import orbitpy
+
+    with pytest.raises(OSError) as info:
+        orbitpy.arena(1 << 20, "mprotect")
+    assert info.value.errno == errno.ENOTSUP
+    assert "'mprotect'" in str(info.value) and "kernel backend" in str(info.value)
+    for mode in ("uffd", "full", "auto"):
+        orbitpy.arena(1 << 20, mode).close()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import orbitpy
+from conftest import snapshot_params
 
 
 def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -275,7 +276,7 @@ def test_orbit_function_and_handle_are_context_managers(
 
 # ------------------------------------------------- crashes tell where
 
-@pytest.mark.parametrize("snapshot", ["uffd", "mprotect", "full"])
+@pytest.mark.parametrize("snapshot", snapshot_params(["uffd", "mprotect", "full"]))
 def test_crash_carries_the_orbits_last_traceback(make_orbit: Callable[..., Any],
                                                 new_arena: Callable[..., Any],
                                                 snapshot: str,

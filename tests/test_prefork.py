@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import orbitpy
-from conftest import SNAPSHOT_MODES
+from conftest import SNAPSHOT_MODES, snapshot_params
 
 MakeOrbit = Callable[..., Any]
 
@@ -50,7 +50,7 @@ def in_forked_child(fn: Callable[[], int], timeout: float = 60) -> int:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 def test_child_makes_arenas_after_fork(mode: str, make_orbit: MakeOrbit,
                                        new_arena: Any) -> None:
     # The parent uses the mode first, so whatever it opens for it is inherited.

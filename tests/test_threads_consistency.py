@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import orbitpy
-from conftest import SNAPSHOT_MODES
+from conftest import SNAPSHOT_MODES, snapshot_params
 
 TOTAL = 1000
 
@@ -213,7 +213,7 @@ def assert_consistent(seen: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 def test_stress_dict_of_tuples(mode: str) -> None:
     """The issue's scenario: two writers, a caller thread, every mode."""
     assert_consistent(object_race(mode, "tuple", "dict", 20000, writers=2, callers=1,
@@ -221,7 +221,7 @@ def test_stress_dict_of_tuples(mode: str) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 def test_stress_queued_calls_small_staging(mode: str) -> None:
     """Two callers queue calls behind each other through a staging ring too
     small for their snapshots: a call waits for room, then is checked and
@@ -231,7 +231,7 @@ def test_stress_queued_calls_small_staging(mode: str) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 def test_stress_writers_outside_with(mode: str) -> None:
     """Writers that store values made outside the arena: each call's check
     copies them in, in the same step as the snapshot."""
@@ -240,14 +240,14 @@ def test_stress_writers_outside_with(mode: str) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 def test_stress_buffer_records(mode: str) -> None:
     """A call that passes only an arena buffer: no pre-call check, same rule."""
     assert_consistent(buffer_race(mode, 50000, writers=2, callers=1, calls=30))
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", SNAPSHOT_MODES)
+@pytest.mark.parametrize("mode", snapshot_params(SNAPSHOT_MODES))
 @settings(max_examples=4, derandomize=True, deadline=None, database=None,
           phases=[Phase.explicit, Phase.generate],  # no shrinking: threads are not replayable
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
