@@ -240,9 +240,7 @@ static int next_message(int fd, struct us_mbox *mb, _Atomic uint64_t *count, uin
 
 	if (us_mbox_full(mb))
 		return 2;
-	/* Signed: a message taken from the mailbox is counted a moment after
-	 * it is put there, so `seen` may be ahead. */
-	if ((int64_t)(atomic_load_explicit(count, memory_order_acquire) - seen) > 0)
+	if (us_count_ahead(count, seen))
 		return us_mbox_full(mb) ? 2 : 1;
 	do
 		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);

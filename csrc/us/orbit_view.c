@@ -281,16 +281,14 @@ static int64_t view_discard(struct us_view *v)
  * the mailbox not FULL then means the call is in the socket (mailbox.c). */
 static int call_waiting(struct orbit_sys *s)
 {
-	return us_mbox_full(&s->ctl->to_orbit) ||
-	       (int64_t)(atomic_load_explicit(&s->ctl->req_count, memory_order_acquire) -
-			 s->req_seen) > 0;
+	return us_msg_waiting(&s->ctl->to_orbit, &s->ctl->req_count, s->req_seen);
 }
 
 /*
  * Wait for the next message from main, flushing our queue meanwhile: 1 when
  * it is in the mailbox, 0 when it is (or is coming) in the socket, or the
  * socket ended.  (A call taken from the mailbox is counted a moment after
- * it is put there, hence the signed comparison in call_waiting.)
+ * it is put there, hence the signed comparison in us_count_ahead.)
  */
 static int wait_readable(struct orbit_sys *s)
 {

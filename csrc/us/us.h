@@ -257,6 +257,22 @@ void us_mbox_release(struct us_mbox *mb);
 int us_mbox_sleep(struct us_mbox *mb);
 void us_mbox_wake(struct us_mbox *mb);
 
+/* The writer's count of messages sent is ahead of the reader's `seen`:
+ * message seen+1 is complete (acquire: pairs with the writer's increment
+ * after it filled the mailbox or sent the whole message).  Signed: a
+ * message taken from the mailbox is counted a moment after it is put
+ * there, so `seen` may be ahead. */
+static inline int us_count_ahead(_Atomic uint64_t *count, uint64_t seen)
+{
+	return (int64_t)(atomic_load_explicit(count, memory_order_acquire) - seen) > 0;
+}
+
+/* The reader's next message is complete: in the mailbox, or counted. */
+static inline int us_msg_waiting(struct us_mbox *mb, _Atomic uint64_t *count, uint64_t seen)
+{
+	return us_mbox_full(mb) || us_count_ahead(count, seen);
+}
+
 /* channel.c */
 int us_send_all(int fd, const struct iovec *iov, int iovcnt, const int *fds, int nfds);
 int us_send_call(struct orbit_sys *s, uint64_t seq, const void *body, size_t body_len,

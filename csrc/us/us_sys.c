@@ -171,11 +171,7 @@ static int us_pull(struct orbit_sys *s, int timeout_ms, struct orbit_msg *m)
 		uint64_t until = us_now_ns() + us_spin_ns();
 		unsigned n = 0;
 
-		/* Signed: a message taken from the mailbox is counted a moment
-		 * after it is put there. */
-		while (!us_mbox_full(mb) &&
-		       (int64_t)(atomic_load_explicit(&s->ctl->resp_count, memory_order_acquire) -
-				 s->resp_seen) <= 0) {
+		while (!us_msg_waiting(mb, &s->ctl->resp_count, s->resp_seen)) {
 			if (us_now_ns() >= until)
 				break;
 			us_spin_step(&n);
